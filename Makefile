@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  make demo   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CONFIG ?= configs/demo.yaml
+# pip prints a warning per package for this machine's local indexes; keep the log readable.
+PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: venv venv-dev demo test lint clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements.txt $(PIP_QUIET)
+	$(PY) -c "import ray, torch, decord, cv2" && touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(PIP) install -q -r requirements-dev.txt $(PIP_QUIET)
+	$(PY) -c "import pytest, moto, sklearn" && touch $@
+
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
+
+demo: venv
+	$(PY) jobs/pipeline.py --config $(CONFIG)
+
+test: venv-dev
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv-dev
+	$(VENV)/bin/ruff check mer jobs tests benchmarks
+	$(VENV)/bin/ruff format --check mer jobs tests benchmarks
+
+clean:
+	rm -rf runs/demo

@@ -1,0 +1,54 @@
+"""Dataset adapters: each turns a dataset root (local path or s3:// URI) into a clip manifest.
+
+A manifest is a pandas DataFrame, one row per clip, with MANIFEST_COLUMNS:
+  dataset, subject, clip   canonical names (see each adapter; MEGC2019 spellings)
+  label (int), emotion     class index under the protocol, and the dataset's own emotion word
+  onset, apex, offset      the dataset's own frame numbers (apex is <NA> where unannotated)
+  source                   URI of the clip's frame folder or video file
+  fps                      the dataset's frame rate
+Clips that cannot be used are not silently dropped: they are listed in
+`manifest.attrs["rejects"]` (dicts with dataset, subject, clip, stage, reason) and logged.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+MANIFEST_COLUMNS = [
+    "dataset",
+    "subject",
+    "clip",
+    "label",
+    "emotion",
+    "onset",
+    "apex",
+    "offset",
+    "source",
+    "fps",
+]
+
+# MEGC2019 composite classes (the class list used by every 3-class protocol here).
+CLASSES_3 = ("negative", "positive", "surprise")
+
+DATASETS = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
+
+
+def load_manifest(dataset: str, root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
+    """Load the clip manifest of `dataset` found under `root` (local path or s3:// URI)."""
+    from mer.errors import InputError
+
+    if dataset == "casme2":
+        from mer.datasets.casme2 import load
+    elif dataset == "samm":
+        from mer.datasets.samm import load
+    elif dataset == "smic":
+        from mer.datasets.smic import load
+    elif dataset == "casme3":
+        from mer.datasets.casme3 import load
+    elif dataset == "megc2019":
+        from mer.datasets.megc2019 import load
+    elif dataset == "synthetic":
+        from mer.datasets.synthetic import load
+    else:
+        raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    return load(root, annotations=annotations, **kw)

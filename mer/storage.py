@@ -1,0 +1,129 @@
+"""Local paths and s3:// URIs behind one small API (fsspec + s3fs, pyarrow for Parquet).
+
+S3 credentials and endpoint come from the usual AWS sources (instance profile, environment,
+~/.aws); a non-AWS endpoint (MinIO, a local test server) is set with AWS_ENDPOINT_URL.
+Writes are whole-object: a local file is written under a temporary name and renamed, an S3
+object appears only when its upload completes, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mer.errors import InputError
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI with forward slashes."""
+    uri = str(uri)
+    if is_remote(uri):
+        return posixpath.join(uri, *[str(p) for p in parts])
+    return os.path.join(uri, *[str(p) for p in parts])
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return (filesystem, path inside it) for a local path or URI."""
+    uri = str(uri)
+    if uri.startswith("s3://"):
+        # s3fs caches listings per instance; a fresh listing is what a resumable job needs.
+        fs = fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=False)
+        return fs, uri[len("s3://") :]
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def pyarrow_filesystem(uri: str):
+    """Return (pyarrow.fs.FileSystem, path) for Ray Train/Tune `storage_filesystem`."""
+    import pyarrow.fs as pafs
+
+    if uri.startswith("s3://"):
+        fs, path = filesystem(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    try:
+        return fs.exists(path)
+    except PermissionError as e:
+        raise InputError(f"{uri}: access denied ({e}); check the S3 credentials") from e
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        fs.makedirs(path, exist_ok=True)
+
+
+def listdir(uri: str) -> list[str]:
+    """Names (not paths) of the entries directly under `uri`, sorted; [] if absent."""
+    fs, path = filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise InputError(f"{uri}: no such file") from e
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object/file; local writes go through a temporary name + rename."""
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        with fs.open(path, "wb") as f:
+            f.write(data)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def write_parquet(table: pa.Table, uri: str) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes(uri, sink.getvalue().to_pybytes())
+
+
+def read_parquet(uri: str, columns: list[str] | None = None, filters=None) -> pa.Table:
+    fs, path = filesystem(uri)
+    try:
+        return pq.read_table(path, filesystem=fs, columns=columns, filters=filters)
+    except FileNotFoundError as e:
+        raise InputError(f"{uri}: no such Parquet file or folder") from e

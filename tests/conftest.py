@@ -1,0 +1,75 @@
+"""Shared fixtures: a real local S3 endpoint (moto server) and one local Ray per module."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MEGC2019_LIST = SHARED / "data" / "megc2019" / "combined_3class_gt.csv"
+
+sys.path.insert(0, str(REPO))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 with bucket `mer-test`; yields the endpoint URL.
+
+    Sets the AWS_* variables so that s3fs, pyarrow and child processes (Ray workers
+    started after this fixture) all reach it. Stopped at the end of the session.
+    """
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="mer-test")
+    try:
+        yield url
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance per test module (never joins a stale cluster)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=4,  # logical CPUs: a TorchTrainer controller takes one of them
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
