@@ -1,0 +1,1 @@
+"""Ray Train stages: prior learning (pretrain.py) and target learning (finetune.py)."""

@@ -1,0 +1,117 @@
+"""Training data on a worker: the key-frame table, tensors, augmentation and pair sampling.
+
+Each worker reads the (small) Parquet key-frame table itself and indexes it per fold: the
+MEGC2019 composite at K=16, S=112 is about 270 MB of uint8, and a local read beats
+streaming Ray Data shards for a table that small (benchmarks/README.md has the numbers).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+@dataclass
+class ClipTable:
+    meta: dict
+    clips: pd.DataFrame  # one row per clip: dataset, subject, clip, label, ...
+    frames: np.ndarray  # N, K, S, S, C uint8
+
+    @property
+    def subject_keys(self) -> np.ndarray:
+        return (self.clips["dataset"] + "/" + self.clips["subject"]).to_numpy()
+
+    def indices_of(self, subjects) -> np.ndarray:
+        """Row indices of the clips whose "dataset/subject" key is in `subjects`."""
+        return np.flatnonzero(np.isin(self.subject_keys, list(subjects)))
+
+
+@functools.lru_cache(maxsize=2)
+def load_table(uri: str) -> ClipTable:
+    """The key-frame table at `uri`, read once per process."""
+    from mer.preprocess import read_keyframes
+
+    meta, clips, frames = read_keyframes(uri)
+    return ClipTable(meta=meta, clips=clips.reset_index(drop=True), frames=frames)
+
+
+def to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
+    """uint8 B,K,S,S,C -> float32 B,C,K,S,S in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return x.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip, small crop/scale and brightness, the same for every frame of a clip.
+
+    Motion is the signal, so each transform is constant over time: it changes how the face
+    looks, never how it moves.
+    """
+    b, _, k, s, _ = x.shape
+    out = x.clone()
+    flip = torch.rand(b, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    scale = 0.85 + 0.15 * torch.rand(b, generator=generator)
+    shift = (torch.rand(b, 2, generator=generator) * 2 - 1) * (1 - scale[:, None])
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    theta = theta.to(x.device)
+    flat = out.permute(0, 2, 1, 3, 4).reshape(b * k, -1, s, s)
+    grid = torch.nn.functional.affine_grid(
+        theta.repeat_interleave(k, 0), list(flat.shape), align_corners=False
+    )
+    flat = torch.nn.functional.grid_sample(flat, grid, align_corners=False, padding_mode="border")
+    out = flat.reshape(b, k, -1, s, s).permute(0, 2, 1, 3, 4)
+    bright = ((torch.rand(b, generator=generator) * 2 - 1) * 0.1).to(x.device)
+    return (out + bright[:, None, None, None, None]).clamp_(-1, 1)
+
+
+def sample_pairs(
+    labels: np.ndarray, n_pairs: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced clip pairs over positions 0..len(labels)-1: (a, b, same).
+
+    Half the pairs share a class, half do not (as far as the classes allow); a pair never
+    uses the same clip twice. Callers pass the labels of the training clips only.
+    """
+    labels = np.asarray(labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    same_ok = [c for c, ix in by_class.items() if len(ix) >= 2]
+    diff_ok = len(by_class) >= 2
+    if not same_ok and not diff_ok:
+        raise ValueError("pair sampling needs at least two training clips")
+    a, b, same = [], [], []
+    for n in range(n_pairs):
+        want_same = (n % 2 == 0 and same_ok) or not diff_ok
+        if want_same:
+            c = same_ok[rng.integers(len(same_ok))]
+            i, j = rng.choice(by_class[c], size=2, replace=False)
+        else:
+            c1, c2 = rng.choice(list(by_class), size=2, replace=False)
+            i, j = rng.choice(by_class[c1]), rng.choice(by_class[c2])
+        a.append(i)
+        b.append(j)
+        same.append(1.0 if want_same else 0.0)
+    order = rng.permutation(n_pairs)
+    return np.asarray(a)[order], np.asarray(b)[order], np.asarray(same, dtype=np.float32)[order]
+
+
+def balanced_order(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n positions drawn with probability inversely proportional to class frequency."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels)
+    w = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=n, replace=True, p=w / w.sum())
+
+
+def shard(order: np.ndarray, rank: int, world: int, batch_size: int) -> list[np.ndarray]:
+    """This rank's batches of a global order; every rank gets the same number of steps."""
+    per_rank = len(order) // world
+    mine = order[rank * per_rank : (rank + 1) * per_rank]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
