@@ -102,7 +102,6 @@ def pretrain_loop(config: dict) -> None:
         loss_fn = ContrastiveLoss(margin=p.margin)
 
         for epoch in range(start, p.epochs):
-            _maybe_fail(config.get("_fault"), fold["name"], epoch, w)
             t0 = time.time()
             rng = np.random.default_rng([p.seed, fold["index"], epoch])
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -120,6 +119,7 @@ def pretrain_loop(config: dict) -> None:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                _maybe_fail(config.get("_fault"), fold["name"], epoch, w)  # mid-epoch
                 with torch.no_grad():
                     pred_same = (za - zb).norm(dim=1) < p.margin / 2
                     tot["correct"] += float((pred_same == (y > 0.5)).sum())
@@ -132,10 +132,13 @@ def pretrain_loop(config: dict) -> None:
                 "loss": tot["loss"] / max(tot["n"], 1),
                 "pair_accuracy": tot["correct"] / max(tot["n"], 1),
                 "epoch_seconds": time.time() - t0,
+                "worker_pid": os.getpid(),
             }
             history.append(metrics)
             _report_epoch(cfg.root, fold["name"], model, opt, epoch + 1, history, metrics, w)
 
+        if config.get("_digest_dir"):  # test hook: DDP replicas must end identical
+            _write_digest(config["_digest_dir"], fold["name"], model, w)
         if w.is_chief:
             d = fold_dir(cfg.root, fold["name"])
             save_state(model.backbone.state_dict(), storage.join(d, "prior.pt"))
@@ -175,12 +178,27 @@ def _resume_point(checkpoint) -> dict | None:
             return json.load(f)
 
 
+def _write_digest(folder: str, fold_name: str, model, w) -> None:
+    import hashlib
+
+    # Parameters, not buffers: each replica updates BatchNorm running stats from its own batch.
+    h = hashlib.sha256()
+    for name, t in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().numpy().tobytes())
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{fold_name}-rank{w.rank}.txt"), "w") as f:
+        f.write(h.hexdigest())
+
+
 def _maybe_fail(fault: dict | None, fold_name: str, epoch: int, w) -> None:
     """Test hook: kill this worker process once at (fold, epoch); a marker file records it."""
     if not fault or fault["fold"] != fold_name or fault["epoch"] != epoch:
         return
     if w.rank == fault.get("rank", 0) and not os.path.exists(fault["marker"]):
-        open(fault["marker"], "w").close()
+        with open(fault["marker"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(fault.get("delay", 0.0))
         os._exit(1)
 
 
@@ -213,6 +231,7 @@ def run_pretraining(
     *,
     progress=print,
     _fault=None,
+    _digest_dir=None,
 ) -> dict:
     """Prior learning for every fold that is not yet done with this config; returns a summary."""
     h = pretrain_hash(cfg)
@@ -225,7 +244,14 @@ def run_pretraining(
     per_run = cfg.resources.folds_per_run or len(todo)
     groups = [todo[i : i + per_run] for i in range(0, len(todo), per_run)]
     loop_configs = [
-        {"cfg": cfg.to_dict(), "folds": g, "keyframes": keyframes, "hash": h, "_fault": _fault}
+        {
+            "cfg": cfg.to_dict(),
+            "folds": g,
+            "keyframes": keyframes,
+            "hash": h,
+            "_fault": _fault,
+            "_digest_dir": _digest_dir,
+        }
         for g in groups
     ]
     storage_uri = storage.join(cfg.root, "pretrain", "_runs")

@@ -1,0 +1,159 @@
+"""Ray Tune across LOSO folds: search, results, nested protocol, driver kill + resume, S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from conftest import write_fake_keyframes
+from mer import config, results, storage
+from mer.search import run_search
+from mer.train import data
+from mer.train.pretrain import fold_specs, run_pretraining
+from tests_paths import REPO
+
+TINY = [
+    "data.dataset=synthetic",
+    "keyframes.k=8",
+    "keyframes.size=32",
+    "model.width=0.125",
+    "model.embedding_dim=16",
+    "model.head_hidden=32",
+    "pretrain.epochs=1",
+    "pretrain.pairs_per_epoch=32",
+    "pretrain.batch_size=8",
+    "finetune.epochs=1",
+    "finetune.batch_size=8",
+    "resources.cpus_per_worker=1",
+    "resources.max_concurrent=2",
+    "search.space={gamma: [0.0, 2.0], freeze: [1]}",
+]
+
+
+def tiny_cfg(root, *extra):
+    return config.load(None, [f"root={root}", *TINY, *extra])
+
+
+def search(cfg, keyframes):
+    folds = fold_specs(data.load_table(keyframes))
+    run_pretraining(cfg, keyframes, folds)
+    return run_search(cfg, keyframes, folds)
+
+
+def run_job(args, env=None, **kw):
+    e = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=e, capture_output=True, text=True, **kw
+    )
+
+
+def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes, tmp_path):
+    cfg = tiny_cfg(tmp_path, "search.experiment=t1", "search.protocol=nested", "search.inner_k=2")
+    exp_uri = search(cfg, fake_keyframes)
+    exp = results.load_experiment(exp_uri)
+    board = results.leaderboard(exp)
+    assert len(board) == 2
+    assert (board["folds_done"] == 4).all() and (board["status"] == "complete").all()
+
+    # Pooled metrics equal those recomputed from the saved per-clip predictions alone.
+    for row in board.to_dict("records"):
+        folder = tmp_path / "tune" / "t1" / "configs" / row["config_id"] / "folds"
+        frames = [pd.read_parquet(folder / f) for f in sorted(os.listdir(folder))]
+        p = pd.concat(frames)
+        p = p[p["kind"] == "outer"]
+        assert len(p) == 24  # every clip predicted exactly once as a held-out clip
+        assert row["uf1"] == pytest.approx(
+            f1_score(p["label"], p["pred"], average="macro", labels=[0, 1, 2], zero_division=0)
+        )
+        assert row["uar"] == pytest.approx(balanced_accuracy_score(p["label"], p["pred"]))
+
+    # Nested: every outer fold's choice used no data of its subject.
+    n = results.nested(exp)
+    assert n["protocol"] == "nested-loso" and n["folds_done"] == 4
+    for choice in n["choices"]:
+        subject = "fake/" + choice["fold"].split("-", 1)[1]
+        assert subject not in choice["inner_subjects"]
+    inner = exp.predictions[exp.predictions["kind"] == "inner"]
+    for outer, g in inner.groupby("outer"):
+        assert outer.split("-", 1)[1] not in set(g["subject"])
+
+    # jobs/results.py reads it back as a table and as JSON, protocol named.
+    table = run_job(["jobs/results.py", exp_uri], timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "loso-search" in table.stdout and "nested-loso" in table.stdout
+    js = run_job(["jobs/results.py", "t1", "--root", str(tmp_path), "--format", "json"], timeout=120)
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)
+    assert doc["protocol"] == "loso-search" and "optimistic" in doc["note"]
+    assert {r["config_id"] for r in doc["leaderboard"]} == set(board["config_id"])
+    assert doc["nested"]["uf1"] == pytest.approx(n["uf1"])
+    best = board.iloc[0]["config_id"]
+    detail = run_job(["jobs/results.py", exp_uri, "--trial", best, "--format", "csv"], timeout=120)
+    assert detail.returncode == 0 and detail.stdout.count("\n") == 1 + 4 + 8  # outer + inner
+    plots = run_job(["jobs/results.py", exp_uri, "--plots", str(tmp_path / "plots")], timeout=120)
+    assert plots.returncode == 0, plots.stderr
+    assert sorted(os.listdir(tmp_path / "plots")) == [
+        "confusion_best.png", "uf1_vs_freeze.png", "uf1_vs_gamma.png"
+    ]
+
+
+def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_path):
+    kf = write_fake_keyframes(str(tmp_path / "keyframes" / "synthetic"))
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg = tiny_cfg(tmp_path, "search.experiment=resume", "finetune.epochs=3",
+                   "resources.max_concurrent=1")
+    cfg_path.write_text(cfg.to_yaml())
+    address = ray_local.get_runtime_context().gcs_address
+    args = ["jobs/tune.py", "--config", str(cfg_path), "--address", address]
+    folds_dir = tmp_path / "tune" / "resume" / "configs"
+
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    done_before = {}
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            files = list(folds_dir.glob("*/folds/*.parquet"))
+            if files:
+                done_before = {str(f): f.stat().st_mtime for f in files}
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it forked
+        proc.wait()
+    assert done_before, "the driver finished no fold run before the deadline"
+    assert len(done_before) < 8, "everything finished before the kill; nothing to resume"
+
+    rerun = run_job(args, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for f, mtime in done_before.items():
+        assert os.path.getmtime(f) == mtime, f"{f} was rerun"
+    board = results.leaderboard(results.load_experiment(str(tmp_path / "tune" / "resume")))
+    assert len(board) == 2 and (board["folds_done"] == 4).all()
+
+
+def test_experiment_on_s3_queried_from_another_process(s3_endpoint, ray_local):
+    root = "s3://mer-test/search-run"
+    kf = write_fake_keyframes(f"{root}/keyframes/synthetic")
+    cfg = tiny_cfg(root, "search.experiment=s3exp", "search.space={gamma: [1.0], freeze: [0, 2]}")
+    exp_uri = search(cfg, kf)
+    assert exp_uri == f"{root}/tune/s3exp"
+    assert storage.exists(f"{root}/pretrain/fake-s00/prior.pt")
+    out = run_job(["jobs/results.py", exp_uri, "--format", "json"], timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert len(doc["leaderboard"]) == 2
+    assert all(r["folds_done"] == 4 for r in doc["leaderboard"])
+    assert np.isfinite(doc["best"]["uf1"])
