@@ -1,0 +1,460 @@
+"""Clip decoding: video files (decord) and frame folders (JPEG/PNG/BMP), local or s3://.
+
+`read_clip(source, start, stop)` returns the frames `start..stop` (inclusive, in the
+source's own numbering) as one uint8 array (T, H, W, 3), RGB. Offset 0 of the array is
+frame `start`, so a manifest's onset/apex/offset become offsets by subtracting `start`.
+
+- Frame folders: frames are numbered by the last run of digits in the file name (img46.jpg
+  -> 46, 006_01234.jpg -> 1234; see mer.datasets.common.list_frames). A frame number
+  missing inside the range is filled with the previous frame and logged, so that offset
+  i is always frame start + i (our choice; the datasets' frames are contiguous).
+- Videos: frames are numbered by 0-based index. decord decodes only the asked range.
+- Grayscale sources (SAMM) come back with C=3, the gray replicated, so every later stage
+  sees one layout.
+
+decord is known to hang or crash on some broken files, so by default a video is decoded in
+a helper process (one per calling process, started on first use and reused) that is killed
+and restarted when it overruns `timeout` (DecodeTimeout) or dies (DecodeError). Frames come
+back through a shared-memory buffer, which costs one memcpy rather than a pickle through a
+pipe. An s3:// video is fetched by the caller and handed over as bytes (decord reads a
+file-like object whole anyway). `timeout=None` decodes in-process. Frame folders are
+decoded in-process (OpenCV's image decoders do not hang); S3 frames are fetched
+concurrently.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mer import storage
+from mer.errors import DecodeError, DecodeTimeout, InputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+# Seconds a fresh decoder process may take to import numpy and decord before we give up.
+_STARTUP_TIMEOUT = 120.0
+# Largest shared buffer kept per decoder process; bigger clips come back through the pipe.
+_MAX_SHARED_BYTES = 2 << 30
+
+
+def read_clip(
+    source: str, start: int | None = None, stop: int | None = None, *, timeout: float | None = 60.0
+) -> np.ndarray:
+    """Frames `start..stop` (inclusive) of a video file or frame folder as uint8 (T, H, W, 3).
+
+    `source` is a local path or s3:// URI. `start`/`stop` are frame numbers in the source's
+    own numbering (frame folder: the numbers in the file names; video: 0-based index); None
+    means the first/last frame. Offset 0 of the result is frame `start`. Channels are RGB;
+    grayscale is replicated to 3 channels.
+
+    Raises InputError for a missing source or a range outside the frames present,
+    DecodeError for a corrupt, truncated, empty or mislabelled file, and DecodeTimeout when
+    decoding a video takes longer than `timeout` seconds (None: no bound, in-process).
+    """
+    if start is not None and stop is not None and start > stop:
+        raise InputError(f"{source}: frame range {start}..{stop} is empty (start > stop)")
+    if _is_video(source):
+        if timeout is None:
+            return _decode_video(_video_input(source), start, stop, source)
+        return _run_bounded(
+            _decode_video, (_video_input(source), start, stop, source), source, timeout
+        )
+    return _read_folder(source, start, stop)
+
+
+def probe(source: str, *, timeout: float | None = 60.0) -> dict[str, Any]:
+    """Cheap metadata: frames (count), fps (None for a frame folder), height, width, first, last.
+
+    first/last are the first and last frame numbers in the source's own numbering.
+    """
+    if _is_video(source):
+        if timeout is None:
+            return _probe_video(_video_input(source), source)
+        return _run_bounded(_probe_video, (_video_input(source), source), source, timeout)
+    frames = _list_folder(source)
+    height, width = _decode_image(frames[0][1], _read_files([frames[0][1]])[0]).shape[:2]
+    return {
+        "frames": len(frames),
+        "fps": None,
+        "height": height,
+        "width": width,
+        "first": frames[0][0],
+        "last": frames[-1][0],
+    }
+
+
+def shutdown_decoder() -> None:
+    """Stop this process's decoder helper, if any (it is restarted on the next call)."""
+    global _decoder
+    with _decoder_lock:
+        if _decoder is not None and _decoder.owner == os.getpid():
+            _decoder.close()
+        _decoder = None
+
+
+# Sources.
+
+
+def _is_video(source: str) -> bool:
+    """True for a video file, False for a frame folder; InputError if neither exists."""
+    if str(source).lower().endswith(VIDEO_EXTENSIONS):
+        return True
+    fs, path = storage.filesystem(source)
+    try:
+        if fs.isdir(path):
+            return False
+        if fs.isfile(path):
+            return True  # an unusual extension: let the decoder judge it
+    except PermissionError as e:
+        raise InputError(f"{source}: access denied ({e}); check the AWS credentials") from e
+    raise InputError(f"{source}: no such video file or frame folder; check the path or URI")
+
+
+def _video_input(source: str) -> str | bytes:
+    """A local path as is; a remote video's bytes (decord reads file-likes fully anyway)."""
+    if storage.is_remote(source):
+        return storage.read_bytes(source)
+    if not os.path.isfile(source):
+        raise InputError(f"{source}: no such video file; check the path")
+    return str(source)
+
+
+# Videos (these run inside the decoder process unless timeout is None).
+
+
+def _open_video(video: str | bytes, source: str):
+    import decord
+
+    if isinstance(video, str) and os.path.getsize(video) == 0:
+        raise DecodeError(f"{source}: the video file is empty (0 bytes); re-copy it")
+    if isinstance(video, bytes) and not video:
+        raise DecodeError(f"{source}: the video file is empty (0 bytes); re-copy it")
+    try:
+        return decord.VideoReader(io.BytesIO(video) if isinstance(video, bytes) else video)
+    except Exception as e:  # decord raises RuntimeError / DECORDError with C++ context
+        raise DecodeError(
+            f"{source}: not a readable video ({_first_line(e)}); the file may be truncated, "
+            "corrupt or not a video"
+        ) from None
+
+
+def _decode_video(
+    video: str | bytes, start: int | None, stop: int | None, source: str
+) -> np.ndarray:
+    reader = _open_video(video, source)
+    n = len(reader)
+    first = 0 if start is None else start
+    last = n - 1 if stop is None else stop
+    if first < 0 or last > n - 1 or first > last:
+        raise InputError(
+            f"{source}: frames {first}..{last} are outside the {n} frames of the video "
+            f"(0..{n - 1}); check the clip's onset/offset"
+        )
+    try:
+        frames = reader.get_batch(list(range(first, last + 1))).asnumpy()
+    except Exception as e:
+        raise DecodeError(
+            f"{source}: decoding frames {first}..{last} failed ({_first_line(e)}); "
+            "the file may be truncated or corrupt"
+        ) from None
+    return _as_rgb(frames)
+
+
+def _probe_video(video: str | bytes, source: str) -> dict[str, Any]:
+    reader = _open_video(video, source)
+    try:
+        height, width = reader[0].shape[:2]
+    except Exception as e:
+        raise DecodeError(f"{source}: cannot decode the first frame ({_first_line(e)})") from None
+    n = len(reader)
+    fps = float(reader.get_avg_fps())
+    return {"frames": n, "fps": fps, "height": height, "width": width, "first": 0, "last": n - 1}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+def _as_rgb(frames: np.ndarray) -> np.ndarray:
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+# Frame folders.
+
+
+def _list_folder(source: str) -> list[tuple[int, str]]:
+    from mer.datasets.common import list_frames
+
+    frames = list_frames(source)
+    if not frames:
+        raise InputError(f"{source}: the frame folder holds no JPEG/PNG/BMP frames")
+    for a, b in zip(frames, frames[1:], strict=False):
+        if a[0] == b[0]:
+            raise InputError(
+                f"{source}: two files carry frame number {a[0]} ({os.path.basename(a[1])}, "
+                f"{os.path.basename(b[1])}); keep one"
+            )
+    return frames
+
+
+def _read_folder(source: str, start: int | None, stop: int | None) -> np.ndarray:
+    frames = _list_folder(source)
+    first = frames[0][0] if start is None else start
+    last = frames[-1][0] if stop is None else stop
+    if first < frames[0][0] or last > frames[-1][0]:
+        raise InputError(
+            f"{source}: frames {first}..{last} are outside the frames present "
+            f"({frames[0][0]}..{frames[-1][0]}); check the clip's onset/offset"
+        )
+    chosen = [(n, uri) for n, uri in frames if first <= n <= last]
+    data = _read_files([uri for _, uri in chosen])
+    images = {n: _decode_image(uri, blob) for (n, uri), blob in zip(chosen, data, strict=True)}
+    shape = images[chosen[0][0]].shape
+    out = np.empty((last - first + 1, *shape), np.uint8)
+    missing = []
+    previous = images[chosen[0][0]]
+    for i, n in enumerate(range(first, last + 1)):
+        image = images.get(n)
+        if image is None:
+            missing.append(n)
+            image = previous
+        elif image.shape != shape:
+            raise DecodeError(
+                f"{source}: frame {n} is {image.shape[1]}x{image.shape[0]} but frame "
+                f"{chosen[0][0]} is {shape[1]}x{shape[0]}; the folder mixes frame sizes"
+            )
+        out[i] = image
+        previous = image
+    if missing:
+        log.warning(
+            "%s: frame numbers %s are missing; each was filled with the frame before it",
+            source,
+            _ranges(missing),
+        )
+    return out
+
+
+def _read_files(uris: list[str]) -> list[bytes]:
+    if uris and storage.is_remote(uris[0]):
+        fs, _ = storage.filesystem(uris[0])
+        paths = [storage.filesystem(u)[1] for u in uris]
+        try:
+            blobs = fs.cat(paths)  # fetched concurrently
+        except FileNotFoundError as e:
+            raise InputError(f"{e.filename or uris[0]}: frame file vanished while reading") from e
+        return [blobs[p] for p in paths]
+    out = []
+    for uri in uris:
+        try:
+            with open(uri, "rb") as f:
+                out.append(f.read())
+        except FileNotFoundError as e:
+            raise InputError(f"{uri}: frame file vanished while reading") from e
+    return out
+
+
+def _decode_image(uri: str, blob: bytes) -> np.ndarray:
+    image = None
+    if blob:
+        image = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)  # gray -> 3 ch
+    if image is None:
+        raise DecodeError(f"{uri}: cannot decode this frame image (empty, truncated or corrupt)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _ranges(numbers: list[int]) -> str:
+    parts, begin = [], numbers[0]
+    for a, b in zip(numbers, numbers[1:] + [None], strict=True):
+        if b != a + 1:
+            parts.append(str(begin) if begin == a else f"{begin}..{a}")
+            begin = b
+    return ", ".join(parts)
+
+
+# The decoder process.
+
+
+class _DecoderProcess:
+    """A helper Python process that runs decode functions; killed and replaced on a hang.
+
+    Requests are (function, args) pickled over a socket pair (functions travel by name, so
+    the child imports their module; its sys.path is ours). A result that is a uint8 array
+    is written into a shared buffer (a /dev/shm file both processes map, unlinked as soon as
+    the child has mapped it, so nothing is left behind if either side dies).
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self.owner = os.getpid()
+        parent, child = socket.socketpair()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", f"from mer.video import _serve; _serve({child.fileno()})"],
+            pass_fds=(child.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.buffer: mmap.mmap | None = None
+        if not self.conn.poll(_STARTUP_TIMEOUT):
+            self.close()
+            raise DecodeError(f"the video decoder process did not start in {_STARTUP_TIMEOUT} s")
+        self.conn.recv()  # "ready"
+
+    def run(self, fn: Callable, args: tuple, source: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        self.conn.send((fn, args))
+        while True:
+            reply = self._recv(deadline, source, timeout)
+            kind = reply[0]
+            if kind == "shared":
+                shape = reply[1]
+                out = np.empty(shape, np.uint8)
+                out.reshape(-1)[:] = np.frombuffer(self.buffer, np.uint8, out.size)
+                return out
+            if kind == "pipe":  # too big for the buffer: bytes follow; grow for next time
+                out = np.empty(reply[1], np.uint8)
+                self._recv(deadline, source, timeout, into=out)
+                self._grow(out.nbytes)
+                return out
+            if kind == "value":
+                return reply[1]
+            if kind == "error":
+                raise reply[1]
+
+    def _recv(self, deadline: float, source: str, timeout: float, into: np.ndarray | None = None):
+        if not self.conn.poll(max(0.0, deadline - time.monotonic())):
+            self.close()
+            raise DecodeTimeout(
+                f"{source}: decoding took longer than {timeout:g} s and was abandoned; the "
+                "file may be damaged (for a very long video, pass a larger timeout)"
+            )
+        try:
+            if into is not None:
+                return self.conn.recv_bytes_into(memoryview(into).cast("B"))
+            return self.conn.recv()
+        except (EOFError, OSError) as e:
+            code = self.proc.poll()
+            self.close()
+            raise DecodeError(
+                f"{source}: the video decoder crashed (exit code {code}) on this file; "
+                "the file is probably corrupt"
+            ) from e
+
+    def _grow(self, nbytes: int) -> None:
+        if nbytes > _MAX_SHARED_BYTES or (self.buffer is not None and len(self.buffer) >= nbytes):
+            return
+        size = max(nbytes, 64 << 20)
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(prefix="mer-decode-", dir=folder)
+        try:
+            os.ftruncate(fd, size)
+            buffer = mmap.mmap(fd, size)
+            self.conn.send(("map", path))
+            ok = self.conn.poll(30.0) and self.conn.recv() == ("mapped",)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+        if not ok:  # the helper did not answer: its state is unknown, start afresh
+            buffer.close()
+            self.close()
+            return
+        if self.buffer is not None:
+            self.buffer.close()
+        self.buffer = buffer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.conn.close()
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+
+
+def _serve(fd: int) -> None:
+    """The decoder process's loop (started by _DecoderProcess)."""
+    import decord  # noqa: F401  (imported before "ready": not charged to a request's timeout)
+
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a decode that hangs must not outlive its caller
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+    conn = Connection(fd)
+    buffer: mmap.mmap | None = None
+    conn.send("ready")
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request[0] == "map":
+            with open(request[1], "r+b") as f:
+                buffer = mmap.mmap(f.fileno(), 0)
+            conn.send(("mapped",))
+            continue
+        fn, args = request
+        try:
+            result = fn(*args)
+        except Exception as e:
+            if not isinstance(e, InputError | DecodeError):
+                e = DecodeError(f"{args[-1]}: decoding failed ({type(e).__name__}: {e})")
+            conn.send(("error", e))
+            continue
+        if isinstance(result, np.ndarray):
+            result = np.ascontiguousarray(result, np.uint8)
+            if buffer is not None and result.nbytes <= len(buffer):
+                np.frombuffer(buffer, np.uint8, result.size)[:] = result.reshape(-1)
+                conn.send(("shared", result.shape))
+            else:
+                conn.send(("pipe", result.shape))
+                conn.send_bytes(memoryview(result).cast("B"))
+        else:
+            conn.send(("value", result))
+
+
+_decoder: _DecoderProcess | None = None
+_decoder_lock = threading.Lock()
+
+
+def _run_bounded(fn: Callable, args: tuple, source: str, timeout: float) -> Any:
+    """Run fn(*args) in this process's decoder process, at most `timeout` seconds."""
+    global _decoder
+    with _decoder_lock:  # one request at a time per decoder process
+        if _decoder is None or _decoder.owner != os.getpid() or _decoder.proc.poll() is not None:
+            _decoder = _DecoderProcess()  # a forked child never reuses its parent's helper
+        decoder = _decoder
+        try:
+            return decoder.run(fn, args, source, timeout)
+        except DecodeError:
+            if decoder.proc.poll() is not None:  # timed out or crashed: start afresh next time
+                _decoder = None
+            raise
