@@ -47,6 +47,7 @@ class KeyframeConfig:
     motion: str = "flow"  # motion curve for apex spotting and placement: flow | diff
     interpolation: str = "linear"  # linear | flow
     face_crop: bool = False  # off for already-cropped sets (CASME II Cropped, synthetic)
+    stabilize: bool = True  # register frames to the onset frame (global head motion)
     decode_timeout: float = 60.0  # seconds before a hung decode is abandoned
     # Execution (not part of the output hash).
     concurrency: int = 2  # Ray Data pool size: parallel key-frame tasks
@@ -56,6 +57,7 @@ class KeyframeConfig:
 @dataclass
 class ModelConfig:
     width: float = 1.0  # C3D channel multiplier (1.0 = Tran et al. 2015)
+    input: str = "frames"  # frames (the paper) | delta (key frames minus onset, amplified)
     batch_norm: bool = True
     dropout: float = 0.5
     embedding_dim: int = 128  # siamese embedding size
@@ -243,6 +245,8 @@ def validate(cfg: PipelineConfig) -> None:
         bad("keyframes.interpolation", kf.interpolation, "linear or flow")
     if kf.concurrency < 1 or kf.chunk_size < 1:
         bad("keyframes.concurrency/chunk_size", (kf.concurrency, kf.chunk_size), ">= 1")
+    if cfg.model.input not in ("frames", "delta"):
+        bad("model.input", cfg.model.input, "frames or delta")
     if not 0 < cfg.model.width <= 4:
         bad("model.width", cfg.model.width, "in (0, 4]")
     ft = cfg.finetune

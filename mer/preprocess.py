@@ -42,7 +42,7 @@ def keyframes_uri(cfg: PipelineConfig) -> str:
 def build_record(row: dict, kf: dict) -> dict:
     """Decode one clip and build its key-frame record; raises on any failure."""
     from mer.faces import crop, face_crop_box
-    from mer.keyframes import build_keyframes
+    from mer.keyframes import build_keyframes, motion_curve
     from mer.video import read_clip
 
     onset, offset = int(row["onset"]), int(row["offset"])
@@ -51,6 +51,13 @@ def build_record(row: dict, kf: dict) -> dict:
     if kf["face_crop"]:
         box, face_found = face_crop_box(frames[0])
         frames = crop(frames, box)
+    # The motion curve compensates head motion itself: compute it on the frames as decoded,
+    # then register the frames so the key frames show facial motion, not drift.
+    curve = motion_curve(frames, 0, mode=kf["motion"])
+    if kf.get("stabilize", True):
+        from mer.align import stabilize
+
+        frames, _ = stabilize(frames)
     apex = row.get("apex")
     apex_offset = None if apex is None or pd.isna(apex) else int(apex) - onset
     keys = build_keyframes(
@@ -62,7 +69,8 @@ def build_record(row: dict, kf: dict) -> dict:
         size=kf["size"],
         method=kf["method"],
         interpolation=kf["interpolation"],
-        motion=kf["motion"],
+        mode=kf["motion"],
+        motion=curve,
     )
     return {
         "dataset": row["dataset"],

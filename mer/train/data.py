@@ -39,10 +39,21 @@ def load_table(uri: str) -> ClipTable:
     return ClipTable(meta=meta, clips=clips.reset_index(drop=True), frames=frames)
 
 
-def to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
-    """uint8 B,K,S,S,C -> float32 B,C,K,S,S in [-1, 1]."""
+DELTA_GAIN = 8.0  # a 1-level change becomes 8/255: micro-movements are a few levels
+
+
+def to_tensor(frames: np.ndarray, device=None, input: str = "frames") -> torch.Tensor:
+    """uint8 B,K,S,S,C -> float32 B,C,K,S,S in [-1, 1].
+
+    input "frames": the key frames themselves (as in C3D and the paper).
+    input "delta": each key frame minus the clip's first (onset) key frame, amplified; our
+    option for small data, where learning sub-pixel motion from raw frames is hard.
+    """
     x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
-    return x.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+    x = x.permute(0, 4, 1, 2, 3).float()
+    if input == "delta":
+        return (x - x[:, :, :1]).mul_(DELTA_GAIN / 255.0).clamp_(-1.0, 1.0)
+    return x.div_(127.5).sub_(1.0)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -130,7 +130,7 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
         )
         ddp.train()
         for batch in data.shard(order, w.rank, w.world, ft.batch_size):
-            x = data.to_tensor(table.frames[train_idx[batch]], w.device)
+            x = data.to_tensor(table.frames[train_idx[batch]], w.device, cfg.model.input)
             if ft.augment:
                 x = data.augment(x, gen)
             y = torch.from_numpy(labels[batch]).to(w.device)
@@ -144,7 +144,7 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
         if len(val_idx):
             from mer.metrics import uf1
 
-            pred = predict(model, table.frames[val_idx], w.device, amp).argmax(1)
+            pred = predict(model, table.frames[val_idx], w.device, amp, cfg.model.input).argmax(1)
             score = mean_over_workers({"uf1": uf1(labels_all[val_idx], pred, num_classes)}, w)
             if score["uf1"] > best[0]:
                 best = (score["uf1"], copy.deepcopy(model.state_dict()), epoch + 1)
@@ -156,7 +156,7 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
     if best[1] is not None:
         model.load_state_dict(best[1])
 
-    probs = predict(model, table.frames[test_idx], w.device, amp)
+    probs = predict(model, table.frames[test_idx], w.device, amp, cfg.model.input)
     clips = table.clips.iloc[test_idx]
     return pd.DataFrame(
         {
@@ -175,12 +175,14 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
 
 
 @torch.no_grad()
-def predict(model, frames: np.ndarray, device, amp: bool, batch_size: int = 32) -> np.ndarray:
+def predict(
+    model, frames: np.ndarray, device, amp: bool, input: str = "frames", batch_size: int = 32
+) -> np.ndarray:
     """Softmax probabilities (N, C) for uint8 key frames."""
     model.eval()
     out = []
     for i in range(0, len(frames), batch_size):
-        x = data.to_tensor(frames[i : i + batch_size], device)
+        x = data.to_tensor(frames[i : i + batch_size], device, input)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())

@@ -109,8 +109,8 @@ def pretrain_loop(config: dict) -> None:
             ddp.train()
             tot = {"loss": 0.0, "correct": 0.0, "n": 0.0}
             for batch in data.shard(np.arange(len(a)), w.rank, w.world, p.batch_size):
-                xa = data.to_tensor(table.frames[idx[a[batch]]], w.device)
-                xb = data.to_tensor(table.frames[idx[b[batch]]], w.device)
+                xa = data.to_tensor(table.frames[idx[a[batch]]], w.device, cfg.model.input)
+                xb = data.to_tensor(table.frames[idx[b[batch]]], w.device, cfg.model.input)
                 if p.augment:
                     xa, xb = data.augment(xa, gen), data.augment(xb, gen)
                 y = torch.from_numpy(same[batch]).to(w.device)

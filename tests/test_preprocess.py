@@ -1,0 +1,195 @@
+"""The key-frame stage on Ray Data: rejects, schema, skip/rebuild, resumption, S3 output."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from mer import config, storage
+from mer.datasets import load_manifest
+from mer.datasets.synthetic import generate
+from mer.preprocess import (
+    _chunk_name,
+    build_keyframes_dataset,
+    keyframes_uri,
+    manifest_rows,
+    process_chunk,
+    read_keyframes,
+)
+
+SCHEMA = {
+    "dataset": "string",
+    "subject": "string",
+    "clip": "string",
+    "label": "int64",
+    "emotion": "string",
+    "onset": "int64",
+    "apex": "int64",
+    "offset": "int64",
+    "apex_source": "string",
+    "keyframe_indices": "list<element: double>",
+    "source": "string",
+    "fps": "double",
+}
+
+
+@pytest.fixture(scope="module")
+def video_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pp") / "data"
+    generate(
+        str(root),
+        subjects=3,
+        clips_per_subject=3,
+        seed=3,
+        layout="video",
+        size=(96, 80),
+        frames=(40, 50),
+    )
+    return str(root)
+
+
+def cfg_for(root, data_root, *extra):
+    return config.load(
+        None,
+        [
+            f"root={root}",
+            f"data.root={data_root}",
+            "keyframes.k=8",
+            "keyframes.size=32",
+            "keyframes.chunk_size=3",
+            *extra,
+        ],
+    )
+
+
+def with_corrupt_clips(manifest: pd.DataFrame, folder) -> pd.DataFrame:
+    """The manifest plus four clips whose files are broken in the ways users meet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = manifest.iloc[0]
+    data = open(good["source"], "rb").read()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("this is not a video\n")
+    frames = folder / "badjpeg"
+    frames.mkdir(exist_ok=True)
+    import cv2
+
+    from mer.video import read_clip
+
+    clip = read_clip(good["source"], 0, 5)
+    for i, f in enumerate(clip):
+        cv2.imwrite(str(frames / f"img{i + 1}.jpg"), f[..., ::-1])
+    (frames / "img3.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    bad = []
+    for name, source, (on, off) in [
+        ("truncated", str(folder / "truncated.mp4"), (0, 39)),
+        ("empty", str(folder / "empty.mp4"), (0, 10)),
+        ("text", str(folder / "text.mp4"), (0, 10)),
+        ("badjpeg", str(frames), (1, 6)),
+    ]:
+        row = good.copy()
+        row["subject"], row["clip"], row["source"] = "zz", name, source
+        row["onset"], row["apex"], row["offset"] = on, pd.NA, off
+        bad.append(row)
+    return pd.concat([manifest, pd.DataFrame(bad)], ignore_index=True)
+
+
+def test_corrupt_clips_are_rejected_with_reason_and_the_rest_written(
+    ray_local, video_data, tmp_path
+):
+    cfg = cfg_for(tmp_path, video_data)
+    manifest = load_manifest("synthetic", video_data)
+    full = with_corrupt_clips(manifest, tmp_path / "bad")
+    lines = []
+    meta = build_keyframes_dataset(cfg, full, progress=lines.append)
+    assert meta["counts"]["written"] == len(manifest)
+    assert meta["counts"]["rejected"] == 4
+    rejects = pd.read_parquet(os.path.join(keyframes_uri(cfg), "_rejects.parquet"))
+    assert sorted(rejects["clip"]) == ["badjpeg", "empty", "text", "truncated"]
+    for r in rejects.itertuples():
+        assert r.stage == "decode" and r.reason, r
+    assert rejects.set_index("clip").loc["badjpeg", "reason"].count("img3") == 1
+    assert any("chunk" in line and "clips/s" in line for line in lines)  # progress shown
+    _, clips, frames = read_keyframes(keyframes_uri(cfg))
+    assert sorted(clips["clip"]) == sorted(manifest["clip"])
+    assert frames.shape == (len(manifest), 8, 32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_parquet_schema_and_key_frame_positions(ray_local, video_data, tmp_path):
+    cfg = cfg_for(tmp_path, video_data)
+    build_keyframes_dataset(cfg, progress=lambda s: None)
+    uri = keyframes_uri(cfg)
+    meta = storage.read_json(os.path.join(uri, "_meta.json"))
+    table = pq.read_table(os.path.join(uri, meta["parts"][0]))
+    for name, typ in SCHEMA.items():
+        assert str(table.schema.field(name).type) == typ, name
+    assert table.schema.field("frames").type.shape == [8, 32, 32, 3]
+    _, clips, _ = read_keyframes(uri)
+    for r in clips.itertuples():
+        pos = np.asarray(r.keyframe_indices)
+        assert (np.diff(pos) >= 0).all()
+        assert pos[0] == r.onset and r.apex in pos and pos[-1] <= r.offset
+    gt = pd.read_csv(os.path.join(video_data, "ground_truth.csv"))
+    assert set(clips["apex_source"]) <= {"annotated", "spotted"}
+    assert len(clips) == len(gt)
+    for key in ("version", "config", "counts", "hash", "versions"):
+        assert key in meta or key == "version"
+    assert meta["versions"]["ray"]
+
+
+def test_same_config_does_no_work_and_a_new_one_rebuilds(ray_local, video_data, tmp_path):
+    cfg = cfg_for(tmp_path, video_data)
+    first = build_keyframes_dataset(cfg, progress=lambda s: None)
+    uri = keyframes_uri(cfg)
+    mtimes = {p: os.path.getmtime(os.path.join(uri, p)) for p in first["parts"]}
+    again = build_keyframes_dataset(cfg, progress=lambda s: None)
+    assert again.get("skipped") is True
+    assert mtimes == {p: os.path.getmtime(os.path.join(uri, p)) for p in first["parts"]}
+    changed = cfg_for(tmp_path, video_data, "keyframes.method=uniform")
+    rebuilt = build_keyframes_dataset(changed, progress=lambda s: None)
+    assert rebuilt["hash"] != first["hash"] and not rebuilt.get("skipped")
+    parts = [p for p in os.listdir(uri) if p.startswith("part-")]
+    assert sorted(parts) == sorted(rebuilt["parts"])  # the old build's parts are gone
+
+
+def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tmp_path):
+    from mer.config import keyframes_hash, section_dict
+
+    cfg = cfg_for(tmp_path, video_data)
+    manifest = load_manifest("synthetic", video_data)
+    rows = manifest_rows(manifest)
+    out, h = keyframes_uri(cfg), keyframes_hash(cfg)
+    kf = section_dict(cfg, "keyframes")
+    # A killed run: chunk 0 finished (part + marker); chunk 1 wrote its part, then died
+    # before its marker; nothing else, and no _meta.json.
+    items = [
+        {"chunk": i, "rows": rows[i * 3 : (i + 1) * 3], "kf": kf, "hash": h, "out": out}
+        for i in range(3)
+    ]
+    process_chunk(items[0])
+    process_chunk(items[1])
+    os.remove(os.path.join(out, "_chunks", _chunk_name(items[1])))
+    with pytest.raises(Exception, match="_meta.json"):
+        read_keyframes(out)  # nothing reads the half-built table as complete
+    lines = []
+    meta = build_keyframes_dataset(cfg, progress=lines.append)
+    assert any("resuming: 1/3 chunks done" in line for line in lines)
+    _, clips, _ = read_keyframes(out)
+    assert sorted(clips["clip"]) == sorted(manifest["clip"])  # each clip exactly once
+    assert meta["counts"]["written"] == len(manifest)
+
+
+def test_output_on_s3(ray_local, s3_endpoint, video_data):
+    cfg = cfg_for("s3://mer-test/kf-run", video_data)
+    meta = build_keyframes_dataset(cfg, progress=lambda s: None)
+    uri = keyframes_uri(cfg)
+    assert uri.startswith("s3://")
+    _, clips, frames = read_keyframes(uri)
+    assert len(clips) == meta["counts"]["written"] > 0
+    assert storage.exists(f"{uri}/_rejects.parquet")
+    again = build_keyframes_dataset(cfg, progress=lambda s: None)
+    assert again.get("skipped") is True
