@@ -37,7 +37,20 @@ def load_config(args: argparse.Namespace) -> PipelineConfig:
     overrides = list(args.set)
     if args.root:
         overrides.append(f"root={args.root}")
-    return config_mod.load(args.config, overrides)
+    cfg = config_mod.load(args.config, overrides)
+    # A job submitted with `ray job submit` runs in an unpacked copy of the checkout: a
+    # relative root would land there. Local roots are made absolute where the job starts.
+    from mer.storage import is_remote
+
+    if not is_remote(cfg.root):
+        if os.environ.get("RAY_JOB_ID") and not os.path.isabs(cfg.root):
+            print(
+                f"warning: root {cfg.root!r} is relative inside a submitted job; outputs go "
+                "to the job's working copy. Pass --root with an absolute path or s3://.",
+                file=sys.stderr,
+            )
+        cfg.root = os.path.abspath(cfg.root)
+    return cfg
 
 
 def connect_ray(args: argparse.Namespace) -> None:

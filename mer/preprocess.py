@@ -262,7 +262,7 @@ def _run_chunks(todo, concurrency, progress, started) -> None:
     if not ray.is_initialized():
         ray.init()
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-    ds = ds.map(process_chunk, num_cpus=1, concurrency=concurrency)
+    ds = ds.map(process_chunk, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=concurrency))
     seen = written = rejected = 0
     for res in ds.iter_rows():
         seen += 1

@@ -107,3 +107,20 @@ def write_fake_keyframes(uri: str, subjects: int = 4, clips: int = 6, k: int = 8
 @pytest.fixture(scope="session")
 def fake_keyframes(tmp_path_factory):
     return write_fake_keyframes(str(tmp_path_factory.mktemp("fake") / "keyframes" / "fake"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_keyframes(tmp_path_factory):
+    """Synthetic micro-expressions (8 subjects x 6 clips) as a finished key-frame table."""
+    from mer import config
+    from mer.datasets.synthetic import generate
+    from mer.preprocess import build_keyframes_dataset, keyframes_uri
+
+    root = tmp_path_factory.mktemp("synthetic-run")
+    data = root / "data"
+    generate(str(data), subjects=8, clips_per_subject=6, seed=0, layout="casme2",
+             size=(340, 280), frames=(40, 70))
+    cfg = config.load(None, [f"root={root}", f"data.root={data}", "keyframes.k=8",
+                             "keyframes.size=32"])
+    build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
+    return keyframes_uri(cfg)

@@ -123,7 +123,7 @@ def pretrain_loop(config: dict) -> None:
                 with torch.no_grad():
                     pred_same = (za - zb).norm(dim=1) < p.margin / 2
                     tot["correct"] += float((pred_same == (y > 0.5)).sum())
-                tot["loss"] += float(loss) * len(batch)
+                tot["loss"] += loss.item() * len(batch)
                 tot["n"] += len(batch)
             tot = mean_over_workers(tot, w)
             metrics = {
