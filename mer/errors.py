@@ -19,3 +19,7 @@ class DecodeError(MERError):
 
 class DecodeTimeout(DecodeError):
     """Decoding did not finish within its time bound (a hung decoder was abandoned)."""
+
+
+class StorageError(MERError):
+    """Reading or writing a local path or s3:// object failed (endpoint down, no access)."""

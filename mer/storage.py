@@ -18,7 +18,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mer.errors import InputError
+from mer.errors import InputError, StorageError
 
 
 def is_remote(uri: str) -> bool:
@@ -38,7 +38,10 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     uri = str(uri)
     if uri.startswith("s3://"):
         # s3fs caches listings per instance; a fresh listing is what a resumable job needs.
-        fs = fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=False)
+        # The endpoint is part of the cache key, so a changed AWS_ENDPOINT_URL takes effect.
+        fs = fsspec.filesystem(
+            "s3", use_listings_cache=False, endpoint_url=os.environ.get("AWS_ENDPOINT_URL")
+        )
         return fs, uri[len("s3://") :]
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
@@ -97,8 +100,14 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object/file; local writes go through a temporary name + rename."""
     fs, path = filesystem(uri)
     if is_remote(uri):
-        with fs.open(path, "wb") as f:
-            f.write(data)
+        try:
+            with fs.open(path, "wb") as f:
+                f.write(data)
+        except Exception as e:  # s3fs has already retried transient errors
+            raise StorageError(
+                f"writing {uri} failed ({type(e).__name__}: {e}); nothing was written there, "
+                "rerun the stage once the storage is reachable"
+            ) from e
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
