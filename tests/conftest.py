@@ -93,10 +93,22 @@ def write_fake_keyframes(uri: str, subjects: int = 4, clips: int = 6, k: int = 8
             frames = rng.integers(0, 200, (k, s, s, 3), dtype=np.uint8)
             frames[..., label] = 255
             recs.append(
-                dict(dataset="fake", subject=f"s{si:02d}", clip=f"c{c}", label=label,
-                     emotion="x", onset=0, apex=k // 2, offset=k - 1, apex_source="annotated",
-                     keyframe_indices=[float(i) for i in range(k)], frames=frames,
-                     source="none", fps=200.0, face_found=None)
+                dict(
+                    dataset="fake",
+                    subject=f"s{si:02d}",
+                    clip=f"c{c}",
+                    label=label,
+                    emotion="x",
+                    onset=0,
+                    apex=k // 2,
+                    offset=k - 1,
+                    apex_source="annotated",
+                    keyframe_indices=[float(i) for i in range(k)],
+                    frames=frames,
+                    source="none",
+                    fps=200.0,
+                    face_found=None,
+                )
             )
     part = "part-fake-00000.parquet"
     storage.write_parquet(records_to_table(recs), storage.join(uri, part))
@@ -118,9 +130,17 @@ def synthetic_keyframes(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic-run")
     data = root / "data"
-    generate(str(data), subjects=8, clips_per_subject=6, seed=0, layout="casme2",
-             size=(340, 280), frames=(40, 70))
-    cfg = config.load(None, [f"root={root}", f"data.root={data}", "keyframes.k=8",
-                             "keyframes.size=32"])
+    generate(
+        str(data),
+        subjects=8,
+        clips_per_subject=6,
+        seed=0,
+        layout="casme2",
+        size=(340, 280),
+        frames=(40, 70),
+    )
+    cfg = config.load(
+        None, [f"root={root}", f"data.root={data}", "keyframes.k=8", "keyframes.size=32"]
+    )
     build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
     return keyframes_uri(cfg)

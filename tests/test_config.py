@@ -67,13 +67,19 @@ def test_jobs_print_one_line_errors_not_tracebacks():
 
     out = subprocess.run(
         [sys.executable, "jobs/preprocess.py", "--set", "finetune.gamma=-1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     assert out.stderr.strip() == "error: config finetune.gamma=-1 is out of range: >= 0"
     missing = subprocess.run(
         [sys.executable, "jobs/results.py", str(REPO / "no-such-experiment")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert missing.returncode == 2 and "no search experiment here" in missing.stderr
     assert "Traceback" not in missing.stderr

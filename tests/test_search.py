@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import balanced_accuracy_score, f1_score
-
 from conftest import write_fake_keyframes
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from tests_paths import REPO
+
 from mer import config, results, storage
 from mer.search import run_search
 from mer.train import data
 from mer.train.pretrain import fold_specs, run_pretraining
-from tests_paths import REPO
 
 TINY = [
     "data.dataset=synthetic",
@@ -90,7 +90,9 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     table = run_job(["jobs/results.py", exp_uri], timeout=120)
     assert table.returncode == 0, table.stderr
     assert "loso-search" in table.stdout and "nested-loso" in table.stdout
-    js = run_job(["jobs/results.py", "t1", "--root", str(tmp_path), "--format", "json"], timeout=120)
+    js = run_job(
+        ["jobs/results.py", "t1", "--root", str(tmp_path), "--format", "json"], timeout=120
+    )
     assert js.returncode == 0, js.stderr
     doc = json.loads(js.stdout)
     assert doc["protocol"] == "loso-search" and "optimistic" in doc["note"]
@@ -102,24 +104,30 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     plots = run_job(["jobs/results.py", exp_uri, "--plots", str(tmp_path / "plots")], timeout=120)
     assert plots.returncode == 0, plots.stderr
     assert sorted(os.listdir(tmp_path / "plots")) == [
-        "confusion_best.png", "uf1_vs_freeze.png", "uf1_vs_gamma.png"
+        "confusion_best.png",
+        "uf1_vs_freeze.png",
+        "uf1_vs_gamma.png",
     ]
 
 
 def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_path):
-    kf = write_fake_keyframes(str(tmp_path / "keyframes" / "synthetic"))
+    write_fake_keyframes(str(tmp_path / "keyframes" / "synthetic"))
     cfg_path = tmp_path / "cfg.yaml"
-    cfg = tiny_cfg(tmp_path, "search.experiment=resume", "finetune.epochs=3",
-                   "resources.max_concurrent=1")
+    cfg = tiny_cfg(
+        tmp_path, "search.experiment=resume", "finetune.epochs=3", "resources.max_concurrent=1"
+    )
     cfg_path.write_text(cfg.to_yaml())
     address = ray_local.get_runtime_context().gcs_address
     args = ["jobs/tune.py", "--config", str(cfg_path), "--address", address]
     folds_dir = tmp_path / "tune" / "resume" / "configs"
 
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=REPO, start_new_session=True,
+        [sys.executable, *args],
+        cwd=REPO,
+        start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     done_before = {}
     deadline = time.time() + 300

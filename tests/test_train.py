@@ -58,7 +58,9 @@ def test_two_gloo_workers_end_with_identical_parameters(ray_local, fake_keyframe
     cfg = small_cfg(tmp_path, "resources.workers=2")
     folds = fold_specs(data.load_table(fake_keyframes))[:1]
     run_pretraining(cfg, fake_keyframes, folds, _digest_dir=str(tmp_path / "digests"))
-    digests = [(tmp_path / "digests" / f"{folds[0]['name']}-rank{r}.txt").read_text() for r in (0, 1)]
+    digests = [
+        (tmp_path / "digests" / f"{folds[0]['name']}-rank{r}.txt").read_text() for r in (0, 1)
+    ]
     assert digests[0] == digests[1]
     assert storage.exists(str(tmp_path / "pretrain" / folds[0]["name"] / "prior.pt"))
 
@@ -93,7 +95,10 @@ def test_finetune_writes_per_clip_predictions_per_fold(ray_local, fake_keyframes
         assert set(p["dataset"] + "/" + p["subject"]) == set(f["test_subjects"])
         assert np.allclose(np.stack(p["probs"]).sum(1), 1.0, atol=1e-4)
     # A second fit finds every fold done and leaves the files untouched.
-    mtimes = {f: os.path.getmtime(os.path.join(out, "folds", f)) for f in os.listdir(os.path.join(out, "folds"))}
+    mtimes = {
+        f: os.path.getmtime(os.path.join(out, "folds", f))
+        for f in os.listdir(os.path.join(out, "folds"))
+    }
     run_finetune(cfg, fake_keyframes, outer_runs(folds, cfg), out)
     assert mtimes == {f: os.path.getmtime(os.path.join(out, "folds", f)) for f in mtimes}
     assert len(read_predictions(out)) == len(preds)
@@ -114,9 +119,16 @@ def test_loso_on_synthetic_beats_majority_and_compares_with_scratch(
     folds = fold_specs(table)
     assert len(folds) >= 6
     common = [
-        "model.input=delta", "pretrain.epochs=3", "pretrain.pairs_per_epoch=96",
-        "pretrain.lr=0.0005", "pretrain.augment=false", "finetune.epochs=30",
-        "finetune.lr=0.0005", "finetune.augment=false", "finetune.freeze=0", "seed=0",
+        "model.input=delta",
+        "pretrain.epochs=3",
+        "pretrain.pairs_per_epoch=96",
+        "pretrain.lr=0.0005",
+        "pretrain.augment=false",
+        "finetune.epochs=30",
+        "finetune.lr=0.0005",
+        "finetune.augment=false",
+        "finetune.freeze=0",
+        "seed=0",
     ]
     cfg = small_cfg(tmp_path, *common)
     run_pretraining(cfg, kf, folds)
