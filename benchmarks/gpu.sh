@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# GPU checks in one run (under 5 minutes): the CUDA tests, then the training-step benchmark.
+#
+#   bash benchmarks/gpu.sh            # from the repository root, on a machine with a CUDA GPU
+#
+# Writes gpu.log, gpu_tests.xml and gpu_bench.json to $OUT (benchmarks/ when OUT is unset).
+# Needs torch with CUDA, pytest and numpy, nothing else of requirements.txt (the tests and the
+# benchmark import only mer.models and mer.losses). When torch is missing or CPU-only it tries
+# `pip install torch==2.13.0` (PyPI's default Linux wheel is the CUDA build) and says so.
+# Dry run on a CPU machine (no install; tests skip; benchmark at tiny sizes, no compile):
+#   SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu.sh
+set -u
+cd "$(dirname "$0")/.."
+DEST=${OUT:-benchmarks}
+mkdir -p "$DEST"
+export PYTHONUNBUFFERED=1
+exec > >(tee "$DEST/gpu.log") 2>&1
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3 python; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c "import torch" 2>/dev/null; then
+      PY=$candidate
+      break
+    fi
+  done
+  PY=${PY:-python3}
+fi
+echo "== $(date -u +%FT%TZ) $(hostname); python: $(command -v "$PY") ($("$PY" --version 2>&1))"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 \
+  || echo "nvidia-smi: not available"
+
+torch_status() {
+  "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available())" 2>&1 | tail -1
+}
+found=$(torch_status)
+echo "== torch found: $found"
+SMOKE=${SMOKE:-0}
+case "$SMOKE/$found" in
+  1/* | */*" True") ;;
+  *)
+    echo "== torch is missing or has no CUDA here; trying: $PY -m pip install torch==2.13.0"
+    if timeout 180 "$PY" -m pip install -q torch==2.13.0; then
+      found=$(torch_status)
+      echo "== torch after pip install: $found"
+    else
+      echo "== pip install torch==2.13.0 failed (no package registry reachable?)"
+    fi
+    ;;
+esac
+case "$SMOKE/$found" in
+  1/* | */*" True") ;;
+  *) echo "== no CUDA-capable torch: the GPU checks cannot run here"; exit 2 ;;
+esac
+"$PY" -c "import pytest, numpy" 2>/dev/null || timeout 60 "$PY" -m pip install -q pytest numpy
+
+echo "== tests: $PY -m pytest -q -m gpu tests/test_gpu.py"
+timeout 120 "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider \
+  --junitxml="$DEST/gpu_tests.xml"
+tests_rc=$?
+
+echo "== benchmark: $PY benchmarks/gpu_bench.py"
+bench_flags=(--budget 170)
+[ "$SMOKE" = 1 ] && bench_flags=(--cpu-smoke --no-compile)
+timeout 210 "$PY" benchmarks/gpu_bench.py --out "$DEST/gpu_bench.json" "${bench_flags[@]}"
+bench_rc=$?
+
+echo "== done: tests exit $tests_rc, benchmark exit $bench_rc"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
