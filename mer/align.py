@@ -13,9 +13,21 @@ import cv2
 import numpy as np
 
 
-def estimate_shifts(frames: np.ndarray, reference: int = 0) -> np.ndarray:
-    """(T, 2) sub-pixel (dx, dy) of each frame relative to frame `reference`."""
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in frames]
+def estimate_shifts(frames: np.ndarray, reference: int = 0, max_side: int = 160) -> np.ndarray:
+    """(T, 2) sub-pixel (dx, dy) of each frame relative to frame `reference`.
+
+    Estimated on grey copies shrunk to at most `max_side` pixels (phase correlation stays
+    sub-pixel there and costs a fraction of full size), then scaled back.
+    """
+    h, w = frames.shape[1:3]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    gray = [
+        cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA).astype(
+            np.float32
+        )
+        for f in frames
+    ]
     window = cv2.createHanningWindow(gray[0].shape[::-1], cv2.CV_32F)
     ref = gray[reference]
     shifts = np.zeros((len(frames), 2), dtype=np.float64)
@@ -23,7 +35,7 @@ def estimate_shifts(frames: np.ndarray, reference: int = 0) -> np.ndarray:
         if t != reference:
             # phaseCorrelate windows its inputs in place (OpenCV 4.14): pass copies.
             (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), g.copy(), window)
-            shifts[t] = (dx, dy)
+            shifts[t] = (dx * w / size[0], dy * h / size[1])
     return shifts
 
 

@@ -117,6 +117,9 @@ def records_to_table(records: list[dict]) -> pa.Table:
 
 def process_chunk(item: dict) -> dict:
     """Ray Data map function: build one chunk's records, write its part and marker."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one Ray task, one CPU: OpenCV ignores OMP_NUM_THREADS
     start = time.time()
     records, rejects = [], []
     for row in item["rows"]:

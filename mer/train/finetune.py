@@ -84,8 +84,6 @@ def finetune_loop(config: dict) -> None:
 
 def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -> pd.DataFrame:
     """Train one fold run and return per-clip predictions for its test subjects."""
-    import ray.train.torch
-
     from mer.losses import FocalLoss, class_balance_alpha
     from mer.models import freeze, load_backbone_state
 
@@ -103,7 +101,11 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
         load_backbone_state(model, _load_prior(run["prior"]))
     freeze(model, ft.freeze)
     model.to(w.device)
-    ddp = ray.train.torch.prepare_model(model) if w.world > 1 else model
+    ddp = model
+    if w.world > 1:
+        import ray.train.torch
+
+        ddp = ray.train.torch.prepare_model(model)
 
     counts = np.bincount(labels_all[train_idx], minlength=num_classes)
     alpha = (
