@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 
 
-def estimate_shifts(frames: np.ndarray, reference: int = 0, max_side: int = 160) -> np.ndarray:
+def estimate_shifts(frames: np.ndarray, reference: int = 0, max_side: int = 512) -> np.ndarray:
     """(T, 2) sub-pixel (dx, dy) of each frame relative to frame `reference`.
 
-    Estimated on grey copies shrunk to at most `max_side` pixels (phase correlation stays
-    sub-pixel there and costs a fraction of full size), then scaled back.
+    Estimated on grey copies of at most `max_side` pixels, then scaled back. Face crops are
+    smaller than the default, so they are measured at full size: on the synthetic set,
+    estimating at 160 px cost LOSO UF1 0.70 -> 0.63 (sub-pixel precision matters here).
     """
     h, w = frames.shape[1:3]
     scale = min(1.0, max_side / max(h, w))
@@ -53,3 +54,22 @@ def stabilize(frames: np.ndarray, reference: int = 0) -> tuple[np.ndarray, np.nd
             f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
     return out, shifts
+
+
+def stabilize_at(frames: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """A copy of `frames` in which the frames around each key-frame position are registered.
+
+    Key frames are built from the frames at floor/ceil of their (fractional) positions, so
+    registering just those, at full resolution, gives the same key frames as registering the
+    whole clip. (Shifting the small key frames instead blurs them unevenly, and the blur
+    then looks like motion.)
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    needed = sorted(
+        {0, *np.floor(positions).astype(int).tolist(), *np.ceil(positions).astype(int).tolist()}
+    )
+    needed = [t for t in needed if t < len(frames)]
+    registered, _ = stabilize(frames[needed])
+    out = frames.copy()
+    out[needed] = registered
+    return out

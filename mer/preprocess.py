@@ -51,13 +51,9 @@ def build_record(row: dict, kf: dict) -> dict:
     if kf["face_crop"]:
         box, face_found = face_crop_box(frames[0])
         frames = crop(frames, box)
-    # The motion curve compensates head motion itself: compute it on the frames as decoded,
-    # then register the frames so the key frames show facial motion, not drift.
+    # The motion curve compensates head motion itself; the key frames are registered to
+    # the onset frame afterwards, so they show facial motion rather than drift.
     curve = motion_curve(frames, 0, mode=kf["motion"])
-    if kf.get("stabilize", True):
-        from mer.align import stabilize
-
-        frames, _ = stabilize(frames)
     apex = row.get("apex")
     apex_offset = None if apex is None or pd.isna(apex) else int(apex) - onset
     keys = build_keyframes(
@@ -72,6 +68,24 @@ def build_record(row: dict, kf: dict) -> dict:
         mode=kf["motion"],
         motion=curve,
     )
+    if kf.get("stabilize", True):
+        from mer.align import stabilize_at
+
+        # Positions depend on the motion curve only: rebuilding from the registered frames
+        # picks the same positions, now without head drift.
+        keys = build_keyframes(
+            stabilize_at(frames, keys.indices),
+            0,
+            keys.apex,
+            len(frames) - 1,
+            k=kf["k"],
+            size=kf["size"],
+            method=kf["method"],
+            interpolation=kf["interpolation"],
+            mode=kf["motion"],
+            motion=curve,
+        )
+    keyframes = keys.frames
     return {
         "dataset": row["dataset"],
         "subject": str(row["subject"]),
@@ -83,7 +97,7 @@ def build_record(row: dict, kf: dict) -> dict:
         "offset": offset,
         "apex_source": keys.apex_source,
         "keyframe_indices": (onset + np.asarray(keys.indices, dtype=np.float64)).tolist(),
-        "frames": np.ascontiguousarray(keys.frames, dtype=np.uint8),
+        "frames": np.ascontiguousarray(keyframes, dtype=np.uint8),
         "source": row["source"],
         "fps": float(row["fps"]),
         "face_found": face_found,
