@@ -143,6 +143,9 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
         proc.wait()
     assert done_before, "the driver finished no fold run before the deadline"
     assert len(done_before) < 8, "everything finished before the kill; nothing to resume"
+    # Queried mid-experiment, the results say they are partial.
+    midway = results.summary(results.load_experiment(str(tmp_path / "tune" / "resume")))
+    assert midway["partial"] is True and midway["status"] == "running"
 
     rerun = run_job(args, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -155,7 +158,14 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
 def test_experiment_on_s3_queried_from_another_process(s3_endpoint, ray_local):
     root = "s3://mer-test/search-run"
     kf = write_fake_keyframes(f"{root}/keyframes/synthetic")
-    cfg = tiny_cfg(root, "search.experiment=s3exp", "search.space={gamma: [1.0], freeze: [0, 2]}")
+    # An adaptive searcher (Optuna through Ray Tune) sampling gamma from a distribution.
+    cfg = tiny_cfg(
+        root,
+        "search.experiment=s3exp",
+        "search.algorithm=optuna",
+        "search.num_samples=2",
+        "search.space={gamma: {uniform: [0.0, 3.0]}, freeze: [0, 2]}",
+    )
     exp_uri = search(cfg, kf)
     assert exp_uri == f"{root}/tune/s3exp"
     assert storage.exists(f"{root}/pretrain/fake-s00/prior.pt")
