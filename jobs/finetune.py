@@ -16,15 +16,10 @@ from mer import cli
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--name", default="finetune", help="output folder under <root>/finetune/")
-    p.add_argument("--folds", nargs="*", help="fold keys (dataset/subject); default all")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--gpus-per-worker", type=float)
-    p.add_argument("--cpus-per-worker", type=float)
+    cli.add_resource_args(p)
     args = p.parse_args()
     cfg = cli.load_config(args)
-    for name in ("workers", "gpus_per_worker", "cpus_per_worker"):
-        if getattr(args, name) is not None:
-            setattr(cfg.resources, name, getattr(args, name))
+    cli.apply_resource_args(cfg, args)
     cli.connect_ray(args)
     from mer import storage
     from mer.pipeline import print_scores, select_folds

@@ -14,15 +14,10 @@ from mer import cli
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--workers", type=int, help="Ray Train workers (DDP) per run")
-    p.add_argument("--gpus-per-worker", type=float)
-    p.add_argument("--cpus-per-worker", type=float)
-    p.add_argument("--folds", nargs="*", help="fold keys (dataset/subject); default all")
+    cli.add_resource_args(p)
     args = p.parse_args()
     cfg = cli.load_config(args)
-    for name in ("workers", "gpus_per_worker", "cpus_per_worker"):
-        if getattr(args, name) is not None:
-            setattr(cfg.resources, name, getattr(args, name))
+    cli.apply_resource_args(cfg, args)
     cli.connect_ray(args)
     from mer.pipeline import select_folds
     from mer.preprocess import keyframes_uri

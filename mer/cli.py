@@ -33,6 +33,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_resource_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folds", nargs="*", help="fold keys (dataset/subject); default all")
+    p.add_argument("--workers", type=int, help="Ray Train workers (DDP) per run")
+    p.add_argument("--gpus-per-worker", type=float)
+    p.add_argument("--cpus-per-worker", type=float)
+
+
+def apply_resource_args(cfg: PipelineConfig, args: argparse.Namespace) -> None:
+    for name in ("workers", "gpus_per_worker", "cpus_per_worker"):
+        if getattr(args, name) is not None:
+            setattr(cfg.resources, name, getattr(args, name))
+
+
 def load_config(args: argparse.Namespace) -> PipelineConfig:
     overrides = list(args.set)
     if args.root:

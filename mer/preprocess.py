@@ -56,27 +56,12 @@ def build_record(row: dict, kf: dict) -> dict:
     curve = motion_curve(frames, 0, mode=kf["motion"])
     apex = row.get("apex")
     apex_offset = None if apex is None or pd.isna(apex) else int(apex) - onset
-    keys = build_keyframes(
-        frames,
-        0,
-        apex_offset,
-        len(frames) - 1,
-        k=kf["k"],
-        size=kf["size"],
-        method=kf["method"],
-        interpolation=kf["interpolation"],
-        mode=kf["motion"],
-        motion=curve,
-    )
-    if kf.get("stabilize", True):
-        from mer.align import stabilize_at
 
-        # Positions depend on the motion curve only: rebuilding from the registered frames
-        # picks the same positions, now without head drift.
-        keys = build_keyframes(
-            stabilize_at(frames, keys.indices),
+    def build(source_frames, apex_at):
+        return build_keyframes(
+            source_frames,
             0,
-            keys.apex,
+            apex_at,
             len(frames) - 1,
             k=kf["k"],
             size=kf["size"],
@@ -85,6 +70,14 @@ def build_record(row: dict, kf: dict) -> dict:
             mode=kf["motion"],
             motion=curve,
         )
+
+    keys = build(frames, apex_offset)
+    if kf.get("stabilize", True):
+        from mer.align import stabilize_at
+
+        # Positions depend on the motion curve only: rebuilding from the registered frames
+        # picks the same positions, now without head drift.
+        keys = build(stabilize_at(frames, keys.indices), keys.apex)
     keyframes = keys.frames
     return {
         "dataset": row["dataset"],
