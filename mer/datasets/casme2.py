@@ -68,19 +68,13 @@ def read_clips(
     root = common.local_or_uri(root)
     frames_root = storage.join(root, _frame_folder(root, frames))
     sheet = annotations or common.default_sheet(root, SHEET)
-    clips = []
-    for row in common.read_sheet(sheet, COLUMNS, key="clip"):
-        where = f"{sheet} row {row.row}"
-        subject = f"sub{common.subject_number(row.values['subject'], where):02d}"
-        clip = common.plain_name(row.values["clip"], where)
-        folder = storage.join(frames_root, subject, clip)
-        clips.append(
-            common.sheet_clip(
-                row, where, subject=subject, clip=clip, folder=folder, columns=COLUMNS
-            )
-        )
-    common.check_duplicates(clips)
+    clips = common.folder_clips(sheet, COLUMNS, frames_root, subject_name)
     return clips, frames_root
+
+
+def subject_name(value: object, where: str) -> str:
+    """Canonical CASME II subject: 1, "1" or "01" -> "sub01" (the folder name)."""
+    return f"sub{common.subject_number(value, where):02d}"
 
 
 def _frame_folder(root: str, frames: str) -> str:

@@ -462,3 +462,21 @@ def manifest_frame(columns: Mapping[str, list]) -> pd.DataFrame:
         }
     )
     return df.sort_values(["subject", "clip"], kind="stable").reset_index(drop=True)
+
+
+def folder_clips(sheet: str, columns: dict, frames_root: str, subject_name) -> list[Clip]:
+    """One Clip per sheet row of a `<frames_root>/<subject>/<clip>/` dataset (CASME II, SAMM).
+
+    `subject_name(value, where)` turns the sheet's Subject cell into the folder name.
+    """
+    clips = []
+    for row in read_sheet(sheet, columns, key="clip"):
+        where = f"{sheet} row {row.row}"
+        subject = subject_name(row.values["subject"], where)
+        clip = plain_name(row.values["clip"], where)
+        folder = storage.join(frames_root, subject, clip)
+        clips.append(
+            sheet_clip(row, where, subject=subject, clip=clip, folder=folder, columns=columns)
+        )
+    check_duplicates(clips)
+    return clips

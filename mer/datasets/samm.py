@@ -57,18 +57,7 @@ def read_clips(root: str, annotations: str | None = None) -> tuple[list[common.C
     root = common.local_or_uri(root)
     frames_root = storage.join(root, "SAMM")
     sheet = annotations or common.default_sheet(root, SHEET)
-    clips = []
-    for row in common.read_sheet(sheet, COLUMNS, key="clip"):
-        where = f"{sheet} row {row.row}"
-        subject = subject_name(row.values["subject"], where)
-        clip = common.plain_name(row.values["clip"], where)
-        folder = storage.join(frames_root, subject, clip)
-        clips.append(
-            common.sheet_clip(
-                row, where, subject=subject, clip=clip, folder=folder, columns=COLUMNS
-            )
-        )
-    common.check_duplicates(clips)
+    clips = common.folder_clips(sheet, COLUMNS, frames_root, subject_name)
     return clips, frames_root
 
 
