@@ -86,6 +86,20 @@ def test_folder_jpeg_and_grayscale_come_back_as_three_channels(tmp_path):
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
 
 
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp"])
+def test_folder_min_side_decodes_at_a_reduced_scale(tmp_path, ext):
+    _write_folder(tmp_path, [f"img{n}" for n in range(1, 4)], ext=ext)
+    full = video.read_clip(str(tmp_path))
+    assert video.read_clip(str(tmp_path), min_side=H).shape == full.shape  # no room to halve
+    half = video.read_clip(str(tmp_path), min_side=H // 2)
+    quarter = video.read_clip(str(tmp_path), min_side=H // 4 - 1)
+    assert half.shape == (3, H // 2, W // 2, 3) and quarter.shape == (3, H // 4, W // 4, 3)
+    # The same picture, smaller: 2 x 2 means of the full-size decode.
+    means = full.reshape(3, H // 2, 2, W // 2, 2, 3).mean(axis=(2, 4))
+    assert np.abs(half.astype(float) - means).max() <= 0.5
+    np.testing.assert_allclose(quarter.mean(axis=(1, 2, 3)), full.mean(axis=(1, 2, 3)), atol=3)
+
+
 def test_folder_gap_is_filled_with_the_previous_frame(tmp_path, caplog):
     _write_folder(tmp_path, ["img1", "img2", "img4"])
     clip = video.read_clip(str(tmp_path), 1, 4)
