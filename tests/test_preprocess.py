@@ -193,3 +193,41 @@ def test_output_on_s3(ray_local, s3_endpoint, video_data):
     assert storage.exists(f"{uri}/_rejects.parquet")
     again = build_keyframes_dataset(cfg, progress=lambda s: None)
     assert again.get("skipped") is True
+
+
+def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
+    """With face_crop on, the clip is decoded at the smallest scale that keeps the crop at
+    least MIN_SIDE px (here 1/2) and gives the key frames a full-size decode would."""
+    from mer.align import reduce_gray
+    from mer.faces import crop, face_crop_box
+    from mer.keyframes import build_keyframes, motion_curve
+    from mer.preprocess import build_record
+    from mer.video import read_clip
+
+    data = tmp_path / "data"
+    generate(str(data), subjects=1, clips_per_subject=2, seed=5, size=(680, 560), frames=(24, 30))
+    cfg = cfg_for(tmp_path, data, "keyframes.face_crop=true", "keyframes.size=64")
+    kf = config.section_dict(cfg, "keyframes")
+    for row in manifest_rows(load_manifest("synthetic", str(data))):
+        record = build_record(row, kf)
+        full = read_clip(row["source"], row["onset"], row["offset"])
+        box, found = face_crop_box(full[0])
+        assert found and record["face_found"] and box[2] >= 4 * 128  # room for one halving
+        face = crop(full, box)
+        expected = build_keyframes(
+            face,
+            0,
+            row["apex"] - row["onset"],
+            len(face) - 1,
+            k=8,
+            size=64,
+            motion=motion_curve(reduce_gray(face)[0], 0),
+            register=True,
+        )
+        # The motion curve sees a slightly different picture: a position may move a frame.
+        positions = np.asarray(record["keyframe_indices"]) - row["onset"]
+        assert np.abs(positions - expected.indices).max() <= 1
+        same = positions == expected.indices
+        assert same.mean() >= 0.75
+        difference = np.abs(record["frames"][same].astype(int) - expected.frames[same])
+        assert difference.mean() < 2.0, difference.mean()
