@@ -396,24 +396,21 @@ def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
 
     # Query the finished experiment from a separate, ordinary process (no Ray, no token).
     env = _client_env(ray_head.home)
-    table = subprocess.run(
-        [sys.executable, "jobs/results.py", exp_uri],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def results(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "jobs/results.py", exp_uri, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    table = results()
     assert table.returncode == 0, table.stderr
     assert "experiment tiny" in table.stdout and "PARTIAL" not in table.stdout, table.stdout
-    js = subprocess.run(
-        [sys.executable, "jobs/results.py", exp_uri, "--format", "json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    js = results("--format", "json")
     assert js.returncode == 0, js.stderr
     summary = json.loads(js.stdout)
     assert summary["experiment"] == "tiny" and summary["status"] == "finished"

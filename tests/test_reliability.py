@@ -84,7 +84,7 @@ def test_same_seed_gives_same_predictions_on_cpu(fake_keyframes):
     assert summarise(pd.concat(outs[0]), 3) == summarise(pd.concat(outs[1]), 3)
 
 
-def test_s3_endpoint_down_mid_write_then_back(tmp_path):
+def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
     """The endpoint stops during the key-frame stage: a clear error, no table that reads as
     complete; once it is back, a rerun finishes with every clip exactly once."""
     import socket
@@ -112,8 +112,8 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path):
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_MAX_ATTEMPTS": "2",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # undone after the test
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -156,8 +156,3 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path):
         assert meta["counts"]["written"] == len(manifest)
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
