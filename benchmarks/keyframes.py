@@ -177,20 +177,22 @@ def main() -> None:
     decoded_frames = dec["frames"]
 
     # Where the construction time goes: the same pass with the costly optional steps off.
-    # Not the default config (diff spots apexes less well; see mer/keyframes.py).
+    # Not the default config (diff spots apexes less well; see mer/motion.py).
     variants = {}
     import mer.video
 
     def full_size_decode(fn):
-        """fn with mer.video.read_clip ignoring min_side (build_record looks it up per call)."""
+        """fn with frames kept at full size: mer.video's read_clip ignoring min_side and
+        reduce_frames doing nothing (build_record looks both up per call)."""
 
         def run(row):
-            original = mer.video.read_clip
-            mer.video.read_clip = lambda *a, min_side=None, **k: original(*a, **k)
+            read, reduce = mer.video.read_clip, mer.video.reduce_frames
+            mer.video.read_clip = lambda *a, min_side=None, **k: read(*a, **k)
+            mer.video.reduce_frames = lambda frames, min_side: frames
             try:
                 return fn(row)
             finally:
-                mer.video.read_clip = original
+                mer.video.read_clip, mer.video.reduce_frames = read, reduce
 
         return run
 

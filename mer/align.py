@@ -30,6 +30,8 @@ import functools
 import cv2
 import numpy as np
 
+from mer.video import halve, halvings
+
 MIN_SIDE = 128  # px: registration copies are halved while their shorter side stays >= this
 BAND = 0.03  # cycles per pixel of those copies: the phase plane is fitted below this
 REFITS = 2  # phase-plane fits repeated on the image moved back by the shift found
@@ -42,10 +44,8 @@ def reduce_gray(frames: np.ndarray, min_side: int = MIN_SIDE) -> tuple[np.ndarra
     a copy covers the frame pixels factor*x .. factor*x + factor-1 (an odd last row or
     column is dropped before each halving)."""
     frames = np.asarray(frames)
-    h, w = frames.shape[1:3]
-    halvings = 0
-    while min(h, w) >= 2 * min_side:
-        h, w, halvings = h // 2, w // 2, halvings + 1
+    times = halvings(frames.shape[1:3], min_side)
+    h, w = frames.shape[1] >> times, frames.shape[2] >> times
     out = np.empty((len(frames), h, w), np.uint8)
     for t, f in enumerate(frames):
         g = (
@@ -55,11 +55,8 @@ def reduce_gray(frames: np.ndarray, min_side: int = MIN_SIDE) -> tuple[np.ndarra
             if f.shape[-1] == 1
             else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
         )
-        for _ in range(halvings):
-            hh, ww = g.shape[0] // 2, g.shape[1] // 2
-            g = cv2.resize(g[: 2 * hh, : 2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
-        out[t] = g
-    return out, 2**halvings
+        out[t] = halve(g, times)
+    return out, 2**times
 
 
 class _PhaseCorrelator:

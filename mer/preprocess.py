@@ -43,32 +43,26 @@ def build_record(row: dict, kf: dict) -> dict:
     """Decode one clip and build its key-frame record; raises on any failure."""
     from mer.align import MIN_SIDE, reduce_gray
     from mer.faces import crop, face_crop_box
-    from mer.keyframes import build_keyframes, motion_curve
-    from mer.video import read_clip
+    from mer.keyframes import build_keyframes
+    from mer.motion import motion_curve
+    from mer.video import read_clip, reduce_frames
 
     onset, offset = int(row["onset"]), int(row["offset"])
     # Everything after decoding works at a few hundred pixels at most (key frames of `size`,
-    # the motion curve and registration at >= MIN_SIDE), so frame folders come back reduced
-    # to the smallest 1/2^k size that keeps the face at least that large (mer.video).
+    # the motion curve and registration at >= MIN_SIDE), so the face is halved by pixel
+    # means as often as it stays at least that large: frame folders as they are decoded,
+    # a face crop or a video afterwards (mer.video).
     need = max(int(kf["size"]), MIN_SIDE)
-    source, timeout = row["source"], kf["decode_timeout"]
     face_found = None
     if kf["face_crop"]:
-        first = read_clip(source, onset, onset, timeout=timeout)[0]
-        box, face_found = face_crop_box(first)
-        frames = read_clip(
-            source,
-            onset,
-            offset,
-            timeout=timeout,
-            min_side=-(-need * min(first.shape[:2]) // box[2]),
-        )
-        scale = frames.shape[1] / first.shape[0]
-        x, y, side = (int(round(v * scale)) for v in (box[0], box[1], box[2]))
-        side = min(side, frames.shape[1] - y, frames.shape[2] - x)
-        frames = crop(frames, (x, y, side, side))
+        frames = read_clip(row["source"], onset, offset, timeout=kf["decode_timeout"])
+        box, face_found = face_crop_box(frames[0])
+        frames = crop(frames, box)
     else:
-        frames = read_clip(source, onset, offset, timeout=timeout, min_side=need)
+        frames = read_clip(
+            row["source"], onset, offset, timeout=kf["decode_timeout"], min_side=need
+        )
+    frames = reduce_frames(frames, need)
     # One grey copy, halved while its shorter side stays >= 128 px, serves the motion curve
     # (which compensates head motion itself) and the registration of the key frames to the
     # onset frame (so they show facial motion rather than drift). Only the frames the key

@@ -58,7 +58,7 @@ def test_spotted_apex_is_within_5_percent_for_90_percent_of_clips(clips, flow_cu
 
 
 def test_diff_mode_spots_most_apexes(clips):
-    # "diff" is the cheaper, less blink-robust mode (see mer/keyframes.py).
+    # "diff" is the cheaper, less blink-robust mode (see mer/motion.py).
     spotted = [spot_apex(face, 0, mode="diff") for face, _, _ in clips]
     assert _hit_rate(spotted, clips) >= 0.75
 

@@ -196,8 +196,8 @@ def test_output_on_s3(ray_local, s3_endpoint, video_data):
 
 
 def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
-    """With face_crop on, the clip is decoded at the smallest scale that keeps the crop at
-    least MIN_SIDE px (here 1/2) and gives the key frames a full-size decode would."""
+    """With face_crop on, the crop is halved by means as often as it stays at least
+    MIN_SIDE px (here once) and gives the key frames a full-size build would."""
     from mer.align import reduce_gray
     from mer.faces import crop, face_crop_box
     from mer.keyframes import build_keyframes, motion_curve
