@@ -48,6 +48,10 @@ class KeyframeConfig:
     interpolation: str = "linear"  # linear | flow
     face_crop: bool = False  # off for already-cropped sets (CASME II Cropped, synthetic)
     stabilize: bool = True  # register frames to the onset frame (global head motion)
+    # Where the registration's head shifts come from: "motion", the shifts the motion curve
+    # measures anyway (flow median; interpolated between its samples), or "phase", phase
+    # correlation of each frame the key frames use (mer.align).
+    registration: str = "motion"
     decode_timeout: float = 60.0  # seconds before a hung decode is abandoned
     # Execution (not part of the output hash).
     concurrency: int = 2  # Ray Data pool size: parallel key-frame tasks
@@ -243,6 +247,8 @@ def validate(cfg: PipelineConfig) -> None:
         bad("keyframes.motion", kf.motion, "flow or diff")
     if kf.interpolation not in ("linear", "flow"):
         bad("keyframes.interpolation", kf.interpolation, "linear or flow")
+    if kf.registration not in ("motion", "phase"):
+        bad("keyframes.registration", kf.registration, "motion or phase")
     if kf.concurrency < 1 or kf.chunk_size < 1:
         bad("keyframes.concurrency/chunk_size", (kf.concurrency, kf.chunk_size), ">= 1")
     if cfg.model.input not in ("frames", "delta"):

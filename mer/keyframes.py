@@ -22,7 +22,8 @@ their frames are interpolated between the two neighbours: a linear blend, or wit
 interpolation="flow" both neighbours warped along the optical flow between them and
 blended. Baselines: "uniform" (evenly spaced onset..offset) and "onset-apex" (evenly spaced
 onset..apex), with the same snapping and interpolation. With `register` on, each source
-frame's head shift (mer.align) is undone at the frame's own size; frames are then resized
+frame's head shift relative to the onset frame (the motion curve's drift if given, else
+phase correlation: mer.align) is undone at the frame's own size; frames are then resized
 to S x S by 2 x 2 means while at least twice S and INTER_AREA for the rest; pass a square
 face crop (mer.faces) so that nothing is stretched.
 """
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mer.align import estimate_shifts, reduce_gray, source_frames, translate
 from mer.errors import ConfigError, InputError
 from mer.motion import FARNEBACK, check_clip, motion_curve, smooth, spot_apex
 from mer.video import halve, halvings
@@ -83,6 +85,7 @@ def build_keyframes(
     motion: np.ndarray | None = None,
     mode: str = "flow",
     register: bool = False,
+    drift: np.ndarray | None = None,
     reduced: tuple[np.ndarray, int] | None = None,
 ) -> KeyFrames:
     """K key frames of size x size from a clip (see the module docstring).
@@ -92,9 +95,11 @@ def build_keyframes(
     optional precomputed motion_curve(frames, onset, mode=mode) (used for spotting and the
     adaptive density; computed on onset..offset otherwise). Positions are non-decreasing;
     the onset is always first, and the apex is among them except with "uniform".
-    `register`: undo each source frame's head shift relative to the onset frame
-    (mer.align.estimate_shifts, measured on just the frames the key frames use) as it is
-    resampled; `reduced` is mer.align.reduce_gray(frames) if the caller has it already.
+    `register`: undo each source frame's head shift relative to the onset frame as it is
+    resampled: `drift` ((T, 2) dx, dy per frame of `frames`, relative to frame `onset`; for
+    example mer.motion.measure_motion's) if given, else measured on just the frames the key
+    frames use by phase correlation (mer.align.estimate_shifts; `reduced` is
+    mer.align.reduce_gray(frames) if the caller has it already).
     """
     if k < 2:
         raise ConfigError(f"k={k}: a key-frame sequence needs at least 2 frames (onset, apex)")
@@ -135,9 +140,12 @@ def build_keyframes(
         positions = onset + adaptive_positions(curve, apex - onset, k)
     positions = _snap(positions)
     shifts: dict[int, np.ndarray] = {}
-    if register:
-        from mer.align import estimate_shifts, reduce_gray, source_frames
-
+    if register and drift is not None:
+        drift = np.asarray(drift, np.float64)
+        if drift.shape != (n, 2):
+            raise InputError(f"drift has shape {drift.shape}; expected ({n}, 2), one per frame")
+        shifts = {t: drift[t] - drift[onset] for t in source_frames(positions, n)}
+    elif register:
         needed = sorted({onset, *source_frames(positions, n)})
         if reduced is None:
             gray, factor = reduce_gray(frames[needed])
@@ -227,21 +235,14 @@ def _scaled(frame: np.ndarray, size: int, shift) -> np.ndarray:
     frame pixels) at the frame's own size, then halved by 2 x 2 means while at least twice
     the output, then area-resampled.
 
-    The shift is bicubic: an interpolated frame is blurred by an amount that depends on its
-    sub-pixel shift (the onset frame, never shifted, not at all), and in differences between
-    key frames that blur looks like motion; bicubic blurs far less than bilinear. (Shifting
-    at the output size is worse still.)"""
+    The shift is bicubic (mer.align.translate): an interpolated frame is blurred by an
+    amount that depends on its sub-pixel shift (the onset frame, never shifted, not at all),
+    and in differences between key frames that blur looks like motion; bicubic blurs far
+    less than bilinear. (Shifting at the output size is worse still.)"""
     c = frame.shape[-1]
     dx, dy = float(shift[0]), float(shift[1])
     if dx or dy:
-        h, w = frame.shape[:2]
-        frame = cv2.warpAffine(
-            frame,
-            np.float32([[1, 0, -dx], [0, 1, -dy]]),
-            (w, h),
-            flags=cv2.INTER_CUBIC,
-            borderMode=cv2.BORDER_REPLICATE,
-        ).reshape(h, w, c)
+        frame = translate(frame, dx, dy)
     frame = halve(frame, halvings(frame.shape, size))
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, c)
 

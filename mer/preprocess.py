@@ -44,7 +44,7 @@ def build_record(row: dict, kf: dict) -> dict:
     from mer.align import MIN_SIDE, reduce_gray
     from mer.faces import crop, face_crop_box
     from mer.keyframes import build_keyframes
-    from mer.motion import motion_curve
+    from mer.motion import measure_motion
     from mer.video import read_clip, reduce_frames
 
     onset, offset = int(row["onset"]), int(row["offset"])
@@ -65,10 +65,15 @@ def build_record(row: dict, kf: dict) -> dict:
     frames = reduce_frames(frames, need)
     # One grey copy, halved while its shorter side stays >= 128 px, serves the motion curve
     # (which compensates head motion itself) and the registration of the key frames to the
-    # onset frame (so they show facial motion rather than drift). Only the frames the key
-    # frames use are registered, each resampled once.
+    # onset frame (so they show facial motion rather than drift): by default with the head
+    # shifts the motion curve measured, else (or where the curve has none: "diff" mode, a
+    # head jump the flow lost) by phase correlation on the grey copy. Only the frames the
+    # key frames use are registered, each resampled once.
     reduced = reduce_gray(frames)
-    curve = motion_curve(reduced[0], 0, mode=kf["motion"])
+    motion = measure_motion(reduced[0], 0, mode=kf["motion"])
+    drift = None  # phase correlation (mer.align) on the frames the key frames use
+    if kf.get("registration", "motion") == "motion" and motion.drift is not None:
+        drift = motion.drift * reduced[1]
     apex = row.get("apex")
     apex_offset = None if apex is None or pd.isna(apex) else int(apex) - onset
     keys = build_keyframes(
@@ -81,8 +86,9 @@ def build_record(row: dict, kf: dict) -> dict:
         method=kf["method"],
         interpolation=kf["interpolation"],
         mode=kf["motion"],
-        motion=curve,
+        motion=motion.curve,
         register=kf.get("stabilize", True),
+        drift=drift,
         reduced=reduced,
     )
     keyframes = keys.frames

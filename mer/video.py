@@ -240,11 +240,11 @@ def _read_folder(
         )
     chosen = [(n, uri) for n, uri in frames if first <= n <= last]
     data = _read_files([uri for _, uri in chosen])
-    head = _decode_image(chosen[0][1], data[0])
+    head = _decode_image(chosen[0][1], data[0], rgb=False)
     times = halvings(head.shape[:2], min_side) if min_side else 0
-    images = {chosen[0][0]: halve(head, times)}
+    images = {chosen[0][0]: _rgb(halve(head, times))}
     for (n, uri), blob in zip(chosen[1:], data[1:], strict=True):
-        images[n] = halve(_decode_image(uri, blob), times)
+        images[n] = _rgb(halve(_decode_image(uri, blob, rgb=False), times))
     shape = images[chosen[0][0]].shape
     out = np.empty((last - first + 1, *shape), np.uint8)
     missing = []
@@ -289,13 +289,18 @@ def _read_files(uris: list[str]) -> list[bytes]:
     return out
 
 
-def _decode_image(uri: str, blob: bytes) -> np.ndarray:
+def _decode_image(uri: str, blob: bytes, rgb: bool = True) -> np.ndarray:
+    """One frame image, RGB (or as OpenCV decodes it, BGR, with rgb=False)."""
     image = None
     if blob:
         image = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)  # gray -> 3 ch
     if image is None:
         raise DecodeError(f"{uri}: cannot decode this frame image (empty, truncated or corrupt)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _rgb(image) if rgb else image
+
+
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # after any halving: a quarter of the pixels
 
 
 def halvings(shape: tuple[int, ...], min_side: int) -> int:

@@ -2,8 +2,10 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from mer.align import estimate_shifts, stabilize
+from mer.errors import InputError
 
 
 def _face(h=170, w=140, seed=0):
@@ -84,3 +86,68 @@ def test_reduced_gray_and_source_frames():
     gray, factor = reduce_gray(frames[:, :200])
     assert gray.shape == (3, 200, 260) and factor == 1
     assert source_frames(np.array([0.0, 2.5, 3.0, 9.0]), 9) == [0, 2, 3]
+
+
+def test_large_shift_is_found_from_the_coarse_peak():
+    # The correlation peak is searched on halved copies; the phase plane then refines it.
+    base = _face(340, 280)
+    frames = _drifting(base, [(0, 0), (17.3, -9.6), (-24.8, 12.1)])
+    shifts = estimate_shifts(frames)
+    assert np.allclose(shifts, [[0, 0], [17.3, -9.6], [-24.8, 12.1]], atol=0.15)
+
+
+def test_translate_is_warp_affine_bicubic():
+    from mer.align import translate
+
+    base = _face(170, 140)
+    h, w = base.shape[:2]
+    # warpAffine rounds the sub-pixel offset to 1/32 px: these shifts are on that grid.
+    for dx, dy in [(0.25, 0.5), (-2.71875, 1.1875), (5.5, -3.25), (0.0, -0.90625), (3.0, 2.0)]:
+        ref = cv2.warpAffine(
+            base,
+            np.float32([[1, 0, -dx], [0, 1, -dy]]),
+            (w, h),
+            flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        out = translate(base, dx, dy)
+        assert out.shape == base.shape and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1, (dx, dy)
+        gray = translate(base[..., 0], dx, dy)  # (H, W) works too
+        assert gray.shape == (h, w)
+        assert np.abs(gray.astype(int) - ref[..., 0].astype(int)).max() <= 1
+    # Off that grid the two differ only where the image changes fast.
+    ref = cv2.warpAffine(
+        base, np.float32([[1, 0, 2.7], [0, 1, -1.2]]), (w, h), flags=cv2.INTER_CUBIC
+    )
+    assert np.abs(translate(base, -2.7, 1.2).astype(int) - ref.astype(int))[5:-5, 5:-5].mean() < 0.3
+
+
+def test_motion_drift_follows_the_head_and_registers_key_frames():
+    # The head shifts the motion curve measures (mer.motion.measure_motion) serve as the
+    # registration: known drift, sub-pixel, measured on the grey copy the pipeline uses.
+    from mer.align import reduce_gray
+    from mer.keyframes import build_keyframes
+    from mer.motion import measure_motion
+
+    base = _face(340, 280)
+    steps = [(0.15 * t, -0.1 * t + 0.05 * t * t / 12) for t in range(24)]  # up to 3.5 px
+    frames = _drifting(base, steps)
+    gray, factor = reduce_gray(frames)
+    motion = measure_motion(gray, 0)
+    drift = motion.drift * factor
+    assert drift.shape == (24, 2) and np.all(drift[0] == 0)
+    assert np.abs(drift - np.array(steps)).max() < 0.15
+    assert np.allclose(motion.curve, measure_motion(gray, 0).curve)  # deterministic
+
+    kw = dict(k=6, size=112, method="uniform")
+    plain = build_keyframes(frames, 0, 18, 23, **kw)
+    registered = build_keyframes(frames, 0, 18, 23, register=True, drift=drift, **kw)
+    inner = (slice(8, -8), slice(8, -8))
+
+    def error(kf):  # mean |last key frame - onset key frame| inside the border
+        return np.abs(kf.frames[-1].astype(int) - kf.frames[0].astype(int))[inner].mean()
+
+    assert error(registered) < error(plain) / 4
+    with pytest.raises(InputError, match="drift has shape"):
+        build_keyframes(frames, 0, 18, 23, register=True, drift=drift[:5], **kw)

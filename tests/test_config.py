@@ -21,6 +21,7 @@ def test_demo_config_loads_and_overrides():
         ("finetune.freeze=6", "finetune.freeze"),
         ("keyframes.k=1", "keyframes.k"),
         ("keyframes.size=100", "keyframes.size"),
+        ("keyframes.registration=ecc", "keyframes.registration"),
         ("finetune.beta=1.5", "finetune.beta"),
         ("search.protocol=magic", "search.protocol"),
         ("search.space={lr2: [1]}", "lr2"),

@@ -80,3 +80,22 @@ def test_grayscale_frame_is_accepted():
     frame = _on_canvas(_drawn_face(200), top=100, left=220)[..., :1]
     box, found = face_crop_box(frame)
     assert found and _inside_and_square(box, frame.shape)
+
+
+def test_eye_boxes_on_synthetic_faces():
+    from mer.datasets.synthetic_faces import draw_face
+    from mer.faces import EYE_MAX_SHARE, detect_eye_boxes
+    from mer.video import halve
+
+    found = 0
+    for seed in range(6):
+        face = draw_face(np.random.default_rng(seed), (340, 280))
+        full = np.clip(face.open_eyes[..., ::-1] + 0.5, 0, 255).astype(np.uint8)  # BGR -> RGB
+        for image in (np.ascontiguousarray(full), halve(full)):  # as decoded, as the curve sees it
+            boxes = detect_eye_boxes(image)
+            assert len(boxes) <= 2 and boxes == sorted(boxes)
+            h, w = image.shape[:2]
+            for _x, y, bw, bh in boxes:
+                assert bw <= EYE_MAX_SHARE * w + 1 and 0.15 * h - 1 <= y and y + bh <= 0.55 * h + 1
+            found += len(boxes) == 2 and boxes[0][0] + boxes[0][2] / 2 < w / 2 < boxes[1][0]
+    assert found >= 10  # of 12: both eyes, one each side of the middle

@@ -145,4 +145,6 @@ def test_static_clip_has_a_flat_motion_curve():
     frames = np.repeat(base, 12, axis=0)
     for mode in ("flow", "diff"):
         curve = motion_curve(frames, 3, mode=mode)
-        assert curve.shape == (12,) and np.allclose(curve, 0, atol=1e-3)
+        # Farneback's flow between two identical images is not exactly 0 (up to ~0.15 px at
+        # single pixels); pooled it stays far below the synthetic expressions' ~0.1-0.3.
+        assert curve.shape == (12,) and curve[3] == 0 and np.allclose(curve, 0, atol=5e-3)
