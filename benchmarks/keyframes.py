@@ -3,18 +3,18 @@
     .venv/bin/python benchmarks/keyframes.py      # table on stdout, figures in benchmarks/keyframes.json
 
 One run, on one synthetic dataset (mer.datasets.synthetic.generate, CASME II layout: JPEG
-frame folders, default frame size 340x280, 8 subjects x 16 clips, seed 0), measures clips/s
-for:
+frame folders, default frame size 340x280, 16 subjects x 16 clips = 256, about CASME II's
+255; seed 0), measures clips/s for:
 - decode: `mer.video.read_clip` over each clip's onset..offset at full size, in this process;
 - construction: `mer.preprocess.build_record` with the default `keyframes` config (decode at
   the reduced scale it picks, motion curve, registration, `build_keyframes`), in this
   process, once with OpenCV's default thread count and once with `cv2.setNumThreads(1)`
   (what one core does); then, to show where the time goes, with full-size decoding (the
-  reduced-scale decode switched off here, in the benchmark only), with stabilize off and
-  with motion "diff" (neither the default);
+  reduced-scale decode switched off here, in the benchmark only), with registration by
+  phase correlation, with stabilize off and with motion "diff" (none is the default);
 - the Ray Data stage: `build_keyframes_dataset` with keyframes.concurrency 1 and 2 (that
   many Ray Data actors, each running OpenCV on one thread), each on a fresh output root,
-  Ray started here with num_cpus=2. chunk_size 8: 128 clips make 16 chunks, so two actors
+  Ray started here with num_cpus=2. chunk_size 8: 256 clips make 32 chunks, so two actors
   stay busy to the end. Timed from the call to its return (actor start-up, Parquet parts,
   markers and `_meta.json` included), after one untimed warm-up build, so Ray's own
   start-up is left out.
@@ -105,7 +105,7 @@ def best(passes: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="/tmp/mer-bench-keyframes", help="scratch folder (replaced)")
-    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--subjects", type=int, default=16)
     ap.add_argument("--clips", type=int, default=16, help="clips per subject")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=8)
@@ -198,6 +198,7 @@ def main() -> None:
 
     for name, change in [
         ("full-size decode", None),
+        ("registration phase", {"registration": "phase"}),
         ("stabilize off", {"stabilize": False}),
         ("motion diff", {"motion": "diff"}),
         ("stabilize off, motion diff", {"stabilize": False, "motion": "diff"}),
