@@ -59,45 +59,19 @@ def uptime() -> str:
 
 def write_table(uri: str, *, subjects: int, clips: int, k: int, s: int, per_subject: bool = True):
     """A finished key-frame table of random frames (label in the colour), parts of 16 clips."""
-    import numpy as np
-
-    from mer import storage
-    from mer.preprocess import records_to_table
+    from mer.testing import write_random_keyframes
 
     shutil.rmtree(uri, ignore_errors=True)
-    n = subjects * clips if per_subject else clips
-    rng = np.random.default_rng(0)
-    recs = []
-    for i in range(n):
-        label = i % 3
-        frames = rng.integers(0, 200, (k, s, s, 3), dtype=np.uint8)
-        frames[..., label] = 255
-        subject = i // clips if per_subject else i % subjects
-        recs.append(
-            dict(
-                dataset="bench",
-                subject=f"s{subject:02d}",
-                clip=f"c{i:04d}",
-                label=label,
-                emotion="x",
-                onset=0,
-                apex=k // 2,
-                offset=k - 1,
-                apex_source="annotated",
-                keyframe_indices=[float(j) for j in range(k)],
-                frames=frames,
-                source="none",
-                fps=200.0,
-                face_found=None,
-            )
-        )
-    parts = []
-    for c in range(0, n, 16):
-        part = f"part-bench-{c // 16:05d}.parquet"
-        storage.write_parquet(records_to_table(recs[c : c + 16]), storage.join(uri, part))
-        parts.append(part)
-    storage.write_json(storage.join(uri, "_meta.json"), {"hash": "bench", "parts": parts})
-    return uri
+    return write_random_keyframes(
+        uri,
+        subjects=subjects,
+        clips=clips,
+        k=k,
+        s=s,
+        dataset="bench",
+        part_size=16,
+        per_subject=per_subject,
+    )
 
 
 def fold_run(uri: str) -> dict:

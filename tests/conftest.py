@@ -80,40 +80,9 @@ def ray_local(s3_endpoint):
 
 def write_fake_keyframes(uri: str, subjects: int = 4, clips: int = 6, k: int = 8, s: int = 32):
     """A finished key-frame table of random frames whose colour encodes the label (no video)."""
-    import numpy as np
+    from mer.testing import write_random_keyframes
 
-    from mer import storage
-    from mer.preprocess import records_to_table
-
-    rng = np.random.default_rng(0)
-    recs = []
-    for si in range(subjects):
-        for c in range(clips):
-            label = c % 3
-            frames = rng.integers(0, 200, (k, s, s, 3), dtype=np.uint8)
-            frames[..., label] = 255
-            recs.append(
-                dict(
-                    dataset="fake",
-                    subject=f"s{si:02d}",
-                    clip=f"c{c}",
-                    label=label,
-                    emotion="x",
-                    onset=0,
-                    apex=k // 2,
-                    offset=k - 1,
-                    apex_source="annotated",
-                    keyframe_indices=[float(i) for i in range(k)],
-                    frames=frames,
-                    source="none",
-                    fps=200.0,
-                    face_found=None,
-                )
-            )
-    part = "part-fake-00000.parquet"
-    storage.write_parquet(records_to_table(recs), storage.join(uri, part))
-    storage.write_json(storage.join(uri, "_meta.json"), {"hash": "fake", "parts": [part]})
-    return uri
+    return write_random_keyframes(uri, subjects=subjects, clips=clips, k=k, s=s)
 
 
 @pytest.fixture(scope="session")
