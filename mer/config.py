@@ -108,6 +108,8 @@ class ResourcesConfig:
     gpus_per_worker: float = 0.0  # fractions share a GPU between concurrent runs
     max_concurrent: int = 0  # concurrent runs (Tune trials); 0 = as many as fit
     folds_per_run: int = 0  # folds one prior-learning run handles in turn; 0 = all
+    # Convolutions in the channels-last-3d memory format (faster on CPUs and GPUs here).
+    channels_last: bool = True
     max_failures: int = 2  # worker failures a run survives (resumes from checkpoint)
 
 

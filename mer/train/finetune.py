@@ -26,7 +26,7 @@ import torch
 from mer import storage
 from mer.config import PipelineConfig, from_dict
 from mer.train import data
-from mer.train.runtime import make_trainer, mean_over_workers, set_threads, worker
+from mer.train.runtime import make_trainer, mean_over_workers, place, set_threads, worker
 
 NUM_CLASSES = {"3class": 3, "5class": 5}
 
@@ -100,7 +100,7 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
     if run.get("prior"):
         load_backbone_state(model, _load_prior(run["prior"]))
     freeze(model, ft.freeze)
-    model.to(w.device)
+    place(model, w, cfg.resources.channels_last)
     ddp = model
     if w.world > 1:
         import ray.train.torch

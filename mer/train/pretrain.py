@@ -29,7 +29,7 @@ import torch
 from mer import storage
 from mer.config import PipelineConfig, from_dict, pretrain_hash
 from mer.train import data
-from mer.train.runtime import make_trainer, mean_over_workers, set_threads, worker
+from mer.train.runtime import make_trainer, mean_over_workers, place, set_threads, worker
 
 
 def fold_dir(root: str, fold_name: str) -> str:
@@ -97,7 +97,7 @@ def pretrain_loop(config: dict) -> None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, history = state["epoch"], json.loads(state["history"])
-        model.to(w.device)
+        place(model, w, cfg.resources.channels_last)
         ddp = ray.train.torch.prepare_model(model) if w.world > 1 else model
         loss_fn = ContrastiveLoss(margin=p.margin)
 

@@ -46,6 +46,28 @@ def mean_over_workers(values: dict[str, float], w: Worker) -> dict[str, float]:
     return {k: float(v) / w.world for k, v in zip(keys, t.tolist(), strict=True)}
 
 
+def place(model: torch.nn.Module, w: Worker, channels_last: bool) -> torch.nn.Module:
+    """Move `model` to the worker's device; with `channels_last`, its weights and (through a
+    forward pre-hook) its 5-D inputs to the channels-last-3d memory format, in which the
+    convolutions run faster: C3D training steps 1.3-1.6x on one CPU core here, 1.4x on an
+    H200 in bf16 (benchmarks/README.md). Values are unchanged; only the memory layout (and
+    so the floating-point summation order) differs."""
+    model.to(w.device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+        model.register_forward_pre_hook(_channels_last_inputs)
+    return model
+
+
+def _channels_last_inputs(module, args):
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last_3d)
+        if isinstance(a, torch.Tensor) and a.dim() == 5
+        else a
+        for a in args
+    )
+
+
 def set_threads(cpus: float) -> None:
     """Match intra-op threads to the CPUs Ray gave this worker (avoids oversubscription)."""
     n = max(1, int(cpus)) if cpus else max(1, (os.cpu_count() or 1))
