@@ -176,3 +176,25 @@ def test_count_flops_full_c3d_and_weights_untouched():
     assert round(count_flops(model, 16, 112) / 2e9, 1) == 38.5
     assert torch.equal(model.blocks[0][1].running_mean, before)
     assert model.blocks[0][0].weight.device.type == "cpu"
+
+
+def test_channels_last_placement_keeps_the_numbers():
+    """resources.channels_last: weights and 5-D inputs in channels-last-3d, same outputs."""
+    import copy
+
+    from mer.train.runtime import Worker, place
+
+    torch.manual_seed(0)
+    base = SiameseC3D(C3D(frames=8, size=32, width=0.125), embedding_dim=16).eval()
+    cpu = Worker(0, 1, torch.device("cpu"))
+    plain = place(copy.deepcopy(base), cpu, channels_last=False)
+    fast = place(copy.deepcopy(base), cpu, channels_last=True)
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    seen = []
+    conv.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    a, b = torch.randn(2, 3, 8, 32, 32), torch.randn(2, 3, 8, 32, 32)  # NCDHW in
+    with torch.no_grad():
+        for x, y in zip(plain(a, b), fast(a, b), strict=True):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last_3d)
