@@ -8,8 +8,9 @@ is interpolated once. Standard MER preprocessing aligns faces per clip; the
 translation-only model is our choice (`keyframes.stabilize`). The translations come either
 from the motion curve, which measures them anyway (mer.motion.measure_motion; the default,
 `keyframes.registration: motion`), or from phase correlation here (`registration: phase`;
-sub-pixel and robust to the small local motions we want to keep, and to head jumps larger
-than the motion curve's flow can follow, about 8 px at the grey copies' scale per sample).
+sub-pixel and robust to the small local motions we want to keep, and to sudden head jumps
+larger than the motion curve's flow follows: about a tenth of the face's width between two
+of its samples; mer.motion.Motion has the measured limits).
 
 Cost and precision: the shifts are measured on grey copies halved (2 x 2 means) while the
 shorter side stays at least MIN_SIDE px. The reference's spectra are computed once. The

@@ -7,9 +7,10 @@ result).
 
 Motion curve (`motion_curve`; `measure_motion` also returns the head drift that step 1
 finds, which registers the key frames by default): how far the face in each frame has moved
-away from the onset frame, measured on a small grayscale copy (`size` px square, low-passed first so that it
-does not alias, and averaged over TEMPORAL_SHARE of the clip's frames against sensor
-noise). For each frame (at most MAX_SAMPLES per clip, the curve interpolated in between):
+away from the onset frame, measured on a small grayscale copy (`size` px square, low-passed
+first so that it does not alias, and averaged over TEMPORAL_SHARE of the clip's frames
+against sensor noise). For each frame (at most MAX_SAMPLES per clip, the curve interpolated
+in between):
   1. Head motion is a translation: the median of the dense Farneback optical flow from the
      onset over textured, non-eye pixels, which a local action barely moves (least squares,
      as in ECC or an affine fit, is pulled along by a large action such as a jaw drop).
@@ -84,8 +85,9 @@ class Motion:
     in the given frames' pixels (content right of / below where it was): the translation
     the curve compensates, measured at the sampled frames and interpolated in between.
     None in "diff" mode (its shift is coarse), where no pixel was usable, and where the
-    head moved further between two sampled frames than the flow follows (on a textured
-    test face: a sudden jump of 24 px at 340 x 280 was followed, 32 px was not).
+    head moved further between two sampled frames than the flow follows and the flow
+    noticed (on a textured test face at 340 x 280: a sudden jump of 24 px was followed,
+    32 and 40 px were lost and noticed, 64 px was lost unnoticed).
     """
 
     curve: np.ndarray
