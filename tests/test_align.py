@@ -151,3 +151,22 @@ def test_motion_drift_follows_the_head_and_registers_key_frames():
     assert error(registered) < error(plain) / 4
     with pytest.raises(InputError, match="drift has shape"):
         build_keyframes(frames, 0, 18, 23, register=True, drift=drift[:5], **kw)
+
+
+def test_motion_drift_reports_a_head_jump_it_cannot_follow():
+    # A sudden jump within reach is followed (after the sample interval it falls in); a
+    # larger one is reported as lost (drift None), so build_record registers that clip by
+    # phase correlation instead.
+    from mer.align import reduce_gray
+    from mer.motion import measure_motion
+
+    base = _face(340, 280)
+    for jump, followed in ((16, True), (40, False)):
+        steps = np.array([(0.0, 0.0)] * 12 + [(jump, jump / 2)] * 12)
+        gray, factor = reduce_gray(_drifting(base, steps))
+        drift = measure_motion(gray, 0).drift
+        if followed:
+            assert np.abs(drift * factor - steps)[14:].max() < 0.15
+        else:
+            assert drift is None
+            assert np.abs(estimate_shifts(_drifting(base, steps)) - steps).max() < 0.15
