@@ -188,10 +188,14 @@ def _parabola(left: float, centre: float, right: float) -> float:
 
 
 def estimate_shifts(
-    frames: np.ndarray, reference: int = 0, *, reduced: tuple[np.ndarray, int] | None = None
+    frames: np.ndarray | None,
+    reference: int = 0,
+    *,
+    reduced: tuple[np.ndarray, int] | None = None,
 ) -> np.ndarray:
     """(T, 2) sub-pixel (dx, dy) of each frame's content relative to frame `reference`, in
-    the frames' pixels. `reduced` is reduce_gray(frames), if the caller already has it."""
+    the frames' pixels. `reduced` is reduce_gray(frames), if the caller already has it
+    (then `frames` is not read and may be None)."""
     gray, factor = reduced if reduced is not None else reduce_gray(frames)
     shifts = np.zeros((len(gray), 2), dtype=np.float64)
     correlator = _PhaseCorrelator(gray[reference])
@@ -202,19 +206,14 @@ def estimate_shifts(
 
 
 def stabilize(frames: np.ndarray, reference: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Frames shifted onto frame `reference` at full size; returns (frames, shifts)."""
+    """Frames shifted onto frame `reference` at full size (bicubic, `translate`); returns
+    (frames, shifts)."""
     shifts = estimate_shifts(frames, reference)
-    h, w = frames.shape[1:3]
-    out = np.empty_like(frames)
-    for t, (f, (dx, dy)) in enumerate(zip(frames, shifts, strict=True)):
-        if dx == 0 and dy == 0:
-            out[t] = f
-            continue
-        m = np.float32([[1, 0, -dx], [0, 1, -dy]])
-        out[t] = cv2.warpAffine(
-            f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        ).reshape(f.shape)
-    return out, shifts
+    moved = [
+        f if dx == dy == 0 else translate(f, dx, dy)
+        for f, (dx, dy) in zip(frames, shifts, strict=True)
+    ]
+    return np.stack(moved), shifts
 
 
 CUBIC_A = -0.75  # the cubic convolution kernel's parameter (Keys 1981), as OpenCV's INTER_CUBIC

@@ -151,7 +151,7 @@ def build_keyframes(
             gray, factor = reduce_gray(frames[needed])
         else:
             gray, factor = reduced[0][needed], reduced[1]
-        found = estimate_shifts(frames[needed], needed.index(onset), reduced=(gray, factor))
+        found = estimate_shifts(None, needed.index(onset), reduced=(gray, factor))
         shifts = dict(zip(needed, found, strict=True))
     rendered = _render(frames, positions, size, interpolation, shifts)
     return KeyFrames(rendered, positions, apex, source, note)

@@ -72,7 +72,7 @@ def build_record(row: dict, kf: dict) -> dict:
     reduced = reduce_gray(frames)
     motion = measure_motion(reduced[0], 0, mode=kf["motion"])
     drift = None  # phase correlation (mer.align) on the frames the key frames use
-    if kf.get("registration", "motion") == "motion" and motion.drift is not None:
+    if kf["registration"] == "motion" and motion.drift is not None:
         drift = motion.drift * reduced[1]
     apex = row.get("apex")
     apex_offset = None if apex is None or pd.isna(apex) else int(apex) - onset
@@ -87,7 +87,7 @@ def build_record(row: dict, kf: dict) -> dict:
         interpolation=kf["interpolation"],
         mode=kf["motion"],
         motion=motion.curve,
-        register=kf.get("stabilize", True),
+        register=kf["stabilize"],
         drift=drift,
         reduced=reduced,
     )
