@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests_paths import REPO
+from tests_paths import REPO, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -174,9 +174,7 @@ def _terminate(procs: dict[int, str], grace: float) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.time() + grace
-    while time.time() < deadline and any(_alive(p, s) for p, s in procs.items()):
-        time.sleep(0.2)
+    wait_until(lambda: not any(_alive(p, s) for p, s in procs.items()), timeout=grace)
 
 
 def stop_head(tmp: Path) -> list[str]:

@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_fake_keyframes
 from sklearn.metrics import balanced_accuracy_score, f1_score
-from tests_paths import REPO
+from tests_paths import REPO, wait_until
 
 from mer import config, results, storage
 from mer.search import run_search
@@ -129,15 +128,14 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    done_before = {}
-    deadline = time.time() + 300
+    done_before: dict[str, float] = {}
+
+    def first_fold_written_or_driver_gone() -> bool:
+        done_before.update({str(f): f.stat().st_mtime for f in folds_dir.glob("*/folds/*.parquet")})
+        return bool(done_before) or proc.poll() is not None
+
     try:
-        while time.time() < deadline and proc.poll() is None:
-            files = list(folds_dir.glob("*/folds/*.parquet"))
-            if files:
-                done_before = {str(f): f.stat().st_mtime for f in files}
-                break
-            time.sleep(0.2)
+        wait_until(first_fold_written_or_driver_gone, timeout=300)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it forked
         proc.wait()
