@@ -57,6 +57,29 @@ def pyarrow_filesystem(uri: str):
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+def check_reachable(uri: str, name: str = "root") -> None:
+    """For an s3:// URI: credentials are found and its bucket exists and answers; otherwise
+    one sentence naming the setting and the URI. Local paths are left to the stage."""
+    if not str(uri).startswith("s3://"):
+        return
+    bucket = uri[len("s3://") :].split("/", 1)[0]
+    fs, _ = filesystem(uri)
+    try:
+        found = fs.exists(bucket)
+    except PermissionError as e:
+        raise StorageError(f"{name} {uri}: access to bucket {bucket} denied ({e})") from None
+    except Exception as e:  # botocore: no credentials, endpoint unreachable, ...
+        kind = type(e).__name__
+        hint = (
+            "no AWS credentials were found (environment, ~/.aws or an instance profile)"
+            if "Credential" in kind or "credential" in str(e)
+            else f"{kind}: {str(e).splitlines()[0][:160] if str(e) else kind}"
+        )
+        raise StorageError(f"{name} {uri} cannot be reached: {hint}") from None
+    if not found:
+        raise StorageError(f"{name} {uri}: bucket {bucket} does not exist (or is not visible)")
+
+
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     try:
@@ -79,6 +102,24 @@ def listdir(uri: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+
+def entries(uri: str) -> list[tuple[str, str]] | None:
+    """(name, "file" | "directory") of the visible entries under `uri`; None if it does not
+    exist. Names starting with "." are skipped."""
+    fs, path = filesystem(uri)
+    try:
+        found = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError as e:
+        raise InputError(f"{uri}: access denied ({e}); check the AWS credentials") from e
+    out = []
+    for e in found:
+        name = posixpath.basename(e["name"].rstrip("/"))
+        if name and not name.startswith(".") and e["name"].rstrip("/") != path.rstrip("/"):
+            out.append((name, "directory" if e["type"] == "directory" else "file"))
+    return out
 
 
 def remove(uri: str, recursive: bool = False) -> None:

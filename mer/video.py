@@ -5,7 +5,7 @@ source's own numbering) as one uint8 array (T, H, W, 3), RGB. Offset 0 of the ar
 frame `start`, so a manifest's onset/apex/offset become offsets by subtracting `start`.
 
 - Frame folders: frames are numbered by the last run of digits in the file name (img46.jpg
-  -> 46, 006_01234.jpg -> 1234; see mer.datasets.common.list_frames). A frame number
+  -> 46, 006_01234.jpg -> 1234; see list_frames). A frame number
   missing inside the range is filled with the previous frame and logged, so that offset
   i is always frame start + i (our choice; the datasets' frames are contiguous).
 - Videos: frames are numbered by 0-based index. decord decodes only the asked range.
@@ -13,10 +13,8 @@ frame `start`, so a manifest's onset/apex/offset become offsets by subtracting `
   sees one layout.
 
 decord is known to hang or crash on some broken files, so by default a video is decoded in
-a helper process (one per calling process, started on first use and reused) that is killed
-and restarted when it overruns `timeout` (DecodeTimeout) or dies (DecodeError). Frames come
-back through a shared-memory buffer, which costs one memcpy rather than a pickle through a
-pipe. An s3:// video is fetched by the caller and handed over as bytes (decord reads a
+a helper process that is killed and restarted when it overruns `timeout` (DecodeTimeout) or
+dies (DecodeError): `mer.decoder`. An s3:// video is fetched by the caller and handed over as bytes (decord reads a
 file-like object whole anyway). `timeout=None` decodes in-process. Frame folders are
 decoded in-process (OpenCV's image decoders do not hang); S3 frames are fetched
 concurrently.
@@ -26,31 +24,20 @@ from __future__ import annotations
 
 import io
 import logging
-import mmap
 import os
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable
-from multiprocessing.connection import Connection
+import posixpath
+import re
 from typing import Any
 
 import cv2
 import numpy as np
 
-from mer import storage
-from mer.errors import DecodeError, DecodeTimeout, InputError
+from mer import decoder, storage
+from mer.errors import DecodeError, InputError
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-
-# Seconds a fresh decoder process may take to import numpy and decord before we give up.
-_STARTUP_TIMEOUT = 120.0
-# Largest shared buffer kept per decoder process; bigger clips come back through the pipe.
-_MAX_SHARED_BYTES = 2 << 30
 
 
 def read_clip(
@@ -81,7 +68,7 @@ def read_clip(
     if _is_video(source):
         if timeout is None:
             return _decode_video(_video_input(source), start, stop, source)
-        return _run_bounded(
+        return decoder.run_bounded(
             _decode_video, (_video_input(source), start, stop, source), source, timeout
         )
     return _read_folder(source, start, stop, min_side)
@@ -95,7 +82,7 @@ def probe(source: str, *, timeout: float | None = 60.0) -> dict[str, Any]:
     if _is_video(source):
         if timeout is None:
             return _probe_video(_video_input(source), source)
-        return _run_bounded(_probe_video, (_video_input(source), source), source, timeout)
+        return decoder.run_bounded(_probe_video, (_video_input(source), source), source, timeout)
     frames = _list_folder(source)
     height, width = _decode_image(frames[0][1], _read_files([frames[0][1]])[0]).shape[:2]
     return {
@@ -110,11 +97,7 @@ def probe(source: str, *, timeout: float | None = 60.0) -> dict[str, Any]:
 
 def shutdown_decoder() -> None:
     """Stop this process's decoder helper, if any (it is restarted on the next call)."""
-    global _decoder
-    with _decoder_lock:
-        if _decoder is not None and _decoder.owner == os.getpid():
-            _decoder.close()
-        _decoder = None
+    decoder.shutdown()
 
 
 # Sources.
@@ -212,9 +195,31 @@ def _as_rgb(frames: np.ndarray) -> np.ndarray:
 # Frame folders.
 
 
-def _list_folder(source: str) -> list[tuple[int, str]]:
-    from mer.datasets.common import list_frames
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
+
+def list_frames(folder: str, *, missing_ok: bool = False) -> list[tuple[int, str]] | None:
+    """(frame number, URI) of each image in `folder`, sorted by frame number.
+
+    The frame number is the last run of digits in the file name: img46.jpg -> 46,
+    reg_img46.jpg -> 46, 006_01234.jpg -> 1234, image0123456.bmp -> 123456. A missing folder
+    is an InputError, or None with `missing_ok`.
+    """
+    entries = storage.entries(folder)
+    if entries is None:
+        if missing_ok:
+            return None
+        raise InputError(f"frame folder {folder} does not exist")
+    frames = []
+    for name, kind in entries:
+        stem, ext = posixpath.splitext(name)
+        digits = re.findall(r"\d+", stem)
+        if kind == "file" and ext.lower() in IMAGE_EXTENSIONS and digits:
+            frames.append((int(digits[-1]), storage.join(folder, name)))
+    return sorted(frames)
+
+
+def _list_folder(source: str) -> list[tuple[int, str]]:
     frames = list_frames(source)
     if not frames:
         raise InputError(f"{source}: the frame folder holds no JPEG/PNG/BMP frames")
@@ -339,171 +344,3 @@ def _ranges(numbers: list[int]) -> str:
             parts.append(str(begin) if begin == a else f"{begin}..{a}")
             begin = b
     return ", ".join(parts)
-
-
-# The decoder process.
-
-
-class _DecoderProcess:
-    """A helper Python process that runs decode functions; killed and replaced on a hang.
-
-    Requests are (function, args) pickled over a socket pair (functions travel by name, so
-    the child imports their module; its sys.path is ours). A result that is a uint8 array
-    is written into a shared buffer (a /dev/shm file both processes map, unlinked as soon as
-    the child has mapped it, so nothing is left behind if either side dies).
-    """
-
-    def __init__(self) -> None:
-        import socket
-
-        self.owner = os.getpid()
-        parent, child = socket.socketpair()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", f"from mer.video import _serve; _serve({child.fileno()})"],
-            pass_fds=(child.fileno(),),
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        child.close()
-        self.conn = Connection(parent.detach())
-        self.buffer: mmap.mmap | None = None
-        if not self.conn.poll(_STARTUP_TIMEOUT):
-            self.close()
-            raise DecodeError(f"the video decoder process did not start in {_STARTUP_TIMEOUT} s")
-        self.conn.recv()  # "ready"
-
-    def run(self, fn: Callable, args: tuple, source: str, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        self.conn.send((fn, args))
-        while True:
-            reply = self._recv(deadline, source, timeout)
-            kind = reply[0]
-            if kind == "shared":
-                shape = reply[1]
-                out = np.empty(shape, np.uint8)
-                out.reshape(-1)[:] = np.frombuffer(self.buffer, np.uint8, out.size)
-                return out
-            if kind == "pipe":  # too big for the buffer: bytes follow; grow for next time
-                out = np.empty(reply[1], np.uint8)
-                self._recv(deadline, source, timeout, into=out)
-                self._grow(out.nbytes)
-                return out
-            if kind == "value":
-                return reply[1]
-            if kind == "error":
-                raise reply[1]
-
-    def _recv(self, deadline: float, source: str, timeout: float, into: np.ndarray | None = None):
-        if not self.conn.poll(max(0.0, deadline - time.monotonic())):
-            self.close()
-            raise DecodeTimeout(
-                f"{source}: decoding took longer than {timeout:g} s and was abandoned; the "
-                "file may be damaged (for a very long video, pass a larger timeout)"
-            )
-        try:
-            if into is not None:
-                return self.conn.recv_bytes_into(memoryview(into).cast("B"))
-            return self.conn.recv()
-        except (EOFError, OSError) as e:
-            code = self.proc.poll()
-            self.close()
-            raise DecodeError(
-                f"{source}: the video decoder crashed (exit code {code}) on this file; "
-                "the file is probably corrupt"
-            ) from e
-
-    def _grow(self, nbytes: int) -> None:
-        if nbytes > _MAX_SHARED_BYTES or (self.buffer is not None and len(self.buffer) >= nbytes):
-            return
-        size = max(nbytes, 64 << 20)
-        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, path = tempfile.mkstemp(prefix="mer-decode-", dir=folder)
-        try:
-            os.ftruncate(fd, size)
-            buffer = mmap.mmap(fd, size)
-            self.conn.send(("map", path))
-            ok = self.conn.poll(30.0) and self.conn.recv() == ("mapped",)
-        finally:
-            os.close(fd)
-            os.unlink(path)
-        if not ok:  # the helper did not answer: its state is unknown, start afresh
-            buffer.close()
-            self.close()
-            return
-        if self.buffer is not None:
-            self.buffer.close()
-        self.buffer = buffer
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.conn.close()
-        if self.buffer is not None:
-            self.buffer.close()
-            self.buffer = None
-
-
-def _serve(fd: int) -> None:
-    """The decoder process's loop (started by _DecoderProcess)."""
-    import decord  # noqa: F401  (imported before "ready": not charged to a request's timeout)
-
-    parent = os.getppid()
-
-    def exit_with_parent() -> None:  # a decode that hangs must not outlive its caller
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-    conn = Connection(fd)
-    buffer: mmap.mmap | None = None
-    conn.send("ready")
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        if request[0] == "map":
-            with open(request[1], "r+b") as f:
-                buffer = mmap.mmap(f.fileno(), 0)
-            conn.send(("mapped",))
-            continue
-        fn, args = request
-        try:
-            result = fn(*args)
-        except Exception as e:
-            if not isinstance(e, InputError | DecodeError):
-                e = DecodeError(f"{args[-1]}: decoding failed ({type(e).__name__}: {e})")
-            conn.send(("error", e))
-            continue
-        if isinstance(result, np.ndarray):
-            result = np.ascontiguousarray(result, np.uint8)
-            if buffer is not None and result.nbytes <= len(buffer):
-                np.frombuffer(buffer, np.uint8, result.size)[:] = result.reshape(-1)
-                conn.send(("shared", result.shape))
-            else:
-                conn.send(("pipe", result.shape))
-                conn.send_bytes(memoryview(result).cast("B"))
-        else:
-            conn.send(("value", result))
-
-
-_decoder: _DecoderProcess | None = None
-_decoder_lock = threading.Lock()
-
-
-def _run_bounded(fn: Callable, args: tuple, source: str, timeout: float) -> Any:
-    """Run fn(*args) in this process's decoder process, at most `timeout` seconds."""
-    global _decoder
-    with _decoder_lock:  # one request at a time per decoder process
-        if _decoder is None or _decoder.owner != os.getpid() or _decoder.proc.poll() is not None:
-            _decoder = _DecoderProcess()  # a forked child never reuses its parent's helper
-        decoder = _decoder
-        try:
-            return decoder.run(fn, args, source, timeout)
-        except DecodeError:
-            if decoder.proc.poll() is not None:  # timed out or crashed: start afresh next time
-                _decoder = None
-            raise

@@ -31,10 +31,10 @@ import pandas as pd
 
 from mer import storage
 from mer.errors import ConfigError, InputError
+from mer.video import list_frames
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 # One spelling per emotion. The sheets write them differently: CASME II lower case
 # ("happiness", "others"), SAMM v2 capitalised ("Happiness", "Other"), CAS(ME)^3 short
@@ -108,52 +108,10 @@ def check_root(root: str, what: str) -> None:
 
 def subfolders(uri: str) -> list[str] | None:
     """Names of the folders directly under `uri`, sorted; None if `uri` does not exist."""
-    entries = _ls(uri)
+    entries = storage.entries(uri)
     if entries is None:
         return None
     return sorted(name for name, kind in entries if kind == "directory")
-
-
-def list_frames(folder: str) -> list[tuple[int, str]]:
-    """(frame number, URI) of each image in `folder`, sorted by frame number.
-
-    The frame number is the last run of digits in the file name: img46.jpg -> 46,
-    reg_img46.jpg -> 46, 006_01234.jpg -> 1234, image0123456.bmp -> 123456.
-    """
-    frames = _frames_or_none(folder)
-    if frames is None:
-        raise InputError(f"frame folder {folder} does not exist")
-    return frames
-
-
-def _frames_or_none(folder: str) -> list[tuple[int, str]] | None:
-    entries = _ls(folder)
-    if entries is None:
-        return None
-    frames = []
-    for name, kind in entries:
-        stem, ext = posixpath.splitext(name)
-        digits = re.findall(r"\d+", stem)
-        if kind == "file" and ext.lower() in IMAGE_EXTENSIONS and digits:
-            frames.append((int(digits[-1]), storage.join(folder, name)))
-    return sorted(frames)
-
-
-def _ls(uri: str) -> list[tuple[str, str]] | None:
-    """(name, "file" | "directory") under `uri`; None if it does not exist."""
-    fs, path = storage.filesystem(uri)
-    try:
-        entries = fs.ls(path, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except PermissionError as e:
-        raise InputError(f"{uri}: access denied ({e}); check the AWS credentials") from e
-    out = []
-    for e in entries:
-        name = posixpath.basename(e["name"].rstrip("/"))
-        if name and not name.startswith(".") and e["name"].rstrip("/") != path.rstrip("/"):
-            out.append((name, "directory" if e["type"] == "directory" else "file"))
-    return out
 
 
 def local_or_uri(root: str) -> str:
@@ -392,7 +350,7 @@ def build_manifest(
             reject(rejects, dataset, c.subject, c.clip, reason)
             continue
         looked += 1
-        frames = _frames_or_none(c.folder)
+        frames = list_frames(c.folder, missing_ok=True)
         if frames is None:
             missing += 1
             reject(rejects, dataset, c.subject, c.clip, f"clip folder {c.folder} does not exist")
