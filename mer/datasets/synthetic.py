@@ -1,28 +1,42 @@
 """Synthetic micro-expression clips: the project's default data, written in real dataset layouts.
 
 Every subject is a procedurally drawn face (face shape, skin tone, feature placement, smooth
-texture). Each clip warps that face with a class-specific action-unit displacement field
-whose intensity rises from the onset to the apex and falls back by the offset, plus the
-nuisances a real recording has: sensor noise, slow head drift, illumination flicker and
-blinks. The onset frame carries no class information; only the motion does, so a model
-must look at the change between frames to beat chance (tests/test_datasets_synthetic.py
-checks this).
+texture). Each clip warps that face with an action-unit (AU) displacement field whose
+intensity rises from the onset to the apex and falls back by the offset, plus the nuisances
+a real recording has: sensor noise, head drift, illumination changes and blinks. The onset
+frame carries no class information; only the motion does.
 
-Where the numbers come from:
-- 200 fps, ~280 x 340 px face crops, onset/apex/offset sheet, '/' for a missing apex:
-  CASME II (Yan et al., PLoS ONE 2014) and its coding sheet CASME2-coding-20140508.xlsx.
-- Class prior 250/109/83 (negative/positive/surprise): the MEGC2019 composite.
-- Action units per class (AU4+AU15 negative, AU12 positive, AU1+2(+26) surprise): FACS
-  prototypes as used in the CASME II emotion coding.
-- Amplitudes (1-3 px peak at 280 x 340), drift, flicker, noise and blink parameters are our
-  own choices, picked so that motion is subtle but learnable; they are not measured values.
+Presets (named sets of options, see `mer.datasets.synthetic_plan` for every option and for
+where its numbers come from; explicit options override the preset's):
+  simple       v1, the default: one AU template per class (negative AU4+15, positive AU12,
+               surprise AU1+2(+26)), 8 subjects x 6 clips, every subject shows every class.
+               The upper- and lower-face motion energy nearly tell the class: it tests the
+               plumbing, not the method.
+  demo         8 subjects x 6 clips of the au-mixture model (small enough for `make demo`).
+  casme2-like  26 subjects, 255 clips, CASME II's class shares, uneven clips per subject.
+  megc-like    the MEGC2019 composite's shape in its three layouts: CASME II-like (24
+               subjects, 145 clips, 200 fps, colour), SAMM-like (28, 133, 200 fps, grey,
+               larger frames), SMIC-like (16, 164, 100 fps, colour, smaller frames), with the
+               official list's class counts per source.
+In the au-mixture model a class is a distribution over AU combinations taken from the
+emotion-AU relations used to code CASME II (Yan et al., PLoS ONE 2014) and SAMM (Davison et
+al., IEEE TAC 2018), so every class moves the brows, eyes and mouth and the class is in which
+movements combine and in their direction. Intensities run from barely visible (0.3 px) to
+clear (3 px); subjects, timing, distractors and class mixes vary (our choices, named there).
 
-Layouts written by `generate` (all also get synthetic.json and ground_truth.csv):
-  casme2  CASME2_RAW_selected/subXX/EPxx_yy/imgN.jpg + CASME2-coding-20140508.xlsx
-  smic    HS/sN/micro/<class>/sN_xx_NN/imageNNNNNN.bmp   (no annotations, as in SMIC-HS)
-  video   videos/<subject>/<clip>.mp4 + annotations.csv (0-based frame indices)
-`load` reads any of them back as a manifest (dataset "synthetic"). Drawing faces and their
-motion lives in `mer.datasets.synthetic_faces`.
+Layouts written by `generate` (all also get synthetic.json, the settings, and
+ground_truth.csv, one row per clip: names, annotated and true class, emotion, true onset /
+apex / offset, AUs and side, amplitude, timing, upper/lower-face motion energy at the apex,
+distractors):
+  casme2    CASME2_RAW_selected/subXX/EPxx_yy/imgN.jpg + CASME2-coding-20140508.xlsx
+  smic      HS/sN/micro/<class>/sN_xx_NN/imageNNNNNN.bmp   (no annotations, as in SMIC-HS)
+  video     videos/<subject>/<clip>.mp4 + annotations.csv (0-based frame indices)
+  megc2019  CASME2/ (casme2 layout), SAMM/ (SAMM/006/006_1_2/006_NNNNN.jpg, grey, and
+            SAMM_Micro_FACS_Codes_v2.xlsx), SMIC/ (smic layout) and combined_3class_gt.csv,
+            the list `load_manifest("megc2019", root)` reads (au-mixture only)
+`load` reads any of them back as a manifest: dataset "synthetic" for the one-source layouts;
+for megc2019 the rows keep their source's name (casme2, samm, smic) as the composite does.
+Drawing faces and their motion lives in `mer.datasets.synthetic_faces`.
 """
 
 from __future__ import annotations
@@ -33,7 +47,6 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -47,213 +60,47 @@ from mer.datasets.synthetic_faces import (  # noqa: F401 (re-exported)
     au_field,
     draw_face,
     intensity,
+    parse_aus,
+    region_energy,
     render_clip,
+    vary_face,
+)
+from mer.datasets.synthetic_plan import (  # noqa: F401 (re-exported)
+    CLASS_PRIOR,
+    FOLDERS,
+    LAYOUTS,
+    PRESETS,
+    ClipPlan,
+    Settings,
+    Subset,
+    plan_clips,
+    record,
+    settings,
 )
 from mer.errors import ConfigError, InputError
 
-VERSION = 1
-LAYOUTS = ("casme2", "smic", "video")
-
-# MEGC2019 composite class counts (negative, positive, surprise) = 250 / 109 / 83.
-CLASS_PRIOR = np.array([250, 109, 83]) / 442
-
-# CASME II 'Estimated Emotion' words per class (MEGC2019 3-class grouping).
-EMOTION_WORDS = {0: ("disgust", "repression"), 1: ("happiness",), 2: ("surprise",)}
-SMIC_ABBR = {0: "ne", 1: "po", 2: "sur"}  # SMIC-HS clip names: s1_ne_01, s1_po_02, s1_sur_01
+VERSION = 2  # 2: presets and the au-mixture model; "simple" frames are v1's, byte for byte
 
 JPEG_QUALITY = 95  # fixed so that the same seed gives the same bytes
 SHEET_NAME = "CASME2-coding-20140508.xlsx"
-MISSING_APEX = 0.10  # share of '/' ApexFrame cells (our choice; CASME II has a few)
-BLINK_SHARE = 0.3  # share of clips with a blink (our choice)
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    """Everything random about one clip except per-frame noise (drawn at render time).
-
-    Frame positions (onset, apex, offset, blink_start) are 0-based indices into the clip;
-    `first` is the number the layout gives to index 0. Lengths in px are at REFERENCE_SIZE.
-    """
-
-    subject: int  # 1-based
-    index: int  # 1-based within the subject
-    subject_name: str  # as the manifest spells it (sub01, s01)
-    clip: str  # as the manifest spells it (EP02_01f, s01_ne_01, clip01)
-    path: str  # the clip's frame folder or video file, relative to the dataset root
-    label: int
-    emotion: str
-    action_units: str  # CASME II style, e.g. "4+15"
-    n_frames: int
-    first: int
-    onset: int
-    apex: int
-    offset: int
-    apex_annotated: bool  # False: the sheet says '/' (or leaves the cell empty)
-    amplitude: float  # peak displacement, px
-    au_gains: tuple[float, ...]  # per-AU intensity factors, in action_units order
-    drift: tuple[float, float]  # head translation reached at the last frame, px
-    sway: float  # amplitude of a slow sinusoidal head sway, px
-    flicker: tuple[float, float, float]  # gain amplitude, frequency (Hz), phase
-    noise: float  # sensor noise sigma, grey levels
-    blink_start: int  # -1: no blink
-    blink_frames: int
-    blink_depth: float  # 1.0: eyes fully closed at the blink's peak
-
-
-# ---------------------------------------------------------------------------------------------
-# Planning: labels, timing and nuisance parameters (cheap; no pixels).
-
-
-def _subject_labels(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Labels of one subject's n clips: one of each class where n >= 3, the rest drawn so that
-    the expected shares stay at CLASS_PRIOR (our construction)."""
-    if n < 3:
-        return rng.choice(3, size=n, p=CLASS_PRIOR)
-    q = np.clip(n * CLASS_PRIOR - 1, 0, None)
-    q = q / q.sum() if q.sum() > 0 else np.full(3, 1 / 3)
-    labels = np.concatenate([[0, 1, 2], rng.choice(3, size=n - 3, p=q)])
-    return rng.permutation(labels)
-
-
-def _action_units(rng: np.random.Generator, label: int, emotion: str) -> str:
-    if label == 0:
-        # disgust leans on the brows (AU4), repression on the lip corners (AU15)
-        lean = "4" if emotion == "disgust" else "15"
-        return "4+15" if rng.random() < 0.7 else lean
-    if label == 1:
-        return "12"
-    return "1+2+26" if rng.random() < 0.7 else "1+2"
-
-
-def plan_clips(
-    *,
-    subjects: int = 8,
-    clips_per_subject: int = 6,
-    seed: int = 0,
-    layout: str = "casme2",
-    frames: tuple[int, int] = (40, 100),
-    fps: int = 200,
-) -> list[ClipPlan]:
-    """Draw every clip's label, timing and nuisances without rendering anything."""
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown synthetic layout {layout!r}; expected one of {LAYOUTS}")
-    if subjects < 1 or clips_per_subject < 1:
-        raise ConfigError("subjects and clips_per_subject must be at least 1")
-    lo, hi = int(frames[0]), int(frames[1])
-    if not 12 <= lo <= hi:
-        raise ConfigError(
-            f"frames={frames!r}: need 12 <= min <= max (a clip needs a rise and fall)"
-        )
-    rng = np.random.default_rng([seed, 0])
-    plans = []
-    for s in range(1, subjects + 1):
-        labels = _subject_labels(rng, clips_per_subject)
-        names = _clip_names(rng, layout, s, labels)
-        for k, label in enumerate(labels, start=1):
-            label = int(label)
-            subject_name, clip, path = names[k - 1]
-            emotion = str(rng.choice(EMOTION_WORDS[label], p=[0.6, 0.4] if label == 0 else None))
-            aus = _action_units(rng, label, emotion)
-            n = int(rng.integers(lo, hi + 1))
-            if layout == "smic":
-                onset, offset = 0, n - 1  # SMIC clips are cut to the expression itself
-            else:
-                margin = max(2, int(0.15 * n))
-                onset = int(rng.integers(1, margin + 1))
-                offset = n - 1 - int(rng.integers(1, margin + 1))
-            apex = onset + int(round((offset - onset) * rng.uniform(0.3, 0.7)))
-            # Frame numbers start where the recording was cut: img46..., image057180...
-            first = {"casme2": (1, 200), "smic": (0, 900_000), "video": (0, 1)}[layout]
-            first = int(rng.integers(*first))
-            blink_frames = max(3, int(round(rng.uniform(0.08, 0.15) * fps)))
-            blink_start = int(rng.integers(0, n - 2))
-            angle = rng.uniform(0, 2 * np.pi)
-            drift = rng.uniform(0.5, 3.0)
-            plans.append(
-                ClipPlan(
-                    subject=s,
-                    index=k,
-                    subject_name=subject_name,
-                    clip=clip,
-                    path=path,
-                    label=label,
-                    emotion=emotion,
-                    action_units=aus,
-                    n_frames=n,
-                    first=first,
-                    onset=onset,
-                    apex=apex,
-                    offset=offset,
-                    apex_annotated=bool(rng.random() >= MISSING_APEX),
-                    amplitude=float(rng.uniform(1.0, 3.0)),
-                    au_gains=tuple(float(g) for g in rng.uniform(0.8, 1.2, size=3)),
-                    drift=(float(drift * np.cos(angle)), float(drift * np.sin(angle))),
-                    sway=float(rng.uniform(0.0, 0.5)),
-                    flicker=(
-                        float(rng.uniform(0.005, 0.02)),
-                        float(rng.uniform(1.0, 8.0)),
-                        float(rng.uniform(0, 2 * np.pi)),
-                    ),
-                    noise=float(rng.uniform(1.0, 2.5)),
-                    blink_start=blink_start if rng.random() < BLINK_SHARE else -1,
-                    blink_frames=blink_frames,
-                    blink_depth=float(rng.uniform(0.7, 1.0)),
-                )
-            )
-    # Blinks appear in some clips of every class (where a class has two clips or more).
-    for c in range(3):
-        members = [i for i, p in enumerate(plans) if p.label == c]
-        if len(members) >= 2 and all(plans[i].blink_start < 0 for i in members):
-            p = plans[members[0]]
-            plans[members[0]] = _replace(p, blink_start=max(0, p.apex - p.blink_frames // 2))
-    return plans
-
-
-def _clip_names(
-    rng: np.random.Generator, layout: str, s: int, labels: np.ndarray
-) -> list[tuple[str, str, str]]:
-    """(subject, clip, relative path) per clip in the layout's own naming."""
-    if layout == "casme2":
-        # CASME II: EP<elicitation video>_<take>, some with an "f" suffix (EP02_01f).
-        episodes = sorted(rng.choice(np.arange(1, max(20, len(labels)) + 1), len(labels), False))
-        out = []
-        for ep in episodes:
-            clip = f"EP{ep:02d}_{int(rng.integers(1, 10)):02d}" + (
-                "f" if rng.random() < 0.3 else ""
-            )
-            out.append((f"sub{s:02d}", clip, f"CASME2_RAW_selected/sub{s:02d}/{clip}"))
-        return out
-    if layout == "smic":
-        # On disk s1/s1_ne_01 as in SMIC-HS; the manifest pads them (s01, s01_ne_01).
-        seen = {0: 0, 1: 0, 2: 0}
-        out = []
-        for label in labels:
-            seen[int(label)] += 1
-            folder = f"s{s}_{SMIC_ABBR[int(label)]}_{seen[int(label)]:02d}"
-            clip = f"s{s:02d}_{SMIC_ABBR[int(label)]}_{seen[int(label)]:02d}"
-            path = f"HS/s{s}/micro/{CLASSES_3[int(label)]}/{folder}"
-            out.append((f"s{s:02d}", clip, path))
-        return out
-    return [
-        (f"sub{s:02d}", f"clip{k:02d}", f"videos/sub{s:02d}/clip{k:02d}.mp4")
-        for k in range(1, len(labels) + 1)
-    ]
-
-
-def _replace(plan: ClipPlan, **changes) -> ClipPlan:
-    return ClipPlan(**{**asdict(plan), **changes})
+SAMM_SHEET = "SAMM_Micro_FACS_Codes_v2.xlsx"
+MEGC_LIST = "combined_3class_gt.csv"
+# SAMM's estimated-emotion words as its sheet spells them.
+SAMM_WORDS = {"others": "Other"}
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing the layouts.
 
 
-def _write_frames(out: str, plan: ClipPlan, frames: Iterator[np.ndarray], layout: str) -> None:
+def _write_frames(out: str, plan: ClipPlan, frames: Iterator[np.ndarray]) -> None:
     folder = storage.join(out, *plan.path.split("/"))
     for i, frame in enumerate(frames):
         number = plan.first + i
-        if layout == "casme2":
+        if plan.layout == "casme2":
             name, data = f"img{number}.jpg", _encode(".jpg", frame)
+        elif plan.layout == "samm":
+            name, data = f"{plan.subject_name}_{number:05d}.jpg", _encode(".jpg", frame)
         else:
             name, data = f"image{number:06d}.bmp", _encode(".bmp", frame)
         storage.write_bytes(storage.join(folder, name), data)
@@ -281,6 +128,8 @@ def _write_video(out: str, plan: ClipPlan, frames: Iterator[np.ndarray], fps: in
                     raise ConfigError(
                         "this OpenCV build cannot write mp4v video; use layout 'casme2' or 'smic'"
                     )
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
             writer.write(frame)
         writer.release()
         with open(local, "rb") as f:
@@ -291,31 +140,29 @@ def _frame_number(plan: ClipPlan, index: int) -> int:
     return plan.first + index
 
 
+def _subject_number(plan: ClipPlan) -> int:
+    return int(re.sub(r"\D", "", plan.subject_name))
+
+
 def _casme2_sheet(plans: list[ClipPlan]) -> bytes:
     """The coding sheet with CASME II's columns (two of them unnamed and empty)."""
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.title = "Sheet1"
-    sheet.append(
-        [
-            "Subject",
-            "Filename",
-            None,
-            "OnsetFrame",
-            "ApexFrame",
-            "OffsetFrame",
-            None,
-            "Action Units",
-            "Estimated Emotion",
-        ]
-    )
-    for p in sorted(plans, key=lambda p: (p.subject, p.clip)):
+    header = [
+        "Subject",
+        "Filename",
+        None,
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        None,
+        "Action Units",
+        "Estimated Emotion",
+    ]
+    rows = []
+    for p in sorted(plans, key=lambda p: (_subject_number(p), p.clip)):
         apex = _frame_number(p, p.apex) if p.apex_annotated else "/"
-        sheet.append(
+        rows.append(
             [
-                p.subject,
+                _subject_number(p),
                 p.clip,
                 None,
                 _frame_number(p, p.onset),
@@ -326,6 +173,45 @@ def _casme2_sheet(plans: list[ClipPlan]) -> bytes:
                 p.emotion,
             ]
         )
+    return _workbook("Sheet1", [header, *rows])
+
+
+def _samm_sheet(plans: list[ClipPlan]) -> bytes:
+    """SAMM's FACS sheet: 12 rows of preamble, the header on row 13, an apex of -1 where the
+    coders gave none, capitalised emotion words (as in SAMM_Micro_FACS_Codes_v2.xlsx)."""
+    preamble = [["SAMM synthetic look-alike (mer.datasets.synthetic); not the SAMM dataset"]]
+    preamble += [[None]] * 11
+    header = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame"]
+    header += ["Offset Frame", "Duration", "Type", "Action Units", "Estimated Emotion", "Notes"]
+    rows = []
+    for p in sorted(plans, key=lambda p: (p.subject_name, p.clip)):
+        onset, offset = _frame_number(p, p.onset), _frame_number(p, p.offset)
+        rows.append(
+            [
+                p.subject_name,
+                p.clip,
+                int(p.clip.split("_")[1]),
+                onset,
+                _frame_number(p, p.apex) if p.apex_annotated else -1,
+                offset,
+                offset - onset + 1,
+                "Micro - 1/2",
+                p.action_units,
+                SAMM_WORDS.get(p.emotion, p.emotion.capitalize()),
+                None,
+            ]
+        )
+    return _workbook("FACS_Codes", [*preamble, header, *rows])
+
+
+def _workbook(title: str, rows: list[list]) -> bytes:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = title
+    for row in rows:
+        sheet.append(row)
     buf = io.BytesIO()
     book.save(buf)
     return _fixed_zip(buf.getvalue())
@@ -350,34 +236,80 @@ def _fixed_zip(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _megc_list(plans: list[ClipPlan]) -> bytes:
+    """The composite's list as the official one spells it: casme2,sub01,EP02_01f,1 /
+    samm,6,006_1_2,0 / smic,s01,s01_ne_01,0 (label 0 negative, 1 positive, 2 surprise)."""
+    lines = []
+    for p in sorted(plans, key=lambda p: (("casme2", "samm", "smic").index(p.dataset), p.path)):
+        subject = str(_subject_number(p)) if p.dataset == "samm" else p.subject_name
+        lines.append(f"{p.dataset},{subject},{p.clip},{p.label}\n")
+    return "".join(lines).encode("utf-8")
+
+
 def _csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def ground_truth(plans: list[ClipPlan], layout: str) -> pd.DataFrame:
-    """One row per clip: names as the manifest spells them, the class, the true
-    onset/apex/offset in the layout's frame numbering (the apex even where the sheet has '/'),
-    whether the sheet gives the apex, the clip length, AUs, blink, and the clip's path."""
+def _truth_frame(plans: list[ClipPlan], energies: list[tuple[float, float]]) -> pd.DataFrame:
+    """ground_truth.csv, one row per clip: names as the manifest spells them, the annotated and the true class,
+    the true onset/apex/offset in the layout's frame numbering (the apex even where the sheet
+    has '/'), whether the sheet gives the apex, AUs, intensity, timing, the upper- and
+    lower-face motion energy at the apex (px^2 at 340 x 280, mean over each half), the
+    distractors, and the clip's path under the set's root."""
+
+    def column(f):
+        return [f(p) for p in plans]
+
     return pd.DataFrame(
         {
-            "subject": [p.subject_name for p in plans],
-            "clip": [p.clip for p in plans],
-            "label": [p.label for p in plans],
-            "emotion": [CLASSES_3[p.label] if layout == "smic" else p.emotion for p in plans],
-            "onset": [_frame_number(p, p.onset) for p in plans],
-            "apex": [_frame_number(p, p.apex) for p in plans],
-            "offset": [_frame_number(p, p.offset) for p in plans],
-            "apex_annotated": [p.apex_annotated if layout != "smic" else False for p in plans],
-            "frames": [p.n_frames for p in plans],
-            "action_units": [p.action_units for p in plans],
-            "blink": [p.blink_start >= 0 for p in plans],
-            "path": [p.path for p in plans],
+            "dataset": column(lambda p: p.dataset or "synthetic"),
+            "subject": column(lambda p: p.subject_name),
+            "clip": column(lambda p: p.clip),
+            "label": column(lambda p: p.label),
+            "true_label": column(lambda p: p.true_label),
+            "emotion": column(lambda p: CLASSES_3[p.label] if p.layout == "smic" else p.emotion),
+            "expressed": column(lambda p: p.expressed),
+            "onset": column(lambda p: _frame_number(p, p.onset)),
+            "apex": column(lambda p: _frame_number(p, p.apex)),
+            "offset": column(lambda p: _frame_number(p, p.offset)),
+            "apex_annotated": column(lambda p: p.apex_annotated and p.layout != "smic"),
+            "frames": column(lambda p: p.n_frames),
+            "fps": column(lambda p: p.fps),
+            "action_units": column(lambda p: p.action_units),
+            "side": column(lambda p: _side(p.action_units)),
+            "amplitude": column(lambda p: round(p.amplitude, 4)),
+            "rise": column(lambda p: p.apex - p.hold // 2 - p.onset),
+            "hold": column(lambda p: p.hold),
+            "fall": column(lambda p: p.offset - (p.apex - p.hold // 2 + p.hold)),
+            "rise_power": column(lambda p: round(p.rise_power, 4)),
+            "fall_power": column(lambda p: round(p.fall_power, 4)),
+            "upper_energy": [float(f"{u:.6g}") for u, _ in energies],
+            "lower_energy": [float(f"{v:.6g}") for _, v in energies],
+            "blinks": column(lambda p: (p.blink_start >= 0) + len(p.more_blinks)),
+            "drift": column(lambda p: round(float(np.hypot(*p.drift)), 4)),
+            "roll": column(lambda p: round(p.roll[0], 4)),
+            "light": column(lambda p: round(p.light[0], 4)),
+            "path": column(lambda p: p.path),
         }
     )
 
 
+def _side(action_units: str) -> str:
+    sides = {side for side, _ in parse_aus(action_units)}
+    return "both" if sides == {""} else "+".join(sorted(s or "both" for s in sides))
+
+
 # Everything `generate` writes directly under `out`; synthetic.json is written last.
-WRITTEN = ("CASME2_RAW_selected", "HS", "videos", SHEET_NAME, "annotations.csv", "ground_truth.csv")
+WRITTEN = (
+    "CASME2_RAW_selected",
+    "HS",
+    "videos",
+    *FOLDERS.values(),
+    SHEET_NAME,
+    MEGC_LIST,
+    "annotations.csv",
+    "ground_truth.csv",
+)
 
 
 def _clear(out: str) -> None:
@@ -396,57 +328,66 @@ def _clear(out: str) -> None:
     storage.makedirs(out)
 
 
-def generate(
-    out: str,
-    *,
-    subjects: int = 8,
-    clips_per_subject: int = 6,
-    seed: int = 0,
-    layout: str = "casme2",
-    size: tuple[int, int] = REFERENCE_SIZE,
-    frames: tuple[int, int] = (40, 100),
-    fps: int = 200,
-) -> dict:
+def frame_size(s: Settings, dataset: str = "") -> tuple[int, int]:
+    """(height, width) of the frames of one source of the set."""
+    scale = next((sub.scale for sub in s.subsets if sub.name == dataset), (1.0, 1.0))
+    return int(round(s.size[0] * scale[0])), int(round(s.size[1] * scale[1]))
+
+
+def _face(s: Settings, plan: ClipPlan) -> Face:
+    face = draw_face(np.random.default_rng([s.seed, 1, plan.subject]), frame_size(s, plan.dataset))
+    if s.model == "templates":
+        return face
+    grey = any(sub.grey for sub in s.subsets if sub.name == plan.dataset)
+    return vary_face(face, np.random.default_rng([s.seed, 4, plan.subject]), grey=grey)
+
+
+def ground_truth(preset: str = "simple", **options) -> pd.DataFrame:
+    """The ground_truth.csv that generate(out, preset, **options) writes, without rendering
+    or writing a frame (faces and AU fields are drawn, which takes a few ms per clip)."""
+    s = settings(preset, **options)
+    plans = plan_clips(resolved=s)
+    face, face_of = None, 0
+    energies = []
+    for p in plans:
+        if p.subject != face_of:
+            face, face_of = _face(s, p), p.subject
+        energies.append(region_energy(face, p, au_field(face.points, p, face.lid.shape)))
+    return _truth_frame(plans, energies)
+
+
+def generate(out: str, *, preset: str = "simple", **options) -> dict:
     """Write a synthetic dataset under `out` (a local path or s3:// URI); return a summary.
 
-    `size` is (height, width) of every frame; `frames` the (min, max) clip length, drawn
-    uniformly. The same arguments give byte-identical files. An earlier synthetic tree in
-    `out` is replaced; a folder holding anything else is refused (InputError).
+    `preset` is simple | demo | casme2-like | megc-like; `options` are any fields of
+    `mer.datasets.synthetic_plan.Settings` and override the preset's (subjects,
+    clips_per_subject, seed, layout, size=(height, width), frames=(min, max) length, fps,
+    label_noise, amplitude=(min, max) px, roll, ...). The same settings give byte-identical
+    files. An earlier synthetic tree in `out` is replaced; a folder holding anything else is
+    refused (InputError). Bad options raise ConfigError.
     """
-    h, w = int(size[0]), int(size[1])
-    if h < 32 or w < 32:
-        raise ConfigError(f"size={size!r}: frames must be at least 32 x 32 px to hold a face")
-    if fps < 1:
-        raise ConfigError(f"fps={fps!r}: must be a positive frame rate")
-    plans = plan_clips(
-        subjects=subjects,
-        clips_per_subject=clips_per_subject,
-        seed=seed,
-        layout=layout,
-        frames=frames,
-        fps=fps,
-    )
+    s = settings(preset, **options)
+    plans = plan_clips(resolved=s)
     _clear(out)
     face, face_of = None, 0
+    energies = []
     for p in plans:
         if p.subject != face_of:  # plans come subject by subject: draw each face once
-            face, face_of = (
-                draw_face(np.random.default_rng([seed, 1, p.subject]), (h, w)),
-                p.subject,
-            )
-        clip = render_clip(
-            face, p, fps=fps, rng=np.random.default_rng([seed, 2, p.subject, p.index])
-        )
-        if layout == "video":
-            _write_video(out, p, clip, fps)
+            face, face_of = _face(s, p), p.subject
+        field = au_field(face.points, p, face.lid.shape)
+        energies.append(region_energy(face, p, field))
+        rng = np.random.default_rng([s.seed, 2, p.subject, p.index])
+        clip = render_clip(face, p, fps=p.fps, rng=rng, field=field)
+        if p.layout == "video":
+            _write_video(out, p, clip, p.fps)
         else:
-            _write_frames(out, p, clip, layout)
+            _write_frames(out, p, clip)
 
     annotations = None
-    if layout == "casme2":
+    if s.layout == "casme2":
         annotations = storage.join(out, SHEET_NAME)
         storage.write_bytes(annotations, _casme2_sheet(plans))
-    elif layout == "video":
+    elif s.layout == "video":
         annotations = storage.join(out, "annotations.csv")
         table = pd.DataFrame(
             {
@@ -459,25 +400,27 @@ def generate(
             }
         ).astype({"apex": "Int64"})
         storage.write_bytes(annotations, _csv_bytes(table))
+    elif s.layout == "megc2019":
+        for name, sheet, write in (
+            ("casme2", SHEET_NAME, _casme2_sheet),
+            ("samm", SAMM_SHEET, _samm_sheet),
+        ):
+            part = [p for p in plans if p.dataset == name]
+            if part:
+                storage.write_bytes(storage.join(out, FOLDERS[name], sheet), write(part))
+        annotations = storage.join(out, MEGC_LIST)
+        storage.write_bytes(annotations, _megc_list(plans))
     truth = storage.join(out, "ground_truth.csv")
-    storage.write_bytes(truth, _csv_bytes(ground_truth(plans, layout)))
+    storage.write_bytes(truth, _csv_bytes(_truth_frame(plans, energies)))
     metadata = storage.join(out, "synthetic.json")
-    meta = {
-        "layout": layout,
-        "seed": seed,
-        "subjects": subjects,
-        "clips_per_subject": clips_per_subject,
-        "fps": fps,
-        "size": [h, w],
-        "frames": [int(frames[0]), int(frames[1])],
-        "version": VERSION,
-    }
+    meta = {"version": VERSION, "preset": preset, **record(s)}
     storage.write_json(metadata, meta)
     counts = {name: sum(p.label == c for p in plans) for c, name in enumerate(CLASSES_3)}
     return {
         "root": out,
         **meta,
         "clips": len(plans),
+        "subjects_total": len({(p.dataset, p.subject_name) for p in plans}),
         "frames_written": sum(p.n_frames for p in plans),
         "counts": counts,
         "annotations": annotations,
@@ -491,10 +434,12 @@ def generate(
 
 
 def load(root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
-    """The manifest of a tree written by `generate` (dataset "synthetic").
+    """The manifest of a tree written by `generate`.
 
-    casme2 and smic layouts are read by their own adapters (keyword arguments go to them);
-    the video layout by its annotations.csv (or `annotations`). fps comes from synthetic.json.
+    casme2 and smic layouts are read by their own adapters (keyword arguments go to them),
+    the video layout by its annotations.csv (or `annotations`); their rows say dataset
+    "synthetic", fps from synthetic.json. megc2019 is read by the MEGC2019 adapter with the
+    list the generator wrote (or `annotations`); its rows keep casme2 / samm / smic.
     """
     meta_uri = storage.join(root, "synthetic.json")
     if not storage.exists(meta_uri):
@@ -504,6 +449,15 @@ def load(root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
         )
     meta = storage.read_json(meta_uri)
     layout = meta.get("layout")
+    if layout == "megc2019":
+        from mer.datasets.megc2019 import load as load_composite
+
+        manifest = load_composite(root, annotations, **kw)
+        fps = {sub["name"]: int(sub["fps"]) for sub in meta["subsets"]}
+        rejects = manifest.attrs.get("rejects", [])
+        manifest = manifest.assign(fps=manifest["dataset"].map(fps).astype("int64"))
+        manifest.attrs["rejects"] = rejects
+        return manifest
     if layout == "casme2":
         from mer.datasets.casme2 import load as load_layout
     elif layout == "smic":

@@ -1,9 +1,11 @@
 """Synthetic faces and their motion: procedural faces, action-unit displacement fields, rendering.
 
-The drawing half of `mer.datasets.synthetic` (which plans clips and writes dataset layouts).
-Each subject's face is drawn once; each frame warps it with the clip's AU field at the
-intensity of its onset -> apex -> offset profile, plus nuisances (noise, drift, flicker,
-blinks). Everything here is our construction for testing, not a model of real faces.
+The drawing half of `mer.datasets.synthetic` (`synthetic_plan` decides what each clip shows,
+`synthetic` writes dataset layouts). Each subject's face is drawn once; each frame warps it
+with the clip's AU field at the intensity of its onset -> apex -> offset profile, plus
+nuisances: sensor noise, head drift and roll, illumination flicker and gradient, blinks.
+Everything here is our construction for testing, not a model of real faces; the AU motion
+directions paraphrase the FACS descriptions (Ekman, Friesen & Hager, FACS manual, 2002).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from mer.datasets.synthetic import ClipPlan
+    from mer.datasets.synthetic_plan import ClipPlan
 
 REFERENCE_SIZE = (340, 280)  # height, width of a CASME II face crop: amplitudes are quoted here
 
@@ -27,10 +29,11 @@ REFERENCE_SIZE = (340, 280)  # height, width of a CASME II face crop: amplitudes
 
 @dataclass
 class Face:
-    open_eyes: np.ndarray  # H,W,3 float32 BGR
+    open_eyes: np.ndarray  # H,W,3 float32 BGR (H,W for a grey face)
     closed_eyes: np.ndarray  # same face with both eyelids shut
     lid: np.ndarray  # H,W float32: 0 at the top of an eye opening, 1 at its bottom, 9 outside
     points: dict[str, tuple[float, float]]  # landmarks (x, y) in px
+    split: float = 0.0  # row between eyes and nostrils: upper face above, lower face below
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -138,6 +141,10 @@ def draw_face(rng: np.random.Generator, size: tuple[int, int]) -> Face:
         points[f"brow_outer_{name}"] = tuple(pts[-2])
         eye_regions.append(((x, ey), (ew, eh)))
         points[f"eye_{name}"] = (x, ey)
+        points[f"lid_upper_{name}"] = (x, ey - eh)
+        points[f"lid_lower_{name}"] = (x, ey + eh)
+        points[f"cheek_{name}"] = (x + side * ew * 0.3, ey + eh * 2.6)
+        points[f"nose_wing_{name}"] = (cx + side * w * 0.03, ny)
         inside = _ellipse_mask(h, w, (x, ey), (ew, eh)) > 0.5
         lid = np.where(inside, (yy - (ey - eh)) / (2 * eh), lid).astype(np.float32)
     closed = img.copy()
@@ -175,12 +182,34 @@ def draw_face(rng: np.random.Generator, size: tuple[int, int]) -> Face:
         mouth_l=(cx - mw, my),
         mouth_r=(cx + mw, my),
         lip_lower=(cx, my + lip_h * 1.6),
+        upper_lip=(cx, my - lip_h),
+        nose_root=(cx, ey),
         chin=(cx, cy + ay * 0.85),
     )
     blur = 0.5 * max(s, 0.5)
     img = cv2.GaussianBlur(img, (0, 0), blur)
     closed = cv2.GaussianBlur(closed, (0, 0), blur)
-    return Face(img, closed, lid, points)
+    return Face(img, closed, lid, points, split=float((ey + ny) / 2))
+
+
+def vary_face(face: Face, rng: np.random.Generator, *, grey: bool = False) -> Face:
+    """The same face zoomed and shifted a little in its crop (crops are never aligned
+    exactly; our choice: zoom 0.92-1.08, shift up to 3 % of the crop), grey if asked."""
+    h, w = face.lid.shape
+    zoom = rng.uniform(0.92, 1.08)
+    shift = rng.uniform(-0.03, 0.03, 2) * (w, h)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, zoom)
+    m[:, 2] += shift
+    warp = dict(dsize=(w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    images = [cv2.warpAffine(im, m, **warp) for im in (face.open_eyes, face.closed_eyes)]
+    if grey:
+        images = [cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) for im in images]
+    lid = cv2.warpAffine(
+        face.lid, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=9
+    )
+    points = {k: tuple(float(v) for v in m @ (x, y, 1.0)) for k, (x, y) in face.points.items()}
+    split = float((m @ (w / 2, face.split, 1.0))[1])
+    return Face(images[0], images[1], lid, points, split)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +217,13 @@ def draw_face(rng: np.random.Generator, size: tuple[int, int]) -> Face:
 
 # Local displacement bumps per AU: (landmark, direction (outwards, down), radius as a share of
 # the face width). "Outwards" is away from the face's midline, mirrored per side. Directions
-# follow the FACS descriptions (our reconstruction): AU4 pulls the brows down and together,
-# AU15 pulls the lip corners down, AU12 pulls them up and out, AU1/AU2 raise the inner/outer
-# brows, AU26 drops the jaw. Midline landmarks (chin, lip_lower) get one bump.
+# follow the FACS descriptions in the image plane (our reconstruction): AU1/AU2 raise the
+# inner/outer brows, AU4 pulls them down and together, AU5 raises the upper lid, AU6 lifts
+# the cheek and lower lid, AU7 tightens the lids, AU9 wrinkles the nose (wings up, inner brows
+# down), AU10 raises the upper lip, AU12 pulls the lip corners up and out, AU14
+# tightens them inwards, AU15 pulls them down, AU17 pushes chin and lower lip up, AU20
+# stretches the lips sideways, AU25 parts the lips, AU26 drops the jaw. Midline landmarks
+# (nose_root, upper_lip, lip_lower, chin) get one bump. The first six are the v1 templates.
 AU_BUMPS: dict[str, list[tuple[str, tuple[float, float], float]]] = {
     "1": [("brow_inner", (0.0, -1.0), 0.06), ("brow_mid", (0.0, -0.6), 0.05)],
     "2": [("brow_outer", (0.0, -1.0), 0.06), ("brow_mid", (0.0, -0.5), 0.05)],
@@ -198,28 +231,58 @@ AU_BUMPS: dict[str, list[tuple[str, tuple[float, float], float]]] = {
     "12": [("mouth", (0.8, -0.7), 0.06)],
     "15": [("mouth", (0.2, 1.0), 0.055)],
     "26": [("chin", (0.0, 0.7), 0.16), ("lip_lower", (0.0, 0.5), 0.06)],
+    "5": [("lid_upper", (0.0, -1.0), 0.035)],
+    "6": [("cheek", (-0.2, -1.0), 0.07), ("lid_lower", (0.0, -0.5), 0.035)],
+    "7": [("lid_lower", (0.0, -1.0), 0.03), ("lid_upper", (0.0, 0.4), 0.03)],
+    "9": [
+        ("nose_wing", (-0.3, -1.0), 0.04),
+        ("nose_root", (0.0, -0.3), 0.04),
+        ("brow_inner", (-0.5, 0.5), 0.05),
+    ],
+    "10": [("upper_lip", (0.0, -1.0), 0.05), ("nose_wing", (0.0, -0.4), 0.035)],
+    "14": [("mouth", (-0.9, -0.15), 0.045)],
+    "17": [("chin", (0.0, -1.0), 0.09), ("lip_lower", (0.0, -0.6), 0.05)],
+    "20": [("mouth", (1.0, 0.15), 0.055)],
+    "25": [("lip_lower", (0.0, 1.0), 0.04), ("upper_lip", (0.0, -0.3), 0.035)],
 }
+SIDES = {"": (-1, 1), "L": (-1,), "R": (1,)}  # L, R: the image's left or right half only
+
+
+def parse_aus(action_units: str) -> list[tuple[str, str]]:
+    """("L", "12") pairs of an AU string such as "6+12" or "L12+L14" (side "" = both)."""
+    out = []
+    for token in action_units.split("+"):
+        side, au = (token[0], token[1:]) if token[:1] in ("L", "R") else ("", token)
+        if au not in AU_BUMPS:
+            raise ValueError(f"action unit {token!r} has no displacement field here")
+        out.append((side, au))
+    return out
 
 
 def au_field(
     points: dict[str, tuple[float, float]], plan: ClipPlan, shape: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Displacement (dx, dy) in px of the clip's AUs at full intensity, peak length 1."""
+    """Displacement (dx, dy) in px of the clip's AUs at full intensity, peak length 1.
+
+    Bilateral AUs are stronger on one side by `plan.asymmetry` (0.1: left x0.9, right x1.1).
+    """
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     dx = np.zeros((h, w), np.float32)
     dy = np.zeros((h, w), np.float32)
-    for au, gain in zip(plan.action_units.split("+"), plan.au_gains, strict=False):
+    side_gain = {0: 1.0, -1: 1.0 - plan.asymmetry, 1: 1.0 + plan.asymmetry}
+    for (only, au), gain in zip(parse_aus(plan.action_units), plan.au_gains, strict=False):
         for landmark, (out, down), radius in AU_BUMPS[au]:
             sides = (
                 ((0, landmark),)
                 if landmark in points
-                else ((-1, f"{landmark}_l"), (1, f"{landmark}_r"))
+                else tuple((k, f"{landmark}_{'l' if k < 0 else 'r'}") for k in SIDES[only])
             )
             for side, name in sides:
                 x, y = points[name]
                 r = radius * w
-                g = gain * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r))
+                g = gain * side_gain[side if not only else 0]
+                g = g * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r))
                 dx += g * (out * side)
                 dy += g * down
     peak = float(np.sqrt(dx * dx + dy * dy).max())
@@ -228,24 +291,60 @@ def au_field(
 
 def intensity(plan: ClipPlan) -> np.ndarray:
     """Expression intensity per frame: 0 outside onset..offset, raised-cosine rise to 1 at
-    the apex and fall back to 0 at the offset (smooth at both ends)."""
+    the apex, `plan.hold` frames held there (centred on the apex), and a fall back to 0 at
+    the offset (smooth at both ends). rise_power / fall_power warp the time of each half:
+    above 1 a slow start, below 1 a sudden one (asymmetric profiles; our choice)."""
     t = np.arange(plan.n_frames, dtype=np.float64)
-    rise = 0.5 - 0.5 * np.cos(np.pi * (t - plan.onset) / max(plan.apex - plan.onset, 1))
-    fall = 0.5 + 0.5 * np.cos(np.pi * (t - plan.apex) / max(plan.offset - plan.apex, 1))
-    out = np.where(t <= plan.apex, rise, fall)
+    top0 = plan.apex - plan.hold // 2
+    top1 = top0 + plan.hold
+    rise = 0.5 - 0.5 * np.cos(_phase(t, plan.onset, top0, plan.rise_power))
+    fall = 0.5 + 0.5 * np.cos(_phase(t, top1, plan.offset, plan.fall_power))
+    out = np.where(t <= top0, rise, np.where(t <= top1, 1.0, fall))
     out[(t <= plan.onset) | (t >= plan.offset)] = 0.0
     return out.astype(np.float32)
 
 
+def _phase(t: np.ndarray, start: int, stop: int, power: float) -> np.ndarray:
+    if power == 1:  # v1's exact arithmetic, so that v1 clips keep their bytes
+        return np.pi * (t - start) / max(stop - start, 1)
+    return np.pi * np.clip((t - start) / max(stop - start, 1), 0, 1) ** power
+
+
+def region_energy(face: Face, plan: ClipPlan, field: tuple[np.ndarray, np.ndarray]):
+    """(upper, lower): mean squared AU displacement at the apex over the rows above and below
+    `face.split`, in px^2 at REFERENCE_SIZE. The generator's own ground truth of where the
+    face moves, nuisances excluded (the 'oracle region energy' baseline reads it)."""
+    dx, dy = field
+    squared = (dx * dx + dy * dy) * np.float32(plan.amplitude**2)
+    row = int(np.clip(round(face.split), 1, squared.shape[0] - 1))
+    return float(squared[:row].mean()), float(squared[row:].mean())
+
+
+def _noise_table(sigma: float) -> np.ndarray:
+    """Gaussian sensor noise as a 256-entry lookup (inverse CDF at the byte's mid-quantile),
+    read with cv2.LUT from random bytes: several times cheaper than sampling floats."""
+    from statistics import NormalDist
+
+    q = [NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)]
+    table = np.asarray(q, np.float64)
+    return (table / table.std() * sigma + 0.5).astype(np.float32).reshape(1, 256)
+
+
 def render_clip(
-    face: Face, plan: ClipPlan, *, fps: int, rng: np.random.Generator
+    face: Face,
+    plan: ClipPlan,
+    *,
+    fps: int,
+    rng: np.random.Generator,
+    field: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the clip's frames (H,W,3 uint8 BGR): the face warped by the AU field at the
-    frame's intensity plus head drift, with blinks, flicker and sensor noise."""
+    """Yield the clip's frames (H,W,3 uint8 BGR, or H,W for a grey face): the face warped by
+    the AU field (`field`, else au_field's) at the frame's intensity plus head drift and roll,
+    with blinks, flicker, an illumination gradient and sensor noise."""
     h, w = face.lid.shape
     scale = float(np.sqrt(h * w / (REFERENCE_SIZE[0] * REFERENCE_SIZE[1])))
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    dx, dy = au_field(face.points, plan, (h, w))
+    dx, dy = field if field is not None else au_field(face.points, plan, (h, w))
     n = plan.n_frames
     t = np.arange(n)
     level = intensity(plan) * plan.amplitude * scale
@@ -257,26 +356,59 @@ def render_clip(
     across = (-plan.drift[1] / norm, plan.drift[0] / norm)
     tx = scale * (plan.drift[0] * u + across[0] * sway)
     ty = scale * (plan.drift[1] * u + across[1] * sway)
-    # Illumination flicker: a slow sinusoidal gain plus frame-to-frame jitter.
+    # Head roll about the neck (below the chin): reaches roll[0] degrees at the last frame,
+    # plus a sway of roll[1] degrees.
+    roll = np.deg2rad(plan.roll[0] * u + plan.roll[1] * np.sin(np.pi * u))
+    pivot = (w / 2, h * 1.05)
+    px, py = gx - np.float32(pivot[0]), gy - np.float32(pivot[1])
+    # Illumination flicker: a slow sinusoidal gain plus frame-to-frame jitter; and a light
+    # gradient across the face that grows to plan.light[0] (gain difference edge to centre)
+    # in the direction plan.light[1] (radians).
     amp, freq, phase = plan.flicker
     gain = 1 + amp * np.sin(2 * np.pi * freq * t / fps + phase) + rng.normal(0, 0.002, n)
-    # Blink: the lids close and reopen over blink_frames (it may run past the last frame).
+    light = plan.light[0] * u
+    ramp = (np.cos(plan.light[1]) * (gx - w / 2) + np.sin(plan.light[1]) * (gy - h / 2)) / (w / 2)
+    ramp = ramp.astype(np.float32)
+    # Blinks: the lids close and reopen over blink_frames (they may run past the last frame).
     closure = np.zeros(n)
-    if plan.blink_start >= 0:
-        k = (t - plan.blink_start) / plan.blink_frames
-        inside = (k >= 0) & (k <= 1)
-        closure[inside] = plan.blink_depth * np.sin(np.pi * k[inside])
+    for start, frames, depth in ((plan.blink_start, plan.blink_frames, plan.blink_depth),) + tuple(
+        plan.more_blinks
+    ):
+        if start >= 0:
+            k = (t - start) / frames
+            inside = (k >= 0) & (k <= 1)
+            closure[inside] = np.maximum(closure[inside], depth * np.sin(np.pi * k[inside]))
+    v1 = plan.model == "templates"
     noise_scale = np.float32(plan.noise * 2.0)  # the sum of 3 U(0,1) has std 1/2
+    table = None if v1 else _noise_table(plan.noise)
     for i in range(n):
         src = face.open_eyes
         if closure[i] > 0.05:
-            src = np.where((face.lid < closure[i])[..., None], face.closed_eyes, face.open_eyes)
-        map_x = gx - level[i] * dx - np.float32(tx[i])
-        map_y = gy - level[i] * dy - np.float32(ty[i])
+            shut = face.lid < closure[i]
+            shut = shut[..., None] if src.ndim == 3 else shut
+            src = np.where(shut, face.closed_eyes, face.open_eyes)
+        if roll[i] == 0:
+            map_x = gx - level[i] * dx - np.float32(tx[i])
+            map_y = gy - level[i] * dy - np.float32(ty[i])
+        else:  # sample the face at the point the roll and drift brought here
+            c, s = np.float32(np.cos(roll[i])), np.float32(np.sin(roll[i]))
+            ox = np.float32(pivot[0] - c * tx[i] - s * ty[i])
+            oy = np.float32(pivot[1] + s * tx[i] - c * ty[i])
+            map_x = c * px + s * py + ox - level[i] * dx
+            map_y = c * py - s * px + oy - level[i] * dy
         frame = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        # Sensor noise: a sum of three uniforms (near-Gaussian, std 1 after scaling) is ~3x
-        # cheaper than numpy's normal sampler, which dominated the render time.
-        noise = rng.random((3, *frame.shape), dtype=np.float32).sum(axis=0)
-        frame = cv2.scaleAdd(frame, float(gain[i]), noise_scale * (noise - 1.5) + 0.5)
+        if v1:
+            # Sensor noise: a sum of three uniforms (near-Gaussian, std 1 after scaling) is ~3x
+            # cheaper than numpy's normal sampler, which dominated the render time.
+            noise = rng.random((3, *frame.shape), dtype=np.float32).sum(axis=0)
+            frame = cv2.scaleAdd(frame, float(gain[i]), noise_scale * (noise - 1.5) + 0.5)
+        else:
+            if light[i]:
+                shade = np.float32(gain[i]) + np.float32(light[i] * gain[i]) * ramp
+                frame = frame * (shade[..., None] if frame.ndim == 3 else shade)
+            else:
+                frame *= np.float32(gain[i])
+            noise = cv2.LUT(rng.integers(0, 256, frame.shape, dtype=np.uint8), table)
+            frame += noise
         np.clip(frame, 0, 255, out=frame)
         yield frame.astype(np.uint8)
