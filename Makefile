@@ -12,11 +12,11 @@ PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" |
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt $(PIP_QUIET)
-	$(PY) -c "import ray, torch, decord, cv2" && touch $@
+	$(PY) -c "import ray, torch, decord, cv2, sklearn, scipy" && touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PIP) install -q -r requirements-dev.txt $(PIP_QUIET)
-	$(PY) -c "import pytest, moto, sklearn" && touch $@
+	$(PY) -c "import pytest, moto" && touch $@
 
 venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev

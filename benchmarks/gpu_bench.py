@@ -75,6 +75,7 @@ def measure(args, precision: str, channels_last: bool, compile: bool) -> dict:
 
     from mer.losses import FocalLoss, class_balance_alpha
     from mer.models import count_flops
+    from mer.train.step import train_step
 
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
     tf32 = precision == "tf32"
@@ -96,13 +97,8 @@ def measure(args, precision: str, channels_last: bool, compile: bool) -> dict:
     bf16 = precision == "bf16"
 
     def step() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(x)
-        loss = loss_fn(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+        # The step both training loops run (mer.train.step).
+        return train_step(forward, loss_fn, opt, (x,), y, amp=bf16)[0]
 
     def sync() -> None:
         if device.type == "cuda":

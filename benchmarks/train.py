@@ -75,18 +75,9 @@ def write_table(uri: str, *, subjects: int, clips: int, k: int, s: int, per_subj
 
 
 def fold_run(uri: str) -> dict:
-    from mer.train import data
-    from mer.train.pretrain import fold_specs
+    from mer.table import fold_specs, load_table, outer_runs
 
-    f = fold_specs(data.load_table(uri))[0]
-    return {
-        "id": f["name"],
-        "kind": "outer",
-        "outer": f["name"],
-        "train_subjects": f["train_subjects"],
-        "test_subjects": f["test_subjects"],
-        "prior": None,
-    }
+    return outer_runs(fold_specs(load_table(uri)))[0]
 
 
 def epoch_times(marks: list[float]) -> list[float]:
@@ -128,42 +119,32 @@ def timed_finetune_loop(config: dict) -> None:
 def run_plain(cfg, uri: str, run: dict) -> dict:
     import torch
 
+    from mer.table import load_table
     from mer.train import data
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import Worker, set_threads
 
     set_threads(cfg.resources.cpus_per_worker)
-    table = data.load_table(uri)
+    table = load_table(uri)
     marks: list[float] = []
     inner = _timed_shard(marks)
     t0 = time.perf_counter()
     try:
-        train_fold_run(cfg, table, run, 0, 3, Worker(0, 1, torch.device("cpu")))
+        train_fold_run(cfg, table, run, None, 3, Worker(0, 1, torch.device("cpu")))
     finally:
         data.shard = inner
     return {"marks": marks, "loop_s": time.perf_counter() - t0, "threads": torch.get_num_threads()}
 
 
 def run_ray(cfg, uri: str, run: dict, work: Path, name: str) -> dict:
-    from mer.train.runtime import make_trainer
+    from mer.train.finetune import fold_units, loop_config
+    from mer.train.runtime import fit, make_trainer
 
-    out = work / name
     timings = work / f"{name}.json"
-    loop_config = {
-        "cfg": cfg.to_dict(),
-        "params": {},
-        "runs": [run],
-        "keyframes": uri,
-        "out": str(out),
-        "timings": str(timings),
-    }
+    units = fold_units(cfg, [run], [cfg.finetune.seed], str(work / name))
+    config = {**loop_config(cfg, uri, units, {}, name), "timings": str(timings)}
     t0 = time.perf_counter()
-    trainer = make_trainer(
-        timed_finetune_loop, loop_config, cfg.resources, str(work / "_runs"), name
-    )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    fit(make_trainer(timed_finetune_loop, config, cfg.resources, str(work / "_runs"), name))
     res = json.loads(timings.read_text())
     res["fit_s"] = time.perf_counter() - t0
     return res
@@ -174,13 +155,13 @@ def data_loop(config: dict) -> None:
     import numpy as np
     import ray.train
 
-    from mer.train import data
+    from mer.table import load_table
 
     res = {}
     # (a) per-worker load of the Parquet table, then index the fold (what mer.train does).
     for p in ("first", "second"):
         t0 = time.perf_counter()
-        table = data.load_table(config["uri"])  # cached after the first pass, as in training
+        table = load_table(config["uri"])  # cached after the first pass, as in training
         idx = table.indices_of(config["train_subjects"])
         frames = np.ascontiguousarray(table.frames[idx])
         labels = table.clips["label"].to_numpy()[idx]
@@ -207,7 +188,7 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int) -> dic
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from mer.config import ResourcesConfig
-    from mer.preprocess import read_keyframes
+    from mer.table import read_keyframes
     from mer.train.runtime import scaling_config
 
     meta, clips, _ = read_keyframes(uri)  # warm the page cache for both ways

@@ -1,11 +1,13 @@
 """Target learning for one configuration: new head, freeze(d), focal loss; predict held-out subjects.
 
     python jobs/finetune.py --config configs/demo.yaml
-    python jobs/finetune.py --config configs/demo.yaml --set finetune.gamma=1 --folds synthetic/sub03
+    python jobs/finetune.py --config configs/demo.yaml --set finetune.gamma=1 --name gamma1 \
+        --folds synthetic/sub03
     python jobs/finetune.py --config configs/demo.yaml --name scratch --set pretrain.enabled=false
 
-Starts from each fold's prior-learning weights (run jobs/pretrain.py first). Per-clip
-predictions go to <root>/finetune/<name>/folds/<fold>.parquet; the pooled UF1/UAR is printed.
+Starts from each fold's prior-learning weights at pretrain.seed (jobs/pretrain.py with the
+same config first). Per-clip predictions go to <root>/finetune/<name>/seed-<s>/<fold>.parquet
+and the pooled UF1/UAR is printed. A name already used under other settings is refused.
 """
 
 import _bootstrap  # noqa: F401
@@ -19,18 +21,21 @@ def main() -> None:
     cli.add_resource_args(p)
     args = p.parse_args()
     cfg = cli.load_config(args)
-    cli.apply_resource_args(cfg, args)
-    cli.connect_ray(args)
-    from mer import storage
-    from mer.pipeline import print_scores, select_folds
-    from mer.preprocess import keyframes_uri
-    from mer.train.finetune import outer_runs, run_finetune
+    cli.connect_ray(args, cfg)
+    from mer import layout
+    from mer.config import NUM_CLASSES
+    from mer.pipeline import print_scores
+    from mer.table import load_table, outer_runs, select_folds
+    from mer.train.finetune import run_finetune
 
-    kf = keyframes_uri(cfg)
-    folds = select_folds(kf, args.folds)
-    out = storage.join(cfg.root, "finetune", args.name)
-    preds = run_finetune(cfg, kf, outer_runs(folds, cfg), out, name=args.name)
-    print_scores(preds, f"finetune '{args.name}' (fixed budget, no held-out selection)")
+    kf = layout.keyframes_uri(cfg)
+    runs = outer_runs(select_folds(load_table(kf), args.folds))
+    preds = run_finetune(cfg, kf, runs, args.name)
+    print_scores(
+        preds,
+        f"finetune '{args.name}' seed {cfg.finetune.seed} (fixed budget, no held-out selection)",
+        NUM_CLASSES[cfg.data.protocol],
+    )
 
 
 if __name__ == "__main__":

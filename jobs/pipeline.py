@@ -1,11 +1,13 @@
-"""The whole job from one YAML config: data -> key frames -> prior learning -> search -> results.
+"""The whole job from one YAML config: data -> key frames -> baselines and prior learning ->
+search over seeds -> results.
 
     python jobs/pipeline.py                                   # configs/demo.yaml, local Ray
     python jobs/pipeline.py --config configs/casme2.yaml --root s3://my-bucket/mer
     ray job submit --working-dir . -- python jobs/pipeline.py --config configs/megc2019.yaml
 
-Stages whose outputs exist with the same config hash are skipped; the resolved config is
-written beside every stage's outputs. Ends by printing the leaderboard.
+Finished work is found and skipped (key frames and priors are keyed by their settings); an
+experiment name already used under other settings is refused. Ends by printing the
+leaderboard: mean +- SD over seeds, 95 % intervals, baselines.
 """
 
 import time
@@ -19,16 +21,16 @@ def main() -> None:
     args = cli.parser(__doc__).parse_args()
     cfg = cli.load_config(args)
     t0 = time.time()
-    cli.connect_ray(args)
-    from mer import results
+    cli.connect_ray(args, cfg)
+    from mer import layout, results
     from mer.pipeline import run_pipeline
 
-    summary = run_pipeline(cfg)
-    exp = results.load_experiment(results.resolve(cfg.search.experiment, cfg.root))
+    run_pipeline(cfg)
+    exp = results.load_experiment(layout.experiment_uri(cfg))
     print()
     print(results.format_table(exp))
     print(f"\npipeline finished in {time.time() - t0:.0f} s; outputs under {cfg.root}")
-    print(f"query again with: python jobs/results.py {summary['uri']}")
+    print(f"query again with: python jobs/results.py {exp.uri}")
 
 
 if __name__ == "__main__":

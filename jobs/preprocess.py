@@ -1,11 +1,13 @@
-"""Key frames for a dataset: manifest -> Ray Data -> Parquet shards under <root>/keyframes/.
+"""Key frames for a dataset: manifest -> Ray Data -> Parquet parts under <root>/keyframes/.
 
     python jobs/preprocess.py --config configs/demo.yaml
     python jobs/preprocess.py --config configs/casme2.yaml --set keyframes.concurrency=16
     ray job submit --working-dir . -- python jobs/preprocess.py --config configs/smic.yaml
 
-A second run with the same config does nothing; a changed config rebuilds; a killed run
-resumes at its first unfinished chunk.
+The table goes to keyframes/<dataset>/<settings hash>/: a second run with the same settings
+does nothing, other settings build a new table beside it, a killed run resumes at its first
+unfinished chunk. With keyframes.interpolation adaconv the learned interpolator is trained
+first where it is missing (jobs/interpolator.py).
 """
 
 import _bootstrap  # noqa: F401
@@ -20,7 +22,11 @@ def main() -> None:
     from mer.preprocess import build_keyframes_dataset
 
     ensure_data(cfg)
-    cli.connect_ray(args)
+    cli.connect_ray(args, cfg)
+    if cfg.keyframes.interpolation == "adaconv":
+        from mer.train.interpolate import run_interpolator
+
+        run_interpolator(cfg)
     build_keyframes_dataset(cfg)
 
 

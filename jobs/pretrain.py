@@ -4,7 +4,9 @@
     python jobs/pretrain.py --config configs/megc2019.yaml --workers 2 --gpus-per-worker 1
     python jobs/pretrain.py --config configs/demo.yaml --folds synthetic/sub01 synthetic/sub02
 
-Checkpoints per epoch and the final prior weights go to <root>/pretrain/<fold>/.
+One prior per fold at pretrain.seed; checkpoints per epoch and the final prior weights go to
+<root>/pretrain/<settings hash>/<fold>/ (jobs/preprocess.py must have run with the same
+config).
 """
 
 import _bootstrap  # noqa: F401
@@ -17,14 +19,13 @@ def main() -> None:
     cli.add_resource_args(p)
     args = p.parse_args()
     cfg = cli.load_config(args)
-    cli.apply_resource_args(cfg, args)
-    cli.connect_ray(args)
-    from mer.pipeline import select_folds
-    from mer.preprocess import keyframes_uri
+    cli.connect_ray(args, cfg)
+    from mer import layout
+    from mer.table import load_table, outer_runs, select_folds
     from mer.train.pretrain import run_pretraining
 
-    kf = keyframes_uri(cfg)
-    run_pretraining(cfg, kf, select_folds(kf, args.folds))
+    kf = layout.keyframes_uri(cfg)
+    run_pretraining(cfg, kf, outer_runs(select_folds(load_table(kf), args.folds)))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Query a search experiment: leaderboard, best configuration, per-fold detail, plots.
+"""Query a search experiment: leaderboard, paired comparisons, per-fold detail, plots.
 
     python jobs/results.py runs/demo/tune/demo
     python jobs/results.py demo --root runs/demo --format json
-    python jobs/results.py s3://bucket/mer/tune/gamma-sweep --best
-    python jobs/results.py runs/demo/tune/demo --trial 3f2a9c01de      # per-fold detail
+    python jobs/results.py runs/demo/tune/demo --compare 3f2a9c01de linear    # A vs B, paired
+    python jobs/results.py runs/demo/tune/demo --compare 3f2a9c01de other-exp:7b1e0c2a4d
+    python jobs/results.py runs/demo/tune/demo --top
+    python jobs/results.py runs/demo/tune/demo --trial 3f2a9c01de      # per fold and seed
     python jobs/results.py runs/demo/tune/demo --plots out/plots
 
-Works while the experiment runs (partial rows are marked) and after. Every output names its
-protocol: the search score picks hyperparameters on the folds it reports (optimistic);
-experiments run with search.protocol=nested also show the honest nested-loso estimate.
+Works while the experiment runs (partial rows are listed apart) and after. Scores are the
+mean +- SD over seeds of the pooled LOSO score with a 95 % subject-level bootstrap interval;
+the baselines (majority, linear) are rows of every leaderboard. --compare takes two entries:
+a configuration id or baseline name of this experiment, or EXPERIMENT:ID for an experiment
+run on the same folds and seeds. Every output names its protocol: the search score picks
+hyperparameters on the folds it reports (optimistic); nested experiments also show the
+honest nested-loso estimate.
 """
 
 import argparse
@@ -27,7 +33,8 @@ def main() -> None:
     p.add_argument("experiment", help="experiment URI, or a name with --root")
     p.add_argument("--root", help="run root holding tune/<experiment>")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--best", action="store_true", help="only the best configuration")
+    p.add_argument("--top", action="store_true", help="the top configuration and its ties")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison A - B")
     p.add_argument("--trial", metavar="CONFIG_ID", help="per-fold detail of one configuration")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
     args = p.parse_args()
@@ -38,42 +45,29 @@ def main() -> None:
     if args.plots:
         for uri in results.plots(exp, args.plots):
             print(f"wrote {uri}", file=sys.stderr)
+    if args.compare:
+        (exp_a, a), (exp_b, b) = (entry(exp, name, args.root) for name in args.compare)
+        c = results.compare(exp_a, a, exp_b, b)
+        print(json.dumps(c, indent=2) if args.format == "json" else results.format_compare(c))
+        return
     if args.trial:
         detail = results.fold_detail(exp, args.trial)
-        emit(
-            detail,
-            args.format,
-            {
-                "config_id": args.trial,
-                "params": exp.params[args.trial],
-                "protocol": "loso-search",
-                "folds": None,
-            },
-        )
+        header = {"config_id": args.trial, "params": exp.params[args.trial], "folds": None}
+        emit(detail, args.format, {**header, "protocol": "loso-search"})
         return
-    if args.best:
+    if args.top:
         s = results.summary(exp)
-        best = s.get("best")
-        if best is None:
-            print("no configuration has finished a fold yet", file=sys.stderr)
+        if "top" not in s:
+            print("no configuration has finished every fold at every seed yet", file=sys.stderr)
             sys.exit(1)
-        best = {
-            **best,
-            "params": exp.params[best["config_id"]],
-            "protocol": "loso-search",
-            "note": results.SEARCH_NOTE,
-            "partial": s.get("partial", False),
-        }
+        row = next(r for r in s["leaderboard"] if r["config_id"] == s["top"]["config_id"])
+        top = {**s["top"], **row, "protocol": "loso-search", "note": results.SEARCH_NOTE}
         if args.format == "json":
-            print(json.dumps(best, indent=2, default=str))
+            print(json.dumps(top, indent=2, default=str))
         else:
-            print(
-                f"best configuration {best['config_id']} {best['params']} ({results.SEARCH_NOTE})"
-            )
-            print(
-                f"UF1 {best['uf1']:.4f}  UAR {best['uar']:.4f}  accuracy {best['accuracy']:.4f}"
-                + ("  PARTIAL" if best["partial"] else "")
-            )
+            print(f"top configuration {top['config_id']} {top['params']} ({results.SEARCH_NOTE})")
+            print(f"UF1 {results._interval(top, 'uf1')}  UAR {results._interval(top, 'uar')}")
+            print(f"tied with it (intervals overlap): {', '.join(top['tied']) or 'none'}")
         return
     if args.format == "table":
         print(results.format_table(exp))
@@ -83,13 +77,26 @@ def main() -> None:
         print(results.leaderboard(exp).to_csv(index=False), end="")
 
 
+def entry(exp, name: str, root: str | None):
+    """(experiment, entry id) of a --compare argument: ID, or EXPERIMENT:ID."""
+    from mer import results
+
+    if ":" in name and not name.startswith("s3:"):
+        other, _, eid = name.rpartition(":")
+        return results.load_experiment(results.resolve(other, root)), eid
+    if name.startswith("s3://") and name.count(":") > 1:
+        other, _, eid = name.rpartition(":")
+        return results.load_experiment(other), eid
+    return exp, name
+
+
 def emit(df, fmt, header) -> None:
     if fmt == "json":
         print(json.dumps({**header, "folds": df.to_dict("records")}, indent=2, default=str))
     elif fmt == "csv":
         print(df.to_csv(index=False), end="")
     else:
-        print(f"configuration {header['config_id']} {header['params']} (per fold run)")
+        print(f"configuration {header['config_id']} {header['params']} (per fold run and seed)")
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 

@@ -1,18 +1,31 @@
-"""Command-line plumbing shared by the `jobs/` entry points: config arguments and Ray start-up."""
+"""Command-line plumbing shared by the `jobs/` entry points: config arguments, checks that
+run before Ray starts, Ray start-up, and a quiet console.
+
+By default the console shows our own progress lines (`[stage] done/total ... ETA`) and
+results; Ray's own log lines and its workers' output go to the run's log file
+(`<root>/logs/<time>.log` for a local root, a local temporary file otherwise), whose path is
+printed first. `--verbose` shows everything on the console instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import re
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 from mer import config as config_mod
 from mer.config import PipelineConfig
-from mer.errors import MERError
+from mer.errors import ConfigError, MERError
 
 REPO = Path(__file__).resolve().parents[1]
+PLACEHOLDER = "YOUR-BUCKET"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -30,6 +43,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: cores)")
+    p.add_argument(
+        "--verbose", action="store_true", help="Ray's logs and workers' output on the console"
+    )
     return p
 
 
@@ -40,21 +56,20 @@ def add_resource_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-worker", type=float)
 
 
-def apply_resource_args(cfg: PipelineConfig, args: argparse.Namespace) -> None:
-    for name in ("workers", "gpus_per_worker", "cpus_per_worker"):
-        if getattr(args, name) is not None:
-            setattr(cfg.resources, name, getattr(args, name))
-
-
-def load_config(args: argparse.Namespace) -> PipelineConfig:
+def load_config(args: argparse.Namespace, extra: list[str] | None = None) -> PipelineConfig:
+    """The resolved config of a job's arguments, checked (storage included) before Ray starts."""
     overrides = list(args.set)
     if args.root:
         overrides.append(f"root={args.root}")
+    for name in ("workers", "gpus_per_worker", "cpus_per_worker"):
+        if getattr(args, name, None) is not None:
+            overrides.append(f"resources.{name}={getattr(args, name)}")
+    overrides += extra or []
     cfg = config_mod.load(args.config, overrides)
-    # A job submitted with `ray job submit` runs in an unpacked copy of the checkout: a
-    # relative root would land there. Local roots are made absolute where the job starts.
     from mer.storage import is_remote
 
+    # A job submitted with `ray job submit` runs in an unpacked copy of the checkout: a
+    # relative root would land there. Local roots are made absolute where the job starts.
     if not is_remote(cfg.root):
         if os.environ.get("RAY_JOB_ID") and not os.path.isabs(cfg.root):
             print(
@@ -63,26 +78,144 @@ def load_config(args: argparse.Namespace) -> PipelineConfig:
                 file=sys.stderr,
             )
         cfg.root = os.path.abspath(cfg.root)
+    check_storage(cfg)
+    warn_small_model(cfg, args.config)
     return cfg
 
 
-def connect_ray(args: argparse.Namespace) -> None:
+def check_storage(cfg: PipelineConfig) -> None:
+    """Every URI the config names is usable: no placeholder bucket, the bucket exists and the
+    credentials reach it (one sentence naming the URI, before any work)."""
+    from mer.storage import check_reachable
+
+    uris = [("root", cfg.root), ("data.root", cfg.data.root)]
+    uris.append(("data.annotations", cfg.data.annotations or ""))
+    for name, uri in uris:
+        if PLACEHOLDER in uri:
+            raise ConfigError(
+                f"config {name}={uri} still holds the placeholder {PLACEHOLDER}; set it to your "
+                "bucket (e.g. --root s3://my-bucket/mer)"
+            )
+    for name, uri in uris:
+        if uri:
+            check_reachable(uri, name)
+
+
+def warn_small_model(cfg: PipelineConfig, config_path: str | None) -> None:
+    """Say so when a real dataset is run with the CPU demo's tiny model settings."""
+    if cfg.data.dataset == "synthetic":
+        return
+    small = cfg.model.width < 0.5 or cfg.keyframes.size < 64
+    if small:
+        print(
+            f"warning: data.dataset={cfg.data.dataset} runs with a demo-sized model "
+            f"(model.width={cfg.model.width:g}, keyframes.size={cfg.keyframes.size}, from "
+            f"{config_path or 'the defaults'}); for real data start from configs/"
+            f"{cfg.data.dataset}.yaml or set model.width and keyframes.size",
+            file=sys.stderr,
+        )
+
+
+def log_file(cfg: PipelineConfig) -> str:
+    """Where Ray's logs of this run go: <root>/logs/ for a local root, else a temp dir."""
+    from mer.storage import is_remote
+
+    folder = os.path.join(cfg.root, "logs") if not is_remote(cfg.root) else tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, time.strftime("run-%Y%m%d-%H%M%S.log"))
+
+
+def quiet_ray(path: str) -> None:
+    """Send Ray's Python log records to `path` instead of the console."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "ray.data", "ray.tune", "ray.train", "filelock"):
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+
+
+# A log line of Ray's C++ core ("[2026-11-30 11:16:29,297 E 8228 8228] core_worker.cc:2465: ..."):
+# the driver's core worker writes it to its own log file and, at ERROR, to stderr too.
+_NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] \S+\.cc:\d+:")
+
+
+def _filter_native_stderr(path: str) -> None:
+    """Route Ray's C++ log lines on this process's stderr to `path`; pass the rest through.
+
+    Called after Ray has started its daemons, so only this process's stderr is piped."""
+    real = os.dup(2)
+    r, w = os.pipe()
+    os.dup2(w, 2)
+    os.close(w)
+
+    def pump() -> None:
+        with os.fdopen(r, "rb", buffering=0) as src, open(path, "ab", buffering=0) as log:
+            pending = b""
+            while chunk := src.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if _NATIVE_LINE.match(line):
+                        log.write(line + b"\n")
+                    else:
+                        os.write(real, line + b"\n")
+            if pending:
+                os.write(real, pending)
+
+    thread = threading.Thread(target=pump, name="mer-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # closes the pipe's last writer: the pump drains and stops
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+
+
+def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> None:
     """Join the cluster a job was submitted to, or start a local Ray for this process."""
     import ray
 
     if ray.is_initialized():
         return
+    verbose = getattr(args, "verbose", False)
     address = args.address or os.environ.get("RAY_ADDRESS")
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    if not verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables: off at verbose 0
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if not address:
+        # Each configuration starts a Tune trial, a Train controller and its workers as new
+        # processes; the raylet warns at 4x its start-up concurrency (the CPU count).
+        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
+    path = None
+    if not verbose and cfg is not None:
+        path = log_file(cfg)
+        print(f"[ray] logs: {path} (--verbose shows them here)")
+        quiet_ray(path)
+    common = {
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.WARNING,
+    }
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **common)
     else:
         # A local instance; workers import `mer` from this checkout.
         ray.init(
             address="local",
             num_cpus=int(args.num_cpus) if args.num_cpus else None,
             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+            **common,
         )
+    if path:
+        import ray.data  # noqa: F401  (configures its own console logging on import)
+
+        quiet_ray(path)
+        _filter_native_stderr(path)
 
 
 def main(fn) -> None:

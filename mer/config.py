@@ -1,16 +1,16 @@
 """Run configuration: one dataclass per stage, loadable from YAML, overridable from the CLI.
 
-A `PipelineConfig` holds every stage's settings. Each stage hashes only the sections that
-change its output (`stage_hash`), so editing the search space does not rebuild key frames.
-Every run writes its resolved config beside its outputs (`config.yaml`).
+A `PipelineConfig` holds every stage's settings. Every field is type- and range-checked on
+load (`validate`), each problem reported in one sentence naming the setting, so a typo never
+reaches a worker. Which settings key which outputs is `mer.layout`'s business; every run
+writes its resolved config beside its outputs (`config.yaml`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +22,12 @@ from mer.errors import ConfigError
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"  # casme2 | samm | smic | casme3 | megc2019 | synthetic
-    root: str = ""  # dataset root (local path or s3://); "" = <run root>/data/<dataset>
+    root: str = ""  # dataset root (local path or s3://); "" = under <run root>/data/
     annotations: str | None = None  # sheet or MEGC2019 list; None = the dataset's default
-    protocol: str = "3class"
+    protocol: str = "3class"  # 3class | 5class
     options: dict = field(default_factory=dict)  # extra adapter arguments (megc2019 roots)
-    # Synthetic data made when dataset == "synthetic" and the root holds none yet.
+    # Generator settings (mer.datasets.synthetic.generate's keyword arguments), used when
+    # dataset == "synthetic"; the data is made once per distinct settings.
     synthetic: dict = field(
         default_factory=lambda: {
             "subjects": 8,
@@ -45,7 +46,7 @@ class KeyframeConfig:
     size: int = 112  # S: key frames are S x S
     method: str = "adaptive"  # adaptive | uniform | onset-apex
     motion: str = "flow"  # motion curve for apex spotting and placement: flow | diff
-    interpolation: str = "linear"  # linear | flow
+    interpolation: str = "linear"  # linear | flow | adaconv (the learned interpolator)
     face_crop: bool = False  # off for already-cropped sets (CASME II Cropped, synthetic)
     stabilize: bool = True  # register frames to the onset frame (global head motion)
     # Where the registration's head shifts come from: "motion", the shifts the motion curve
@@ -56,6 +57,23 @@ class KeyframeConfig:
     # Execution (not part of the output hash).
     concurrency: int = 2  # Ray Data pool size: parallel key-frame tasks
     chunk_size: int = 16  # clips per task and per Parquet part
+    # A run whose share of rejected clips exceeds this stops with a summary of the reasons.
+    max_reject_fraction: float = 0.2
+
+
+@dataclass
+class InterpolatorStageConfig:
+    """The learned key-frame interpolator (mer.interpolator), trained when
+    keyframes.interpolation is adaconv, on the dataset's own frames (no labels)."""
+
+    kernel_size: int = 7  # per-pixel 1-D kernels: reach (k - 1) / 2 px per frame
+    base: int = 16  # U-Net channels at full resolution
+    levels: int = 3  # U-Net halvings
+    steps: int = 600
+    batch_size: int = 16  # triplets per step and worker
+    lr: float = 1e-3
+    max_gap: int = 8  # frames between the two inputs: 2..max_gap
+    seed: int = 0
 
 
 @dataclass
@@ -78,7 +96,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     margin: float = 1.0
     augment: bool = True
-    seed: int = 0
+    seed: int = 0  # a search replaces it with each of search.seeds
 
 
 @dataclass
@@ -98,16 +116,18 @@ class FinetuneConfig:
     patience: int = 5
     amp: bool = True  # bf16 autocast on GPU; ignored on CPU
     augment: bool = True
-    seed: int = 0
+    seed: int = 0  # a search replaces it with each of search.seeds
 
 
 @dataclass
 class ResourcesConfig:
     workers: int = 1  # Ray Train workers per run (DDP)
-    cpus_per_worker: float = 1.0
+    # CPUs per worker and concurrent runs (Tune trials); 0 = derived from the cluster so
+    # that every run's reservation fits at once (mer.train.runtime.plan_resources).
+    cpus_per_worker: float = 0.0
     gpus_per_worker: float = 0.0  # fractions share a GPU between concurrent runs
-    max_concurrent: int = 0  # concurrent runs (Tune trials); 0 = as many as fit
-    folds_per_run: int = 0  # folds one prior-learning run handles in turn; 0 = all
+    max_concurrent: int = 0
+    folds_per_run: int = 0  # prior-learning folds one run handles in turn; 0 = derived
     # Convolutions in the channels-last-3d memory format (faster on CPUs and GPUs here).
     channels_last: bool = True
     max_failures: int = 2  # worker failures a run survives (resumes from checkpoint)
@@ -117,23 +137,30 @@ class ResourcesConfig:
 class SearchConfig:
     experiment: str = "search"
     algorithm: str = "grid"  # grid | random | optuna | hyperopt
-    num_samples: int = 1  # random/adaptive: configurations; grid: repeats of the grid
+    num_samples: int = 1  # random/adaptive: configurations (grid: must be 1; see seeds)
     # Each entry: a list (grid/choice) or {"uniform": [lo, hi]} / {"loguniform": [lo, hi]}.
     space: dict = field(
         default_factory=lambda: {"gamma": [0.0, 2.0], "beta": [0.5], "freeze": [0, 2]}
     )
+    # Every configuration runs every fold once per seed; the seed drives prior learning and
+    # target learning (it replaces pretrain.seed and finetune.seed).
+    seeds: list = field(default_factory=lambda: [0])
     early_stop: str = "none"  # none | asha (compares configurations on the same folds)
     protocol: str = "loso"  # loso | nested
     inner_k: int = 3  # nested: inner folds (groups of training subjects)
+    # nested: inner runs start from priors trained without their validation subjects
+    # ("own"), or reuse the outer fold's prior ("outer": cheaper, labelled as such).
+    inner_prior: str = "own"
     folds: list | None = None  # restrict to these fold keys ("dataset/subject"); None = all
 
 
 @dataclass
 class PipelineConfig:
     root: str = "runs/demo"  # run root: local path or s3://bucket/prefix
-    seed: int = 0
+    seed: int = 0  # inner-fold splits and adaptive searchers
     data: DataConfig = field(default_factory=DataConfig)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    interpolator: InterpolatorStageConfig = field(default_factory=InterpolatorStageConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -150,51 +177,80 @@ class PipelineConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def data_root(self) -> str:
-        from mer.storage import join
 
-        return self.data.root or join(self.root, "data", self.data.dataset)
-
-
-SECTIONS = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
-
-# Settings that change how fast a stage runs but not what it writes.
-_EXECUTION_ONLY = {"keyframes": {"concurrency", "chunk_size"}}
-
-
-def _section_classes() -> dict[str, type]:
-    return {
-        "data": DataConfig,
-        "keyframes": KeyframeConfig,
-        "model": ModelConfig,
-        "pretrain": PretrainConfig,
-        "finetune": FinetuneConfig,
-        "resources": ResourcesConfig,
-        "search": SearchConfig,
-    }
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "keyframes": KeyframeConfig,
+    "interpolator": InterpolatorStageConfig,
+    "model": ModelConfig,
+    "pretrain": PretrainConfig,
+    "finetune": FinetuneConfig,
+    "resources": ResourcesConfig,
+    "search": SearchConfig,
+}
+NUM_CLASSES = {"3class": 3, "5class": 5}
+# The search space may set these finetune fields (what target learning reads per run).
+SEARCHABLE = ("gamma", "beta", "alpha", "freeze", "lr", "weight_decay", "epochs", "batch_size")
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
 
 def from_dict(d: dict | None, source: str = "config") -> PipelineConfig:
-    """Build a PipelineConfig from a (partial) dict; unknown keys are errors."""
+    """Build a PipelineConfig from a (partial) dict; unknown keys and wrong types are errors."""
     d = copy.deepcopy(d or {})
-    classes = _section_classes()
     kwargs: dict[str, Any] = {}
     for key, value in d.items():
-        if key in classes:
+        if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: section '{key}' must be a mapping")
-            names = {f.name for f in dataclasses.fields(classes[key])}
+            cls = SECTIONS[key]
+            names = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(value) - names)
             if unknown:
                 raise ConfigError(
                     f"{source}: unknown key(s) {unknown} in '{key}'; known: {sorted(names)}"
                 )
-            kwargs[key] = classes[key](**value)
-        elif key in ("root", "seed"):
-            kwargs[key] = value
+            for f in dataclasses.fields(cls):
+                if f.name in value:
+                    value[f.name] = _typed(f"{key}.{f.name}", value[f.name], f.type)
+            kwargs[key] = cls(**value)
+        elif key == "root":
+            kwargs[key] = _typed("root", value, "str")
+        elif key == "seed":
+            kwargs[key] = _typed("seed", value, "int")
         else:
             raise ConfigError(f"{source}: unknown section '{key}'")
     return PipelineConfig(**kwargs)
+
+
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """`value` as the field's type, or a ConfigError naming the setting."""
+    kinds = [a.strip() for a in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return None
+    kind = kinds[0]
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "list" and isinstance(value, list):
+        return value
+    if kind == "dict" and isinstance(value, dict):
+        return value
+    what = {
+        "bool": "true or false",
+        "int": "an integer",
+        "float": "a finite number",
+        "str": "a string",
+        "list": "a list",
+        "dict": "a mapping",
+    }[kind]
+    extra = " or null" if "None" in kinds else ""
+    raise ConfigError(f"config {name}={value!r} must be {what}{extra}")
 
 
 def load(path: str | None, overrides: list[str] | None = None) -> PipelineConfig:
@@ -219,7 +275,10 @@ def apply_override(d: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw  # a plain string the YAML parser dislikes (e.g. "a: b: c")
     parts = key.strip().split(".")
     node = d
     for p in parts[:-1]:
@@ -229,87 +288,199 @@ def apply_override(d: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
+def _bad(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config {name}={value!r} is out of range: {allowed}")
+
+
+def _one_of(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise _bad(name, value, "one of " + ", ".join(str(a) for a in allowed))
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if value < low:
+        raise _bad(name, value, f">= {low:g}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise _bad(name, value, "> 0")
+
+
 def validate(cfg: PipelineConfig) -> None:
     """Range checks a user can trip; one sentence naming the setting and its allowed range."""
     from mer.datasets import DATASETS
 
-    def bad(name, value, allowed):
-        raise ConfigError(f"config {name}={value!r} is out of range: {allowed}")
-
-    if cfg.data.dataset not in DATASETS:
-        bad("data.dataset", cfg.data.dataset, f"one of {', '.join(DATASETS)}")
+    if not cfg.root:
+        raise ConfigError("config root is empty: give a local folder or s3://bucket/prefix")
+    d = cfg.data
+    _one_of("data.dataset", d.dataset, DATASETS)
+    _one_of("data.protocol", d.protocol, tuple(NUM_CLASSES))
+    if d.dataset == "synthetic":
+        _check_synthetic(d.synthetic)
     kf = cfg.keyframes
-    if kf.k < 2:
-        bad("keyframes.k", kf.k, "at least 2 (onset and apex)")
+    _at_least("keyframes.k", kf.k, 2)
     if kf.size < 16 or kf.size % 16:
-        bad("keyframes.size", kf.size, "a multiple of 16 (C3D pools the frame four times)")
-    if kf.method not in ("adaptive", "uniform", "onset-apex"):
-        bad("keyframes.method", kf.method, "adaptive, uniform or onset-apex")
-    if kf.motion not in ("flow", "diff"):
-        bad("keyframes.motion", kf.motion, "flow or diff")
-    if kf.interpolation not in ("linear", "flow"):
-        bad("keyframes.interpolation", kf.interpolation, "linear or flow")
-    if kf.registration not in ("motion", "phase"):
-        bad("keyframes.registration", kf.registration, "motion or phase")
-    if kf.concurrency < 1 or kf.chunk_size < 1:
-        bad("keyframes.concurrency/chunk_size", (kf.concurrency, kf.chunk_size), ">= 1")
-    if cfg.model.input not in ("frames", "delta"):
-        bad("model.input", cfg.model.input, "frames or delta")
-    if not 0 < cfg.model.width <= 4:
-        bad("model.width", cfg.model.width, "in (0, 4]")
-    ft = cfg.finetune
-    if ft.gamma < 0:
-        bad("finetune.gamma", ft.gamma, ">= 0")
-    if not 0 <= ft.beta <= 1:
-        bad("finetune.beta", ft.beta, "in [0, 1]")
-    if ft.alpha is not None and (
-        not isinstance(ft.alpha, list) or any(float(a) < 0 for a in ft.alpha)
-    ):
-        bad("finetune.alpha", ft.alpha, "a list of non-negative per-class weights")
-    if not 0 <= ft.freeze <= 5:
-        bad("finetune.freeze", ft.freeze, "0-5 conv blocks")
-    for name, v in (("finetune.epochs", ft.epochs), ("pretrain.epochs", cfg.pretrain.epochs)):
-        if v < 1:
-            bad(name, v, ">= 1")
-    if ft.early_stopping and ft.val_groups < 2:
-        bad("finetune.val_groups", ft.val_groups, ">= 2")
+        raise _bad("keyframes.size", kf.size, "a multiple of 16 (C3D pools the frame four times)")
+    _one_of("keyframes.method", kf.method, ("adaptive", "uniform", "onset-apex"))
+    _one_of("keyframes.motion", kf.motion, ("flow", "diff"))
+    _one_of("keyframes.interpolation", kf.interpolation, ("linear", "flow", "adaconv"))
+    _one_of("keyframes.registration", kf.registration, ("motion", "phase"))
+    _positive("keyframes.decode_timeout", kf.decode_timeout)
+    _at_least("keyframes.concurrency", kf.concurrency, 1)
+    _at_least("keyframes.chunk_size", kf.chunk_size, 1)
+    if not 0 <= kf.max_reject_fraction <= 1:
+        raise _bad("keyframes.max_reject_fraction", kf.max_reject_fraction, "in [0, 1]")
+    ip = cfg.interpolator
+    if ip.kernel_size < 3 or ip.kernel_size % 2 == 0:
+        raise _bad("interpolator.kernel_size", ip.kernel_size, "an odd number >= 3")
+    _at_least("interpolator.base", ip.base, 1)
+    _at_least("interpolator.levels", ip.levels, 1)
+    if kf.size % 2**ip.levels:
+        raise _bad("interpolator.levels", ip.levels, f"at most log2 of a divisor of {kf.size}")
+    _at_least("interpolator.steps", ip.steps, 1)
+    _at_least("interpolator.batch_size", ip.batch_size, 1)
+    _positive("interpolator.lr", ip.lr)
+    _at_least("interpolator.max_gap", ip.max_gap, 2)
+    _at_least("interpolator.seed", ip.seed, 0)
+    m = cfg.model
+    _one_of("model.input", m.input, ("frames", "delta"))
+    if not 0 < m.width <= 4:
+        raise _bad("model.width", m.width, "in (0, 4]")
+    if not 0 <= m.dropout < 1:
+        raise _bad("model.dropout", m.dropout, "in [0, 1)")
+    _at_least("model.embedding_dim", m.embedding_dim, 1)
+    _at_least("model.head_hidden", m.head_hidden, 1)
+    p = cfg.pretrain
+    _at_least("pretrain.epochs", p.epochs, 1)
+    _at_least("pretrain.pairs_per_epoch", p.pairs_per_epoch, 2)
+    _at_least("pretrain.batch_size", p.batch_size, 1)
+    _positive("pretrain.lr", p.lr)
+    _at_least("pretrain.weight_decay", p.weight_decay, 0)
+    _positive("pretrain.margin", p.margin)
+    _at_least("pretrain.seed", p.seed, 0)
+    _check_finetune(cfg.finetune, "finetune", NUM_CLASSES[d.protocol])
     r = cfg.resources
-    if r.workers < 0 or r.cpus_per_worker < 0 or r.gpus_per_worker < 0:
-        bad("resources", (r.workers, r.cpus_per_worker, r.gpus_per_worker), "non-negative")
+    _at_least("resources.workers", r.workers, 1)
+    _at_least("resources.cpus_per_worker", r.cpus_per_worker, 0)
+    _at_least("resources.gpus_per_worker", r.gpus_per_worker, 0)
+    _at_least("resources.max_concurrent", r.max_concurrent, 0)
+    _at_least("resources.folds_per_run", r.folds_per_run, 0)
+    _at_least("resources.max_failures", r.max_failures, 0)
     s = cfg.search
-    if s.algorithm not in ("grid", "random", "optuna", "hyperopt"):
-        bad("search.algorithm", s.algorithm, "grid, random, optuna or hyperopt")
-    if s.protocol not in ("loso", "nested"):
-        bad("search.protocol", s.protocol, "loso or nested")
-    if s.early_stop not in ("none", "asha"):
-        bad("search.early_stop", s.early_stop, "none or asha")
-    if s.protocol == "nested" and s.inner_k < 2:
-        bad("search.inner_k", s.inner_k, ">= 2")
-    from mer.search import check_space  # noqa: PLC0415 (avoid a cycle at import time)
-
-    check_space(s.space)
-
-
-def section_dict(cfg: PipelineConfig, name: str) -> dict:
-    d = dataclasses.asdict(getattr(cfg, name))
-    for k in _EXECUTION_ONLY.get(name, ()):
-        d.pop(k, None)
-    return d
-
-
-def stage_hash(cfg: PipelineConfig, *sections: str) -> str:
-    """Short hash of the named sections (execution-only settings excluded)."""
-    payload = {s: section_dict(cfg, s) for s in sections}
-    if "data" in payload:
-        payload["data"]["root"] = cfg.data_root()
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def keyframes_hash(cfg: PipelineConfig) -> str:
-    return stage_hash(cfg, "data", "keyframes")
+    if not s.experiment or "/" in s.experiment:
+        raise _bad("search.experiment", s.experiment, "a non-empty name without '/'")
+    _one_of("search.algorithm", s.algorithm, ("grid", "random", "optuna", "hyperopt"))
+    _at_least("search.num_samples", s.num_samples, 1)
+    if s.algorithm == "grid" and s.num_samples != 1:
+        raise _bad(
+            "search.num_samples",
+            s.num_samples,
+            "1 with algorithm grid (repeats of a configuration are search.seeds)",
+        )
+    if not s.seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in s.seeds):
+        raise _bad("search.seeds", s.seeds, "a non-empty list of non-negative integers")
+    if len(set(s.seeds)) != len(s.seeds):
+        raise _bad("search.seeds", s.seeds, "distinct seeds")
+    _one_of("search.protocol", s.protocol, ("loso", "nested"))
+    _one_of("search.early_stop", s.early_stop, ("none", "asha"))
+    _one_of("search.inner_prior", s.inner_prior, ("own", "outer"))
+    _at_least("search.inner_k", s.inner_k, 2)
+    if s.protocol == "nested" and (s.algorithm in ("optuna", "hyperopt") or s.early_stop != "none"):
+        # An adaptive searcher or a scheduler acts on the reported (pooled outer-fold)
+        # scores, which would let held-out subjects shape the candidates.
+        raise ConfigError(
+            f"config search.protocol=nested cannot be combined with search.algorithm="
+            f"{s.algorithm} / search.early_stop={s.early_stop}: their decisions would see the "
+            "held-out subjects' scores; use algorithm grid or random with early_stop none"
+        )
+    if s.folds is not None and not all(isinstance(f, str) for f in s.folds):
+        raise _bad("search.folds", s.folds, 'a list of "dataset/subject" keys or null')
+    check_space(s.space, cfg)
 
 
-def pretrain_hash(cfg: PipelineConfig) -> str:
-    h = stage_hash(cfg, "model", "pretrain")
-    return hashlib.sha256((keyframes_hash(cfg) + h).encode()).hexdigest()[:16]
+def _check_finetune(ft: FinetuneConfig, name: str, num_classes: int) -> None:
+    _at_least(f"{name}.epochs", ft.epochs, 1)
+    _at_least(f"{name}.batch_size", ft.batch_size, 1)
+    _positive(f"{name}.lr", ft.lr)
+    _at_least(f"{name}.weight_decay", ft.weight_decay, 0)
+    _at_least(f"{name}.gamma", ft.gamma, 0)
+    if not 0 <= ft.beta <= 1:
+        raise _bad(f"{name}.beta", ft.beta, "in [0, 1]")
+    if ft.alpha is not None and (
+        len(ft.alpha) != num_classes
+        or any(isinstance(a, bool) or not isinstance(a, int | float) or a < 0 for a in ft.alpha)
+    ):
+        raise _bad(f"{name}.alpha", ft.alpha, f"{num_classes} non-negative per-class weights")
+    if isinstance(ft.freeze, bool) or not isinstance(ft.freeze, int) or not 0 <= ft.freeze <= 5:
+        raise _bad(f"{name}.freeze", ft.freeze, "an integer 0-5 (conv blocks)")
+    _at_least(f"{name}.val_groups", ft.val_groups, 2)
+    _at_least(f"{name}.patience", ft.patience, 1)
+    _at_least(f"{name}.seed", ft.seed, 0)
+
+
+def _check_synthetic(options: dict) -> None:
+    from mer.datasets.synthetic import settings
+
+    try:
+        settings(**options)
+    except ConfigError as e:
+        raise ConfigError(f"config data.synthetic: {e}") from None
+    except TypeError as e:  # e.g. a preset given twice
+        raise ConfigError(f"config data.synthetic: {e}") from None
+
+
+def check_space(space: dict, cfg: PipelineConfig | None = None) -> None:
+    """Every key a searchable finetune setting; values a non-empty list whose every value is
+    valid for that setting, or {distribution: [args]} within the setting's range."""
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("config search.space must be a non-empty mapping of settings")
+    base = cfg or PipelineConfig()
+    for key, value in space.items():
+        if key not in SEARCHABLE:
+            raise ConfigError(
+                f"config search.space: {key!r} is not a searchable finetune setting "
+                f"({', '.join(SEARCHABLE)})"
+            )
+        annotation = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}[key]
+        if isinstance(value, list):
+            if not value:
+                raise ConfigError(f"config search.space.{key} is an empty list")
+            candidates = value
+        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS:
+            ((dist, args),) = value.items()
+            if not isinstance(args, list) or not args:
+                raise ConfigError(f"config search.space.{key}: {dist} needs a list of arguments")
+            if dist in ("uniform", "loguniform", "randint"):
+                if len(args) != 2 or not all(isinstance(a, int | float) for a in args):
+                    raise ConfigError(f"config search.space.{key}: {dist} needs [low, high]")
+                if not args[0] < args[1] or (dist == "loguniform" and args[0] <= 0):
+                    raise ConfigError(f"config search.space.{key}: {dist} bounds {args} are empty")
+                candidates = [args[0], args[1] - (1 if dist == "randint" else 0)]
+            else:
+                candidates = args
+        else:
+            raise ConfigError(
+                f"config search.space.{key}: expected a list or one of "
+                f"{', '.join(DISTRIBUTIONS)}: [args]"
+            )
+        for v in candidates:
+            ft = copy.deepcopy(base.finetune)
+            setattr(ft, key, _typed(f"search.space.{key}", v, annotation))
+            _check_finetune(ft, "search.space", NUM_CLASSES[base.data.protocol])
+
+
+def with_params(cfg: PipelineConfig, params: dict, seed: int | None = None) -> PipelineConfig:
+    """A copy of cfg with search parameters applied to `finetune` and, with `seed`, that seed
+    as pretrain.seed and finetune.seed."""
+    cfg = copy.deepcopy(cfg)
+    annotations = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}
+    for k, v in params.items():
+        if k not in SEARCHABLE:
+            raise ConfigError(f"search parameter {k!r} is not a searchable finetune setting")
+        setattr(cfg.finetune, k, _typed(f"finetune.{k}", v, annotations[k]))
+    if seed is not None:
+        cfg.pretrain.seed = int(seed)
+        cfg.finetune.seed = int(seed)
+    _check_finetune(cfg.finetune, "finetune", NUM_CLASSES[cfg.data.protocol])
+    return cfg

@@ -18,9 +18,10 @@ changing) and (c) a uniform FLOOR, so still stretches keep a few frames. They ar
 between onset..apex and apex..offset in proportion to each side's mass; the last lands on
 the offset. A position whose nearest whole frame is unique is snapped to it; positions
 sharing a frame (a short clip, or motion packed into a few frames) stay fractional and
-their frames are interpolated between the two neighbours: a linear blend, or with
+their frames are interpolated between the two neighbours: a linear blend, with
 interpolation="flow" both neighbours warped along the optical flow between them and
-blended. Baselines: "uniform" (evenly spaced onset..offset) and "onset-apex" (evenly spaced
+blended, or with "adaconv" rendered by a learned adaptive-convolution interpolator
+(mer.interpolator, trained on the dataset's own frames by its own stage). Baselines: "uniform" (evenly spaced onset..offset) and "onset-apex" (evenly spaced
 onset..apex), with the same snapping and interpolation. With `register` on, each source
 frame's head shift relative to the onset frame (the motion curve's drift if given, else
 phase correlation: mer.align) is undone at the frame's own size; frames are then resized
@@ -41,12 +42,19 @@ from mer.errors import ConfigError, InputError
 from mer.motion import FARNEBACK, check_clip, motion_curve, smooth, spot_apex
 from mer.video import halve, halvings
 
-__all__ = ["KeyFrames", "adaptive_positions", "build_keyframes", "motion_curve", "spot_apex"]
+__all__ = [
+    "KeyFrames",
+    "adaptive_positions",
+    "build_keyframes",
+    "motion_curve",
+    "scale_frame",
+    "spot_apex",
+]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("adaptive", "uniform", "onset-apex")
-INTERPOLATIONS = ("linear", "flow")
+INTERPOLATIONS = ("linear", "flow", "adaconv")
 
 # Adaptive density.
 LEVEL_SHARE = 0.6  # share of the adaptive density that follows the (squared) motion level
@@ -87,6 +95,7 @@ def build_keyframes(
     register: bool = False,
     drift: np.ndarray | None = None,
     reduced: tuple[np.ndarray, int] | None = None,
+    interpolator=None,
 ) -> KeyFrames:
     """K key frames of size x size from a clip (see the module docstring).
 
@@ -99,7 +108,8 @@ def build_keyframes(
     resampled: `drift` ((T, 2) dx, dy per frame of `frames`, relative to frame `onset`; for
     example mer.motion.measure_motion's) if given, else measured on just the frames the key
     frames use by phase correlation (mer.align.estimate_shifts; `reduced` is
-    mer.align.reduce_gray(frames) if the caller has it already).
+    mer.align.reduce_gray(frames) if the caller has it already). `interpolator`: the
+    mer.interpolator.Interpolator that interpolation "adaconv" renders with.
     """
     if k < 2:
         raise ConfigError(f"k={k}: a key-frame sequence needs at least 2 frames (onset, apex)")
@@ -111,6 +121,8 @@ def build_keyframes(
         raise ConfigError(
             f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}"
         )
+    if interpolation == "adaconv" and interpolator is None:
+        raise ConfigError("interpolation 'adaconv' needs a trained interpolator (mer.interpolator)")
     frames = check_clip(frames)
     n = len(frames)
     if not 0 <= onset <= offset < n:
@@ -153,7 +165,7 @@ def build_keyframes(
             gray, factor = reduced[0][needed], reduced[1]
         found = estimate_shifts(None, needed.index(onset), reduced=(gray, factor))
         shifts = dict(zip(needed, found, strict=True))
-    rendered = _render(frames, positions, size, interpolation, shifts)
+    rendered = _render(frames, positions, size, interpolation, shifts, interpolator)
     return KeyFrames(rendered, positions, apex, source, note)
 
 
@@ -208,12 +220,13 @@ def _render(
     size: int,
     interpolation: str,
     shifts: dict[int, np.ndarray],
+    interpolator=None,
 ) -> np.ndarray:
     cache: dict[int, np.ndarray] = {}
 
     def resized(i: int) -> np.ndarray:
         if i not in cache:
-            cache[i] = _scaled(frames[i], size, shifts.get(i, (0.0, 0.0)))
+            cache[i] = scale_frame(frames[i], size, shifts.get(i, (0.0, 0.0)))
         return cache[i]
 
     out = np.empty((len(positions), size, size, frames.shape[-1]), np.uint8)
@@ -224,13 +237,15 @@ def _render(
             out[j] = resized(min(lo, len(frames) - 1))
         elif interpolation == "flow":
             out[j] = _flow_blend(resized(lo), resized(lo + 1), frac)
+        elif interpolation == "adaconv":
+            out[j] = interpolator.interpolate(resized(lo), resized(lo + 1), frac)
         else:
             a, b = resized(lo).astype(np.float32), resized(lo + 1).astype(np.float32)
             out[j] = np.clip((1 - frac) * a + frac * b + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
-def _scaled(frame: np.ndarray, size: int, shift) -> np.ndarray:
+def scale_frame(frame: np.ndarray, size: int, shift) -> np.ndarray:
     """`frame` (H, W, C) at size x size, its content first moved back by `shift` (dx, dy in
     frame pixels) at the frame's own size, then halved by 2 x 2 means while at least twice
     the output, then area-resampled.

@@ -292,3 +292,29 @@ def count_flops(model: nn.Module, frames: int, size: int) -> int:
         for h in hooks:
             h.remove()
     return total // pairs
+
+
+def build_backbone(cfg) -> C3D:
+    """The C3D of a run config (anything with `.keyframes.k/size` and `.model.*`)."""
+    return C3D(
+        frames=cfg.keyframes.k,
+        size=cfg.keyframes.size,
+        width=cfg.model.width,
+        batch_norm=cfg.model.batch_norm,
+        dropout=cfg.model.dropout,
+    )
+
+
+def build_siamese(cfg) -> SiameseC3D:
+    """Prior learning's network for a run config."""
+    return SiameseC3D(build_backbone(cfg), embedding_dim=cfg.model.embedding_dim)
+
+
+def build_classifier(cfg, num_classes: int) -> ClassifierC3D:
+    """Target learning's network for a run config (weights random until a prior is loaded)."""
+    return ClassifierC3D(
+        build_backbone(cfg),
+        num_classes=num_classes,
+        hidden=cfg.model.head_hidden,
+        dropout=cfg.model.dropout,
+    )

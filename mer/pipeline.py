@@ -1,7 +1,10 @@
-"""Every stage from one config: data -> key frames -> prior learning -> search -> results.
+"""Every stage from one config: data -> (learned interpolator) -> key frames -> baselines,
+prior learning -> search -> results.
 
-Each stage skips itself when its output exists with the same config hash, so rerunning the
-pipeline after a crash, or after changing only the search space, redoes only what changed.
+Stages meet at artifacts whose locations and keys `mer.layout` computes from the config, so
+rerunning the pipeline after a crash redoes only unfinished work, a changed setting writes
+new key frames and priors beside the old ones, and an experiment name already used under
+other settings is refused before any training.
 """
 
 from __future__ import annotations
@@ -10,47 +13,39 @@ import time
 
 import pandas as pd
 
-from mer import storage
-from mer.config import PipelineConfig
-from mer.errors import InputError
+from mer import layout, storage
+from mer.config import NUM_CLASSES, PipelineConfig
+from mer.progress import emit
 
 
-def ensure_data(cfg: PipelineConfig, progress=print) -> None:
-    """Generate the synthetic dataset if the config asks for it and its root holds none."""
+def ensure_data(cfg: PipelineConfig, progress=emit) -> str:
+    """The dataset root; a synthetic dataset is generated there once per generator setting
+    (a folder holding one made under other settings is refused)."""
+    root = layout.data_root(cfg)
     if cfg.data.dataset != "synthetic":
-        return
-    root = cfg.data_root()
+        return root
+    settings = layout.data_settings(cfg)
+    marker = storage.join(root, "_settings.json")
+    if storage.exists(marker):
+        layout.claim(
+            root, settings, "a synthetic dataset", "set data.root elsewhere (or leave it empty)"
+        )
+        return root
     if storage.exists(storage.join(root, "synthetic.json")):
-        return
+        from mer.errors import ConfigError
+
+        raise ConfigError(
+            f"{root} holds a synthetic dataset whose generator settings are unknown; delete "
+            "it or set data.root elsewhere (or leave it empty)"
+        )
     from mer.datasets.synthetic import generate
 
-    s = dict(cfg.data.synthetic)
     progress(f"[data] generating synthetic micro-expressions under {root} ...")
     t0 = time.time()
-    summary = generate(
-        root,
-        subjects=s.get("subjects", 8),
-        clips_per_subject=s.get("clips_per_subject", 6),
-        seed=s.get("seed", cfg.seed),
-        layout=s.get("layout", "casme2"),
-        size=tuple(s.get("size", (340, 280))),
-        frames=tuple(s.get("frames", (40, 100))),
-    )
+    summary = generate(root, **cfg.data.synthetic)
+    layout.claim(root, settings, "a synthetic dataset", "set data.root elsewhere")
     progress(f"[data] {summary.get('clips', '?')} clips in {time.time() - t0:.0f} s")
-
-
-def select_folds(keyframes: str, keys: list[str] | None = None) -> list[dict]:
-    from mer.train import data
-    from mer.train.pretrain import fold_specs
-
-    folds = fold_specs(data.load_table(keyframes))
-    if keys:
-        known = {f["key"] for f in folds}
-        missing = sorted(set(keys) - known)
-        if missing:
-            raise InputError(f"unknown fold(s) {missing}; known: {sorted(known)}")
-        folds = [f for f in folds if f["key"] in set(keys)]
-    return folds
+    return root
 
 
 def print_scores(preds: pd.DataFrame, title: str, num_classes: int = 3) -> dict:
@@ -64,28 +59,38 @@ def print_scores(preds: pd.DataFrame, title: str, num_classes: int = 3) -> dict:
     return s
 
 
-def run_search_stage(cfg: PipelineConfig, progress=print) -> str:
-    """Prior learning for every fold (skipped where done), then the search."""
-    from mer.preprocess import keyframes_uri
-    from mer.search import run_search
+def run_search_stage(cfg: PipelineConfig, progress=emit, keyframes: str | None = None) -> str:
+    """Baselines and prior learning for every fold and seed (skipped where done), then the
+    search; returns the experiment URI. `keyframes`: a table elsewhere than the config's."""
+    from mer import search
+    from mer.baselines import run_baselines
+    from mer.table import load_table, select_folds
     from mer.train.pretrain import run_pretraining
 
-    kf = keyframes_uri(cfg)
-    folds = select_folds(kf, cfg.search.folds)
-    run_pretraining(cfg, kf, folds, progress=progress)
-    return run_search(cfg, kf, folds, progress=progress)
+    kf = keyframes or layout.keyframes_uri(cfg)
+    table = load_table(kf)
+    folds = select_folds(table, cfg.search.folds)
+    exp, runs = search.open_experiment(cfg, kf, table, folds)
+    progress(f"[baselines] majority and linear (apex - onset) on the same {len(folds)} folds")
+    run_baselines(exp, table, runs, cfg.search.seeds, NUM_CLASSES[cfg.data.protocol])
+    run_pretraining(cfg, kf, runs, cfg.search.seeds, progress=progress)
+    return search.run_search(cfg, kf, runs, progress=progress)
 
 
-def run_pipeline(cfg: PipelineConfig, progress=print) -> dict:
+def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     from mer import results
     from mer.preprocess import build_keyframes_dataset
 
     t0 = time.time()
     storage.write_bytes(storage.join(cfg.root, "config.yaml"), cfg.to_yaml().encode())
     ensure_data(cfg, progress)
+    if cfg.keyframes.interpolation == "adaconv":
+        from mer.train.interpolate import run_interpolator
+
+        run_interpolator(cfg, progress=progress)
     build_keyframes_dataset(cfg, progress=progress)
     exp = run_search_stage(cfg, progress)
-    out = storage.join(cfg.root, "results", cfg.search.experiment)
+    out = layout.results_uri(cfg)
     summary = results.write_report(results.load_experiment(exp), out)
     summary["pipeline_seconds"] = round(time.time() - t0, 1)
     progress(f"[results] {out}: leaderboard.json, leaderboard.csv, plots/")

@@ -1,24 +1,28 @@
 """Stage 4: Ray Tune over focal-loss gamma, alpha (beta) and freezing depth, scored over LOSO folds.
 
 One Tune trial is one configuration; it fits one TorchTrainer that runs the configuration's
-fold runs in turn (the trainer's start-up cost is paid once per configuration, not per
-fold), reporting pooled metrics after each fold through `TuneReportCallback`. Fold runs go
-in the same order for every configuration, so an early-stopping rule (ASHA on
-`folds_done`) always compares configurations on the same folds.
+units (every fold run at every seed of `search.seeds`) in turn, so a trainer's start-up
+cost is paid once per configuration, reporting pooled metrics as units finish. Units go in
+the same order for every configuration, so an early-stopping rule (ASHA on `outer_done`)
+always compares configurations on the same folds and seeds. Priors are learnt before the
+search, one per (seed, fold run), and shared by every configuration of that seed.
 
 Layout under `<root>/tune/<experiment>/` (local or s3://):
-  _experiment.json                experiment description: folds, protocol, space, hashes
-  configs/<config id>/params.json the configuration (id = hash of its parameters)
-  configs/<config id>/folds/*.parquet  per-clip predictions of each finished fold run
-  _tune/                          Ray Tune's own experiment state (used to resume)
-Results are read from the first three only (`mer.results`), so they can be queried while the
-search runs, from any process, locally or on S3. An interrupted experiment resumes: Tune
-restores unfinished trials, and a trial skips fold runs whose predictions exist.
+  _settings.json, _experiment.json   the settings the experiment is tied to; its description
+  configs/<config id>/params.json    the configuration (id = hash of its parameters)
+  configs/<config id>/seed-<s>/<run>.parquet   per-clip predictions of each finished unit
+  baselines/<name>/seed-<s>/<run>.parquet      the same for the baselines (mer.baselines)
+  _tune/                             Ray Tune's own state (used to resume)
+Results are read from the files above only (`mer.results`), so they can be queried while the
+search runs, from any process, locally or on S3. Rerunning resumes; rerunning under other
+settings is refused (mer.layout.claim).
 
 Nested protocol: each configuration also runs inner folds inside every outer training set
 (`search.inner_k` groups of the training subjects); `mer.results.nested` then chooses a
-configuration per held-out subject from inner folds alone. Inner runs start from the outer
-fold's prior-learning weights, which never saw the held-out subject.
+configuration per held-out subject from inner folds alone. Inner runs start from priors
+learnt without their validation subjects (or, with `search.inner_prior: outer`, from the
+outer fold's prior, labelled as such). Adaptive searchers and schedulers are refused with
+nested (mer.config): their decisions would see held-out subjects' scores.
 """
 
 from __future__ import annotations
@@ -27,30 +31,10 @@ import hashlib
 import json
 import time
 
-from mer import storage
-from mer.config import PipelineConfig, keyframes_hash, pretrain_hash
-from mer.errors import ConfigError
-
-DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
-
-
-def check_space(space: dict) -> None:
-    """Every key must be a finetune setting; values a list or {distribution: [args]}."""
-    from mer.config import FinetuneConfig
-
-    names = set(FinetuneConfig.__dataclass_fields__)
-    for key, value in (space or {}).items():
-        if key not in names:
-            raise ConfigError(f"search.space: {key!r} is not a finetune setting ({sorted(names)})")
-        if isinstance(value, list):
-            if not value:
-                raise ConfigError(f"search.space.{key}: empty list")
-        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS:
-            pass
-        else:
-            raise ConfigError(
-                f"search.space.{key}: expected a list or one of {DISTRIBUTIONS}: [args]"
-            )
+from mer import layout, storage
+from mer.config import NUM_CLASSES, PipelineConfig
+from mer.progress import emit
+from mer.table import ClipTable, nested_runs, outer_runs
 
 
 def param_space(space: dict, algorithm: str) -> dict:
@@ -72,125 +56,105 @@ def config_id(params: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def experiment_uri(cfg: PipelineConfig) -> str:
-    return storage.join(cfg.root, "tune", cfg.search.experiment)
-
-
-def fold_runs(cfg: PipelineConfig, table, folds: list[dict]) -> list[dict]:
+def fold_runs(cfg: PipelineConfig, table: ClipTable, folds: list[dict]) -> list[dict]:
     """The fold runs every configuration executes: outer LOSO folds (+ inner folds if nested)."""
-    from mer.folds import inner_folds
-    from mer.train.finetune import outer_runs
-
-    runs = outer_runs(folds, cfg)
     if cfg.search.protocol != "nested":
-        return runs
-    keys = table.subject_keys
-    nested = []
-    for f, outer in zip(folds, runs, strict=True):
-        train_idx = table.indices_of(f["train_subjects"])
-        nested.append(outer)
-        k = min(cfg.search.inner_k, len(f["train_subjects"]))
-        for g, inner in enumerate(inner_folds(table.clips, train_idx, k, seed=cfg.seed)):
-            val = sorted(set(keys[inner.val_idx]))
-            nested.append(
-                {
-                    "id": f"{f['name']}~inner{g}",
-                    "kind": "inner",
-                    "outer": f["name"],
-                    "train_subjects": sorted(set(keys[inner.train_idx])),
-                    "test_subjects": val,
-                    "prior": outer["prior"],
-                }
-            )
-    return nested
+        return outer_runs(folds)
+    return nested_runs(table, folds, cfg.search.inner_k, cfg.seed, cfg.search.inner_prior)
 
 
-def _max_concurrent(cfg: PipelineConfig) -> int:
-    if cfg.resources.max_concurrent:
-        return cfg.resources.max_concurrent
-    import ray
-
-    res = ray.cluster_resources()
-    r = cfg.resources
-    per_cpu = max(r.workers, 1) * r.cpus_per_worker
-    n = int(res.get("CPU", 1) // per_cpu) if per_cpu else 64
-    if r.gpus_per_worker:
-        n = min(n, int(res.get("GPU", 0) // (max(r.workers, 1) * r.gpus_per_worker)))
-    return max(1, n)
+def trial_count(cfg: PipelineConfig) -> int:
+    s = cfg.search
+    if s.algorithm != "grid":
+        return s.num_samples
+    n = 1
+    for v in s.space.values():
+        n *= len(v) if isinstance(v, list) else 1
+    return n
 
 
-def run_search(cfg: PipelineConfig, keyframes: str, folds: list[dict], *, progress=print) -> str:
-    """Run (or resume) the search experiment; returns its URI."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from mer.train import data
-    from mer.train.finetune import NUM_CLASSES, finetune_loop
-    from mer.train.runtime import make_trainer
-
-    exp = experiment_uri(cfg)
-    table = data.load_table(keyframes)
-    if cfg.search.folds:
-        folds = [f for f in folds if f["key"] in set(cfg.search.folds)]
-        if not folds:
-            raise ConfigError(f"search.folds {cfg.search.folds} names no fold of this dataset")
+def open_experiment(
+    cfg: PipelineConfig, keyframes: str, table: ClipTable, folds: list[dict]
+) -> tuple[str, list[dict]]:
+    """Tie `tune/<experiment>/` to this config's settings (or refuse), describe it in
+    _experiment.json; returns (its URI, the fold runs every configuration executes)."""
+    exp = layout.experiment_uri(cfg)
+    layout.claim(
+        exp,
+        layout.experiment_settings(cfg),
+        f"an experiment '{cfg.search.experiment}'",
+        "choose another search.experiment",
+    )
     runs = fold_runs(cfg, table, folds)
+    inner: dict[str, list[str]] = {}
+    for r in runs:
+        if r["kind"] == "inner":
+            inner.setdefault(r["outer"], []).append(r["id"])
     meta = {
         "experiment": cfg.search.experiment,
         "protocol": cfg.search.protocol,
         "inner_k": cfg.search.inner_k,
+        "inner_prior": cfg.search.inner_prior,
         "folds": [f["name"] for f in folds],
+        "inner_runs": inner,
+        "seeds": list(cfg.search.seeds),
         "runs_per_config": len(runs),
-        "num_classes": NUM_CLASSES.get(cfg.data.protocol, 3),
+        "num_classes": NUM_CLASSES[cfg.data.protocol],
         "dataset": cfg.data.dataset,
         "space": cfg.search.space,
         "algorithm": cfg.search.algorithm,
-        "keyframes_hash": keyframes_hash(cfg),
-        "pretrain_hash": pretrain_hash(cfg),
+        "keyframes": keyframes,
+        "keyframes_hash": layout.keyframes_hash(cfg),
+        "settings_hash": layout.digest(layout.experiment_settings(cfg)),
+        "status": "running",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta_uri = storage.join(exp, "_experiment.json")
     if storage.exists(meta_uri):
-        old = storage.read_json(meta_uri)
-        for key in ("folds", "protocol", "keyframes_hash", "pretrain_hash"):
-            if old.get(key) != meta[key]:
-                raise ConfigError(
-                    f"{exp} already holds an experiment with a different {key}; "
-                    "choose another search.experiment name or delete that folder"
-                )
-        meta["created"] = old["created"]
-    storage.write_json(meta_uri, {**meta, "status": "running"})
+        meta["created"] = storage.read_json(meta_uri).get("created", meta["created"])
+    storage.write_json(meta_uri, meta)
     storage.write_bytes(storage.join(exp, "config.yaml"), cfg.to_yaml().encode())
-    base = cfg.to_dict()
-    run_storage = storage.join(exp, "_runs")
+    return exp, runs
 
-    def trial(params: dict) -> None:
+
+def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progress=emit) -> str:
+    """Run (or resume) the search over `runs` (open_experiment's); returns its URI."""
+    import ray.tune
+
+    from mer.progress import Counter, tune_progress
+    from mer.train.finetune import finetune_loop, fold_units, loop_config
+    from mer.train.runtime import plan_resources, trainer_trial, tune_run_config
+
+    exp = layout.experiment_uri(cfg)
+    meta_uri = storage.join(exp, "_experiment.json")
+    meta = storage.read_json(meta_uri)
+    seeds = list(cfg.search.seeds)
+    n_outer = sum(1 for r in runs if r["kind"] == "outer")
+
+    def make_config(params: dict) -> tuple[dict, str]:
         cid = config_id(params)
-        out = storage.join(exp, "configs", cid)
+        out = layout.config_dir(exp, cid)
         storage.write_json(storage.join(out, "params.json"), params)
-        loop_config = {
-            "cfg": base,
-            "params": params,
-            "runs": runs,
-            "keyframes": keyframes,
-            "out": out,
-            "config_id": cid,
-        }
-        trainer = make_trainer(
-            finetune_loop,
-            loop_config,
-            cfg.resources,
-            run_storage,
-            f"cfg-{cid}",
-            callbacks=[TuneReportCallback()],
-        )
-        result = trainer.fit()
-        if result.error:
-            raise result.error
+        units = fold_units(cfg, runs, seeds, out, params)
+        return loop_config(cfg, keyframes, units, params, cid), f"cfg-{cid}"
 
+    n_trials = trial_count(cfg)
+    resources, concurrency = plan_resources(cfg.resources, n_trials)
+    counter = Counter("search", n_trials * len(runs) * len(seeds), progress)
+
+    def describe(config, result):
+        counter.done += result.get("units_new", 1) - 1
+        if "uf1" not in result:
+            return None
+        return (
+            f"fold runs: config {config_id(dict(config))} seed {result['seed']} "
+            f"{result['run']} (pooled UF1 so far {result['uf1']:.3f})"
+        )
+
+    trainable = trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
     fs, path = storage.pyarrow_filesystem(exp)
-    trainable = ray.tune.with_resources(trial, {"CPU": 0.01})
     tune_path = storage.join(path, "_tune") if "://" in path else f"{path}/_tune"
+    run_config = tune_run_config(exp, "_tune", [tune_progress(counter, describe)])
     if ray.tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
         progress(f"[search] resuming {exp}: finished fold runs are kept")
         tuner = ray.tune.Tuner.restore(
@@ -201,29 +165,28 @@ def run_search(cfg: PipelineConfig, keyframes: str, folds: list[dict], *, progre
             storage_filesystem=fs,
         )
     else:
+        adaptive = cfg.search.algorithm in ("optuna", "hyperopt")
         tuner = ray.tune.Tuner(
             trainable,
             param_space=param_space(cfg.search.space, cfg.search.algorithm),
             tune_config=ray.tune.TuneConfig(
                 num_samples=cfg.search.num_samples,
-                max_concurrent_trials=_max_concurrent(cfg),
+                max_concurrent_trials=concurrency,
                 search_alg=_searcher(cfg),
-                scheduler=_scheduler(cfg, len(folds)),
-                metric="uf1" if cfg.search.algorithm in ("optuna", "hyperopt") else None,
-                mode="max" if cfg.search.algorithm in ("optuna", "hyperopt") else None,
+                scheduler=_scheduler(cfg, n_outer * len(seeds)),
+                metric="uf1" if adaptive else None,
+                mode="max" if adaptive else None,
             ),
-            run_config=ray.tune.RunConfig(
-                name="_tune", storage_path=path, storage_filesystem=fs, verbose=1
-            ),
+            run_config=run_config,
         )
     progress(
-        f"[search] {exp}: {len(folds)} folds, {len(runs)} fold runs per configuration, "
-        f"algorithm {cfg.search.algorithm}, protocol {cfg.search.protocol}"
+        f"[search] {exp}: {n_trials} configurations x {len(seeds)} seeds x {len(runs)} fold "
+        f"runs, {concurrency} at a time ({resources.workers} worker(s) x "
+        f"{resources.cpus_per_worker:g} CPU each); protocol {cfg.search.protocol}"
     )
     results = tuner.fit()
     errors = [r.error for r in results if r.error]
-    status = "finished" if not errors else "failed"
-    storage.write_json(meta_uri, {**meta, "status": status})
+    storage.write_json(meta_uri, {**meta, "status": "finished" if not errors else "failed"})
     if errors:
         raise RuntimeError(f"{len(errors)} search trial(s) failed; first: {errors[0]}")
     return exp
@@ -240,22 +203,24 @@ def _searcher(cfg: PipelineConfig):
     try:
         from ray.tune.search.hyperopt import HyperOptSearch
     except ImportError as e:  # pragma: no cover - optional
-        raise ConfigError("search.algorithm=hyperopt needs `pip install hyperopt`") from e
+        from mer.errors import ConfigError
+
+        raise ConfigError("config search.algorithm=hyperopt needs `pip install hyperopt`") from e
     return HyperOptSearch(metric="uf1", mode="max", random_state_seed=cfg.seed)
 
 
-def _scheduler(cfg: PipelineConfig, n_folds: int):
+def _scheduler(cfg: PipelineConfig, n_units: int):
     if cfg.search.early_stop != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    # Rule: after 1, 2, 4, ... folds, a configuration whose pooled UF1 over those same first
-    # folds is in the bottom half of its rung stops.
+    # Rule: after 1, 2, 4, ... outer units (folds, seed by seed), a configuration whose pooled
+    # UF1 over those same units is in the bottom half of its rung stops.
     return ASHAScheduler(
-        time_attr="folds_done",
+        time_attr="outer_done",
         metric="uf1",
         mode="max",
-        max_t=n_folds,
+        max_t=n_units,
         grace_period=1,
         reduction_factor=2,
     )

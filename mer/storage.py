@@ -63,6 +63,14 @@ def check_reachable(uri: str, name: str = "root") -> None:
     if not str(uri).startswith("s3://"):
         return
     bucket = uri[len("s3://") :].split("/", 1)[0]
+    import botocore.session
+
+    if botocore.session.get_session().get_credentials() is None:
+        # s3fs would fall back to anonymous requests, and a private bucket then looks absent.
+        raise StorageError(
+            f"{name} {uri} cannot be reached: no AWS credentials were found (environment, "
+            "~/.aws or an instance profile)"
+        )
     fs, _ = filesystem(uri)
     try:
         found = fs.exists(bucket)

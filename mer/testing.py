@@ -1,6 +1,17 @@
-"""Key-frame tables without video, for tests and benchmarks of the training stages."""
+"""Test support: key-frame tables without video, and fault injection around the training
+loops (kept here, out of the loops themselves).
+
+The wrappers take a per-worker loop (mer.train.pretrain.pretrain_loop, ...) and return one
+to pass as `loop=` to the stage's driver; they patch the loop's module in the worker
+process only for the duration of the call.
+"""
 
 from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import time
 
 
 def write_random_keyframes(
@@ -24,7 +35,7 @@ def write_random_keyframes(
     import numpy as np
 
     from mer import storage
-    from mer.preprocess import records_to_table
+    from mer.table import records_to_table
 
     n = subjects * clips if per_subject else clips
     rng = np.random.default_rng(0)
@@ -62,3 +73,63 @@ def write_random_keyframes(
         parts.append(part)
     storage.write_json(storage.join(uri, "_meta.json"), {"hash": dataset, "parts": parts})
     return uri
+
+
+def kill_once_at_report(loop, *, run: str, epoch: int, marker: str, rank: int = 0, delay=0.0):
+    """`loop`, except that the rank-`rank` worker process dies (os._exit) when it is about
+    to report `epoch` of job `run`, once: a marker file records its pid. The epoch's work
+    is done but not yet committed, so the replacement resumes from the epoch before."""
+    fault = {"run": run, "epoch": epoch, "marker": marker, "rank": rank, "delay": delay}
+    return functools.partial(_faulty, loop, fault)
+
+
+def _faulty(loop, fault: dict, config: dict) -> None:
+    import ray.train
+
+    real = ray.train.report
+
+    def report(metrics, *args, **kwargs):
+        ctx = ray.train.get_context()
+        hit = metrics.get("run") == fault["run"] and metrics.get("epoch") == fault["epoch"]
+        if hit and ctx.get_world_rank() == fault["rank"] and not os.path.exists(fault["marker"]):
+            with open(fault["marker"], "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(fault["delay"])
+            os._exit(1)
+        return real(metrics, *args, **kwargs)
+
+    ray.train.report = report
+    try:
+        loop(config)
+    finally:
+        ray.train.report = real
+
+
+def record_parameters(loop, folder: str):
+    """`loop`, writing a digest of each worker's prior-learning parameters after each job
+    to <folder>/<run>-rank<r>.txt (DDP replicas must end identical)."""
+    return functools.partial(_recording, loop, folder)
+
+
+def _recording(loop, folder: str, config: dict) -> None:
+    from mer.train import pretrain
+
+    real = pretrain.train_prior
+
+    def train_prior(cfg, table, job, w, resume=None):
+        model = real(cfg, table, job, w, resume=resume)
+        # Parameters, not buffers: each replica updates BatchNorm statistics from its batch.
+        h = hashlib.sha256()
+        for name, t in sorted(model.named_parameters()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().numpy().tobytes())
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{job['run']}-rank{w.rank}.txt"), "w") as f:
+            f.write(h.hexdigest())
+        return model
+
+    pretrain.train_prior = train_prior
+    try:
+        loop(config)
+    finally:
+        pretrain.train_prior = real

@@ -67,7 +67,7 @@ def ray_local(s3_endpoint):
 
     ray.init(
         address="local",
-        num_cpus=4,  # logical CPUs: a TorchTrainer controller takes one of them
+        num_cpus=2,  # as many logical CPUs as this 2-core machine has
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
@@ -95,7 +95,8 @@ def synthetic_keyframes(tmp_path_factory):
     """Synthetic micro-expressions (8 subjects x 6 clips) as a finished key-frame table."""
     from mer import config
     from mer.datasets.synthetic import generate
-    from mer.preprocess import build_keyframes_dataset, keyframes_uri
+    from mer.layout import keyframes_uri
+    from mer.preprocess import build_keyframes_dataset
 
     root = tmp_path_factory.mktemp("synthetic-run")
     data = root / "data"

@@ -65,15 +65,15 @@ def test_registered_key_frames_lose_the_drift():
 
 
 def test_key_frame_resampling_moves_content_by_the_shift():
-    from mer.keyframes import _scaled
+    from mer.keyframes import scale_frame
 
     base = _face(340, 280)
     shifted = _drifting(base, [(0, 0), (4.0, -2.0)])  # content 4 px right, 2 px up
-    back = _scaled(shifted[1], 112, (4.0, -2.0))
-    ref = _scaled(base, 112, (0.0, 0.0))
+    back = scale_frame(shifted[1], 112, (4.0, -2.0))
+    ref = scale_frame(base, 112, (0.0, 0.0))
     inner = (slice(6, -6), slice(6, -6))
     assert np.abs(back.astype(int) - ref.astype(int))[inner].mean() < 1.5
-    moved = _scaled(shifted[1], 112, (0.0, 0.0))
+    moved = scale_frame(shifted[1], 112, (0.0, 0.0))
     assert np.abs(moved.astype(int) - ref.astype(int))[inner].mean() > 3
 
 

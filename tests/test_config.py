@@ -3,7 +3,7 @@
 import pytest
 from tests_paths import REPO
 
-from mer import config
+from mer import config, layout
 from mer.errors import ConfigError
 
 
@@ -11,7 +11,8 @@ def test_demo_config_loads_and_overrides():
     cfg = config.load(str(REPO / "configs" / "demo.yaml"), ["finetune.gamma=1.5", "root=/tmp/x"])
     assert cfg.finetune.gamma == 1.5
     assert cfg.root == "/tmp/x"
-    assert cfg.data_root() == "/tmp/x/data/synthetic"
+    # Synthetic data lives in one folder per generator setting.
+    assert layout.data_root(cfg) == f"/tmp/x/data/synthetic/{layout.data_hash(cfg)}"
 
 
 @pytest.mark.parametrize(
@@ -26,11 +27,42 @@ def test_demo_config_loads_and_overrides():
         ("search.protocol=magic", "search.protocol"),
         ("search.space={lr2: [1]}", "lr2"),
         ("data.dataset=casme9", "data.dataset"),
+        # Wrong types and ranges a user types on the command line.
+        ("finetune.epochs=ten", "finetune.epochs='ten' must be an integer"),
+        ("keyframes.k=8.5", "keyframes.k=8.5 must be an integer"),
+        ("search.num_samples=0", "search.num_samples"),
+        ("resources.max_concurrent=-3", "resources.max_concurrent"),
+        ("data.protocol=4class", "data.protocol"),
+        ("finetune.lr=0", "finetune.lr"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("keyframes.face_crop=maybe", "keyframes.face_crop='maybe' must be true or false"),
+        ("search.seeds=[0, 0]", "search.seeds"),
+        ("search.seeds=3", "search.seeds=3 must be a list"),
+        ("search.space={freeze: [0, 7]}", "search.space.freeze"),
+        ("search.space={gamma: {uniform: [2, 1]}}", "search.space.gamma"),
+        ("finetune.alpha=[1, 2]", "finetune.alpha"),
+        ("data.synthetic.subjectz=3", "data.synthetic"),
+        ("keyframes.max_reject_fraction=2", "keyframes.max_reject_fraction"),
+        ("search.num_samples=3", "search.seeds"),  # grid repeats are seeds
+        ("root=", "root is empty"),
     ],
 )
 def test_out_of_range_values_name_the_setting(override, needle):
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises(ConfigError, match=needle) as info:
         config.load(None, [override])
+    assert "\n" not in str(info.value)  # one sentence
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["search.protocol=nested", "search.algorithm=optuna", "search.num_samples=2"],
+        ["search.protocol=nested", "search.early_stop=asha"],
+    ],
+)
+def test_nested_refuses_searchers_that_would_see_held_out_scores(overrides):
+    with pytest.raises(ConfigError, match="held-out subjects"):
+        config.load(None, overrides)
 
 
 def test_unknown_keys_and_sections_are_errors():
@@ -42,17 +74,36 @@ def test_unknown_keys_and_sections_are_errors():
         config.load(None, ["gamma"])
 
 
-def test_stage_hashes_change_only_with_their_sections():
+def test_stage_hashes_change_only_with_the_settings_that_determine_them():
     base = config.load(None)
-    kf, pt = config.keyframes_hash(base), config.pretrain_hash(base)
-    faster = config.load(None, ["keyframes.concurrency=16"])
-    assert config.keyframes_hash(faster) == kf  # execution-only setting
+    kf, pt = layout.keyframes_hash(base), layout.prior_hash(base)
+    faster = config.load(None, ["keyframes.concurrency=16", "resources.max_concurrent=3"])
+    assert layout.keyframes_hash(faster) == kf and layout.prior_hash(faster) == pt
     other_k = config.load(None, ["keyframes.k=8"])
-    assert config.keyframes_hash(other_k) != kf
-    assert config.pretrain_hash(other_k) != pt  # pretraining reads the key frames
+    assert layout.keyframes_hash(other_k) != kf
+    assert layout.prior_hash(other_k) != pt  # pretraining reads the key frames
+    other_data = config.load(None, ["data.synthetic.subjects=6"])
+    assert layout.keyframes_hash(other_data) != kf  # chained through the data
     search_only = config.load(None, ["finetune.gamma=0.5", "search.experiment=x"])
-    assert config.keyframes_hash(search_only) == kf
-    assert config.pretrain_hash(search_only) == pt
+    assert layout.keyframes_hash(search_only) == kf
+    assert layout.prior_hash(search_only) == pt
+    assert layout.prior_hash(config.load(None, ["pretrain.seed=1"])) != pt
+    assert layout.prior_hash(config.load(None, ["resources.workers=2"])) != pt  # DDP batches
+    run = {"id": "f", "prior": "f", "train_subjects": ["a/1"], "test_subjects": ["a/2"]}
+    h = layout.run_hash(base, run)
+    for change in ("finetune.lr=0.01", "finetune.seed=3", "model.width=0.5", "pretrain.epochs=2"):
+        assert layout.run_hash(config.load(None, [change]), run) != h, change
+    assert layout.run_hash(base, {**run, "train_subjects": ["a/3"]}) != h
+
+
+def test_a_named_folder_refuses_other_settings_naming_them(tmp_path):
+    folder = str(tmp_path / "exp")
+    a = layout.experiment_settings(config.load(None, ["finetune.lr=0.001"]))
+    layout.claim(folder, a, "an experiment", "choose another name")
+    layout.claim(folder, a, "an experiment", "choose another name")  # same settings: fine
+    b = layout.experiment_settings(config.load(None, ["finetune.lr=0.01"]))
+    with pytest.raises(ConfigError, match=r"finetune.lr=0.001 \(this run: 0.01\)"):
+        layout.claim(folder, b, "an experiment", "choose another name")
 
 
 def test_yaml_round_trip(tmp_path):
@@ -74,7 +125,7 @@ def test_jobs_print_one_line_errors_not_tracebacks():
         timeout=120,
     )
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: config finetune.gamma=-1 is out of range: >= 0"
+    assert out.stderr.strip() == "error: config finetune.gamma=-1.0 is out of range: >= 0"
     missing = subprocess.run(
         [sys.executable, "jobs/results.py", str(REPO / "no-such-experiment")],
         cwd=REPO,
@@ -84,3 +135,59 @@ def test_jobs_print_one_line_errors_not_tracebacks():
     )
     assert missing.returncode == 2 and "no search experiment here" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def run_job(args, env):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_storage_is_checked_before_any_work_with_one_sentence(s3_endpoint, tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    job = ["jobs/preprocess.py", "--config", "configs/casme2.yaml"]
+    # The configs' placeholder bucket.
+    out = run_job(job, env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "placeholder YOUR-BUCKET" in out.stderr and out.stderr.count("\n") == 1
+    real = ["--root", "s3://mer-test/run", "--set", "data.root=s3://mer-test/data"]
+    # A bucket that does not exist.
+    out = run_job(
+        [*job, "--root", "s3://no-such-bucket/run", "--set", "data.root=s3://mer-test/d"], env
+    )
+    assert out.returncode == 2 and "bucket no-such-bucket does not exist" in out.stderr
+    assert "Traceback" not in out.stderr
+    # No credentials anywhere (environment, files, instance metadata).
+    bare = {k: v for k, v in env.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
+    bare.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        HOME=str(tmp_path),
+    )
+    out = run_job([*job, *real], bare)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "no AWS credentials were found" in out.stderr and "s3://mer-test/run" in out.stderr
+    assert "Started a local Ray" not in out.stderr + out.stdout  # refused before Ray
+
+
+def test_a_real_dataset_with_the_demos_tiny_model_says_so(tmp_path):
+    import io
+    from contextlib import redirect_stderr
+
+    from mer import cli
+
+    cfg = config.load(str(REPO / "configs" / "demo.yaml"), ["data.dataset=casme2"])
+    err = io.StringIO()
+    with redirect_stderr(err):
+        cli.warn_small_model(cfg, "configs/demo.yaml")
+    assert "demo-sized model" in err.getvalue() and "configs/casme2.yaml" in err.getvalue()
+    err = io.StringIO()
+    with redirect_stderr(err):
+        cli.warn_small_model(config.load(str(REPO / "configs" / "casme2.yaml")), "c")
+    assert err.getvalue() == ""

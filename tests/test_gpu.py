@@ -13,6 +13,7 @@ import torch
 
 from mer.losses import FocalLoss, class_balance_alpha
 from mer.models import C3D, ClassifierC3D, freeze
+from mer.train.step import forward_loss, train_step
 
 pytestmark = [
     pytest.mark.gpu,
@@ -52,10 +53,8 @@ def batch(device, n: int = 4):
 
 def loss_and_grads(model, x, y, loss_fn, bf16: bool):
     model.zero_grad(set_to_none=True)
-    # As mer.train.finetune does: the forward under autocast, the loss outside it.
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(x)
-    loss = loss_fn(logits, y)
+    # The training step's own forward and loss (mer.train.step): forward under autocast.
+    loss, logits = forward_loss(model, loss_fn, (x,), y, amp=bf16)
     loss.backward()
     grads = {n: p.grad.flatten().float() for n, p in model.named_parameters()}
     return loss.detach(), logits.detach(), grads
@@ -127,12 +126,7 @@ def test_freeze_keeps_first_blocks_after_an_optimizer_step(cuda, depth):
     x, y = batch(cuda)
     model.train()
     for _ in range(2):
-        with torch.autocast(cuda.type, dtype=torch.bfloat16):
-            logits = model(x)
-        loss = loss_fn(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, loss_fn, opt, (x,), y, amp=True)  # what both training loops run
     after = model.state_dict()
     frozen = [
         k for k in before if k.startswith(tuple(f"backbone.blocks.{i}." for i in range(depth)))

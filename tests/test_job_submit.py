@@ -386,7 +386,8 @@ def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
     logs = ray_head.ray("job", "logs", "--address", ray_head.dashboard, sid).stdout
     (tmp_path / "job.log").write_text(logs)
     assert "experiment tiny (" in logs and "status: finished" in logs, logs[-5000:]
-    assert "config_id" in logs and "uf1" in logs, logs[-5000:]
+    assert "UF1" in logs and "baseline: linear" in logs, logs[-5000:]
+    assert "Traceback" not in logs, logs[-5000:]  # a quiet console: progress and results
     m = re.search(r"query again with: python jobs/results\.py (\S+)", logs)
     assert m, logs[-5000:]
     exp_uri = m.group(1)
@@ -413,12 +414,13 @@ def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
     summary = json.loads(js.stdout)
     assert summary["experiment"] == "tiny" and summary["status"] == "finished"
     assert summary["folds_total"] == 4  # 4 synthetic subjects: 4 LOSO folds
-    board = summary["leaderboard"]
+    board = [r for r in summary["leaderboard"] if r["kind"] == "method"]
     assert len(board) == 2, board  # gamma in {0, 2} x freeze in {1}
     assert sorted(row["gamma"] for row in board) == [0.0, 2.0]
     for row in board:
         assert row["folds_done"] == row["folds_total"] == 4, row
         assert row["status"] == "complete" and row["clips"] == 12, row
         assert 0.0 <= row["uf1"] <= 1.0 and 0.0 <= row["uar"] <= 1.0, row
+    assert {"majority", "linear"} <= {r["config_id"] for r in summary["leaderboard"]}
     assert not summary.get("partial")
     assert (root / "results" / "tiny" / "leaderboard.json").is_file()

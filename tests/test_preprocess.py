@@ -12,14 +12,15 @@ import pytest
 from mer import config, storage
 from mer.datasets import load_manifest
 from mer.datasets.synthetic import generate
+from mer.layout import keyframes_uri
 from mer.preprocess import (
     _chunk_name,
     build_keyframes_dataset,
-    keyframes_uri,
+    chunk_items,
     manifest_rows,
     process_chunk,
-    read_keyframes,
 )
+from mer.table import read_keyframes
 
 SCHEMA = {
     "dataset": "string",
@@ -101,7 +102,8 @@ def with_corrupt_clips(manifest: pd.DataFrame, folder) -> pd.DataFrame:
 def test_corrupt_clips_are_rejected_with_reason_and_the_rest_written(
     ray_local, video_data, tmp_path
 ):
-    cfg = cfg_for(tmp_path, video_data)
+    # 4 broken clips of 13 is more than the default limit (0.2) allows.
+    cfg = cfg_for(tmp_path, video_data, "keyframes.max_reject_fraction=0.5")
     manifest = load_manifest("synthetic", video_data)
     full = with_corrupt_clips(manifest, tmp_path / "bad")
     lines = []
@@ -136,12 +138,12 @@ def test_parquet_schema_and_key_frame_positions(ray_local, video_data, tmp_path)
     gt = pd.read_csv(os.path.join(video_data, "ground_truth.csv"))
     assert set(clips["apex_source"]) <= {"annotated", "spotted"}
     assert len(clips) == len(gt)
-    for key in ("version", "config", "counts", "hash", "versions"):
-        assert key in meta or key == "version"
-    assert meta["versions"]["ray"]
+    for key in ("settings", "manifest", "counts", "hash", "versions"):
+        assert key in meta
+    assert meta["settings"]["keyframes.k"] == 8 and meta["versions"]["ray"]
 
 
-def test_same_config_does_no_work_and_a_new_one_rebuilds(ray_local, video_data, tmp_path):
+def test_same_config_does_no_work_and_a_new_one_builds_beside_it(ray_local, video_data, tmp_path):
     cfg = cfg_for(tmp_path, video_data)
     first = build_keyframes_dataset(cfg, progress=lambda s: None)
     uri = keyframes_uri(cfg)
@@ -149,27 +151,66 @@ def test_same_config_does_no_work_and_a_new_one_rebuilds(ray_local, video_data, 
     again = build_keyframes_dataset(cfg, progress=lambda s: None)
     assert again.get("skipped") is True
     assert mtimes == {p: os.path.getmtime(os.path.join(uri, p)) for p in first["parts"]}
+    # An execution-only setting is the same table.
+    faster = cfg_for(tmp_path, video_data, "keyframes.concurrency=1")
+    assert keyframes_uri(faster) == uri
     changed = cfg_for(tmp_path, video_data, "keyframes.method=uniform")
     rebuilt = build_keyframes_dataset(changed, progress=lambda s: None)
     assert rebuilt["hash"] != first["hash"] and not rebuilt.get("skipped")
-    parts = [p for p in os.listdir(uri) if p.startswith("part-")]
-    assert sorted(parts) == sorted(rebuilt["parts"])  # the old build's parts are gone
+    assert keyframes_uri(changed) != uri
+    _, old, _ = read_keyframes(uri)  # the first table is still there, untouched
+    _, new, _ = read_keyframes(keyframes_uri(changed))
+    assert sorted(old["clip"]) == sorted(new["clip"])
+    assert mtimes == {p: os.path.getmtime(os.path.join(uri, p)) for p in first["parts"]}
+    assert [list(v) for v in old["keyframe_indices"]] != [list(v) for v in new["keyframe_indices"]]
 
 
-def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tmp_path):
-    from mer.config import keyframes_hash, section_dict
+def test_changed_clips_under_the_same_settings_are_refused(ray_local, video_data, tmp_path):
+    from mer.errors import InputError
 
     cfg = cfg_for(tmp_path, video_data)
     manifest = load_manifest("synthetic", video_data)
-    rows = manifest_rows(manifest)
-    out, h = keyframes_uri(cfg), keyframes_hash(cfg)
-    kf = section_dict(cfg, "keyframes")
+    build_keyframes_dataset(cfg, manifest, progress=lambda s: None)
+    relabelled = manifest.copy()
+    relabelled.loc[0, "label"] = (int(relabelled.loc[0, "label"]) + 1) % 3
+    with pytest.raises(InputError, match="changed since"):
+        build_keyframes_dataset(cfg, relabelled, progress=lambda s: None)
+
+
+def test_too_many_rejects_stop_the_run_with_their_reasons(ray_local, video_data, tmp_path):
+    from mer.errors import InputError
+
+    cfg = cfg_for(tmp_path, video_data, "keyframes.max_reject_fraction=0.1")
+    manifest = load_manifest("synthetic", video_data)
+    full = with_corrupt_clips(manifest, tmp_path / "bad")  # 4 broken of 13
+    with pytest.raises(InputError, match=r"4 of 13 clips were rejected.*DecodeError"):
+        build_keyframes_dataset(cfg, full, progress=lambda s: None)
+    with pytest.raises(InputError, match="_meta.json"):
+        read_keyframes(keyframes_uri(cfg))  # no table reads as complete
+
+
+def test_a_bug_in_our_code_fails_the_stage_instead_of_rejecting(video_data, tmp_path, monkeypatch):
+    import mer.preprocess as pp
+
+    cfg = cfg_for(tmp_path, video_data)
+    rows = manifest_rows(load_manifest("synthetic", video_data))
+
+    def broken(row, kf):
+        raise KeyError("a bug, not bad input")
+
+    monkeypatch.setattr(pp, "build_record", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        process_chunk(chunk_items(cfg, rows)[0])
+
+
+def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tmp_path):
+    cfg = cfg_for(tmp_path, video_data)
+    manifest = load_manifest("synthetic", video_data)
+    out = keyframes_uri(cfg)
     # A killed run: chunk 0 finished (part + marker); chunk 1 wrote its part, then died
     # before its marker; nothing else, and no _meta.json.
-    items = [
-        {"chunk": i, "rows": rows[i * 3 : (i + 1) * 3], "kf": kf, "hash": h, "out": out}
-        for i in range(3)
-    ]
+    items = chunk_items(cfg, manifest_rows(manifest))
+    assert len(items) == 3
     process_chunk(items[0])
     process_chunk(items[1])
     os.remove(os.path.join(out, "_chunks", _chunk_name(items[1])))
@@ -207,7 +248,7 @@ def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
     data = tmp_path / "data"
     generate(str(data), subjects=1, clips_per_subject=2, seed=5, size=(680, 560), frames=(24, 30))
     cfg = cfg_for(tmp_path, data, "keyframes.face_crop=true", "keyframes.size=64")
-    kf = config.section_dict(cfg, "keyframes")
+    kf = cfg.to_dict()["keyframes"]
     for row in manifest_rows(load_manifest("synthetic", str(data))):
         record = build_record(row, kf)
         full = read_clip(row["source"], row["onset"], row["offset"])

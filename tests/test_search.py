@@ -1,4 +1,5 @@
-"""Ray Tune across LOSO folds: search, results, nested protocol, driver kill + resume, S3."""
+"""Ray Tune across LOSO folds: search over seeds, baselines, results, nested protocol, driver
+kill + resume, S3."""
 
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ from conftest import write_fake_keyframes
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from tests_paths import REPO, wait_until
 
-from mer import config, results, storage
-from mer.search import run_search
-from mer.train import data
-from mer.train.pretrain import fold_specs, run_pretraining
+from mer import config, layout, results, storage
+from mer.pipeline import run_search_stage
 
 TINY = [
     "data.dataset=synthetic",
@@ -32,8 +31,6 @@ TINY = [
     "pretrain.batch_size=8",
     "finetune.epochs=1",
     "finetune.batch_size=8",
-    "resources.cpus_per_worker=1",
-    "resources.max_concurrent=2",
     "search.space={gamma: [0.0, 2.0], freeze: [1]}",
 ]
 
@@ -43,9 +40,7 @@ def tiny_cfg(root, *extra):
 
 
 def search(cfg, keyframes):
-    folds = fold_specs(data.load_table(keyframes))
-    run_pretraining(cfg, keyframes, folds)
-    return run_search(cfg, keyframes, folds)
+    return run_search_stage(cfg, progress=lambda s: None, keyframes=keyframes)
 
 
 def run_job(args, env=None, **kw):
@@ -60,12 +55,13 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     exp_uri = search(cfg, fake_keyframes)
     exp = results.load_experiment(exp_uri)
     board = results.leaderboard(exp)
-    assert len(board) == 2
+    assert sorted(board["kind"]) == ["baseline", "baseline", "method", "method"]
     assert (board["folds_done"] == 4).all() and (board["status"] == "complete").all()
+    board = board[board["kind"] == "method"]
 
     # Pooled metrics equal those recomputed from the saved per-clip predictions alone.
     for row in board.to_dict("records"):
-        folder = tmp_path / "tune" / "t1" / "configs" / row["config_id"] / "folds"
+        folder = tmp_path / "tune" / "t1" / "configs" / row["config_id"] / "seed-0"
         frames = [pd.read_parquet(folder / f) for f in sorted(os.listdir(folder))]
         p = pd.concat(frames)
         p = p[p["kind"] == "outer"]
@@ -84,6 +80,14 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     inner = exp.predictions[exp.predictions["kind"] == "inner"]
     for outer, g in inner.groupby("outer"):
         assert outer.split("-", 1)[1] not in set(g["subject"])
+    # Inner runs start from priors learnt without their validation subjects (and without
+    # the outer held-out subject).
+    seeded = config.with_params(cfg, {}, 0)
+    for run_id, g in inner.groupby("run"):
+        done = storage.read_json(os.path.join(layout.prior_dir(seeded, run_id), "_done.json"))
+        learnt_on = set(done["train_subjects"])
+        assert not learnt_on & set(g["dataset"] + "/" + g["subject"]), run_id
+        assert "fake/" + g["outer"].iloc[0].split("-", 1)[1] not in learnt_on
 
     # jobs/results.py reads it back as a table and as JSON, protocol named.
     table = run_job(["jobs/results.py", exp_uri], timeout=120)
@@ -95,26 +99,30 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     assert js.returncode == 0, js.stderr
     doc = json.loads(js.stdout)
     assert doc["protocol"] == "loso-search" and "optimistic" in doc["note"]
-    assert {r["config_id"] for r in doc["leaderboard"]} == set(board["config_id"])
+    rows = {r["config_id"]: r for r in doc["leaderboard"]}
+    assert set(rows) == set(board["config_id"]) | {"majority", "linear"}
+    assert rows["linear"]["kind"] == "baseline" and rows["linear"]["uf1_lo"] is not None
     assert doc["nested"]["uf1"] == pytest.approx(n["uf1"])
-    best = board.iloc[0]["config_id"]
-    detail = run_job(["jobs/results.py", exp_uri, "--trial", best, "--format", "csv"], timeout=120)
+    top = doc["top"]["config_id"]
+    detail = run_job(["jobs/results.py", exp_uri, "--trial", top, "--format", "csv"], timeout=120)
     assert detail.returncode == 0 and detail.stdout.count("\n") == 1 + 4 + 8  # outer + inner
     plots = run_job(["jobs/results.py", exp_uri, "--plots", str(tmp_path / "plots")], timeout=120)
     assert plots.returncode == 0, plots.stderr
     assert sorted(os.listdir(tmp_path / "plots")) == [
-        "confusion_best.png",
+        "confusion_top.png",
+        "uf1_intervals.png",
+        "uf1_per_seed.png",
         "uf1_vs_freeze.png",
         "uf1_vs_gamma.png",
     ]
 
 
 def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_path):
-    write_fake_keyframes(str(tmp_path / "keyframes" / "synthetic"))
     cfg_path = tmp_path / "cfg.yaml"
     cfg = tiny_cfg(
         tmp_path, "search.experiment=resume", "finetune.epochs=3", "resources.max_concurrent=1"
     )
+    write_fake_keyframes(layout.keyframes_uri(cfg))  # where jobs/tune.py looks for them
     cfg_path.write_text(cfg.to_yaml())
     address = ray_local.get_runtime_context().gcs_address
     args = ["jobs/tune.py", "--config", str(cfg_path), "--address", address]
@@ -131,7 +139,9 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
     done_before: dict[str, float] = {}
 
     def first_fold_written_or_driver_gone() -> bool:
-        done_before.update({str(f): f.stat().st_mtime for f in folds_dir.glob("*/folds/*.parquet")})
+        done_before.update(
+            {str(f): f.stat().st_mtime for f in folds_dir.glob("*/seed-*/*.parquet")}
+        )
         return bool(done_before) or proc.poll() is not None
 
     try:
@@ -150,6 +160,7 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
     for f, mtime in done_before.items():
         assert os.path.getmtime(f) == mtime, f"{f} was rerun"
     board = results.leaderboard(results.load_experiment(str(tmp_path / "tune" / "resume")))
+    board = board[board["kind"] == "method"]
     assert len(board) == 2 and (board["folds_done"] == 4).all()
 
 
@@ -166,10 +177,55 @@ def test_experiment_on_s3_queried_from_another_process(s3_endpoint, ray_local):
     )
     exp_uri = search(cfg, kf)
     assert exp_uri == f"{root}/tune/s3exp"
-    assert storage.exists(f"{root}/pretrain/fake-s00/prior.pt")
+    assert storage.exists(layout.prior_uri(config.with_params(cfg, {}, 0), "fake-s00"))
     out = run_job(["jobs/results.py", exp_uri, "--format", "json"], timeout=120)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert len(doc["leaderboard"]) == 2
-    assert all(r["folds_done"] == 4 for r in doc["leaderboard"])
-    assert np.isfinite(doc["best"]["uf1"])
+    methods = [r for r in doc["leaderboard"] if r["kind"] == "method"]
+    assert len(methods) == 2 and all(r["folds_done"] == 4 for r in methods)
+    assert np.isfinite(methods[0]["uf1"]) and doc["top"]["config_id"] == methods[0]["config_id"]
+
+
+def test_seeds_intervals_and_paired_comparison_from_a_real_search(ray_local, tmp_path):
+    kf = write_fake_keyframes(str(tmp_path / "kf"), subjects=6, clips=3)
+    cfg = tiny_cfg(
+        tmp_path,
+        "search.experiment=seeds",
+        "search.seeds=[0, 1]",
+        "search.space={gamma: [2.0], freeze: [1]}",
+    )
+    exp_uri = search(cfg, kf)
+    out = run_job(["jobs/results.py", exp_uri, "--format", "json"], timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["seeds"] == [0, 1]
+    method = next(r for r in doc["leaderboard"] if r["kind"] == "method")
+    assert [s["seed"] for s in method["per_seed"]] == [0, 1]
+    assert all(s["folds_done"] == 6 for s in method["per_seed"])
+    assert method["uf1"] == pytest.approx(np.mean([s["uf1"] for s in method["per_seed"]]))
+    assert method["uf1_lo"] <= method["uf1"] <= method["uf1_hi"]
+    assert method["standing"] == "top" and doc["top"]["config_id"] == method["config_id"]
+    # Both seeds' predictions exist and were made under different seeds.
+    preds = results.load_experiment(exp_uri).outer(method["config_id"])
+    assert sorted(preds["seed"].unique()) == [0, 1]
+    cmp = run_job(
+        [
+            "jobs/results.py",
+            exp_uri,
+            "--compare",
+            method["config_id"],
+            "linear",
+            "--format",
+            "json",
+        ],
+        timeout=120,
+    )
+    assert cmp.returncode == 0, cmp.stderr
+    c = json.loads(cmp.stdout)
+    assert c["seeds"] == [0, 1] and c["subjects"] == 6
+    linear = next(r for r in doc["leaderboard"] if r["config_id"] == "linear")
+    assert c["uf1"]["a"] == pytest.approx(method["uf1"])
+    assert c["uf1"]["b"] == pytest.approx(linear["uf1"])
+    assert c["uf1"]["difference"] == pytest.approx(method["uf1"] - linear["uf1"])
+    assert c["uf1"]["ci_low"] <= c["uf1"]["difference"] <= c["uf1"]["ci_high"]
+    assert 0 < c["uf1"]["p_value"] <= 1

@@ -1,43 +1,14 @@
-"""Training data on a worker: the key-frame table, tensors, augmentation and pair sampling.
+"""Training data on a worker: tensors, augmentation, pair sampling, batch order and RNG.
 
-Each worker reads the (small) Parquet key-frame table itself and indexes it per fold: the
-MEGC2019 composite at K=16, S=112 is about 270 MB of uint8, and a local read beats
-streaming Ray Data shards for a table that small (benchmarks/README.md has the numbers).
+Each worker reads the (small) key-frame table itself (mer.table.load_table) and indexes it
+per fold: the MEGC2019 composite at K=16, S=112 is about 270 MB of uint8, and a local read
+beats streaming Ray Data shards for a table that small (benchmarks/README.md has the numbers).
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 import numpy as np
-import pandas as pd
 import torch
-
-
-@dataclass
-class ClipTable:
-    meta: dict
-    clips: pd.DataFrame  # one row per clip: dataset, subject, clip, label, ...
-    frames: np.ndarray  # N, K, S, S, C uint8
-
-    @property
-    def subject_keys(self) -> np.ndarray:
-        return (self.clips["dataset"] + "/" + self.clips["subject"]).to_numpy()
-
-    def indices_of(self, subjects) -> np.ndarray:
-        """Row indices of the clips whose "dataset/subject" key is in `subjects`."""
-        return np.flatnonzero(np.isin(self.subject_keys, list(subjects)))
-
-
-@functools.lru_cache(maxsize=2)
-def load_table(uri: str) -> ClipTable:
-    """The key-frame table at `uri`, read once per process."""
-    from mer.preprocess import read_keyframes
-
-    meta, clips, frames = read_keyframes(uri)
-    return ClipTable(meta=meta, clips=clips.reset_index(drop=True), frames=frames)
-
 
 DELTA_GAIN = 8.0  # a 1-level change becomes 8/255: micro-movements are a few levels
 
@@ -49,7 +20,7 @@ def to_tensor(frames: np.ndarray, device=None, input: str = "frames") -> torch.T
     input "delta": each key frame minus the clip's first (onset) key frame, amplified; our
     option for small data, where learning sub-pixel motion from raw frames is hard.
     """
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)
     x = x.permute(0, 4, 1, 2, 3).float()
     if input == "delta":
         return (x - x[:, :, :1]).mul_(DELTA_GAIN / 255.0).clamp_(-1.0, 1.0)
@@ -126,3 +97,10 @@ def shard(order: np.ndarray, rank: int, world: int, batch_size: int) -> list[np.
     per_rank = len(order) // world
     mine = order[rank * per_rank : (rank + 1) * per_rank]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def epoch_rng(seed: int, index: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The numpy and torch generators of one epoch of run `index` (order, pairs, augmentation):
+    seeded from (seed, index, epoch) alone, so a resumed run repeats them exactly."""
+    rng = np.random.default_rng([seed, index, epoch])
+    return rng, torch.Generator().manual_seed(int(rng.integers(2**31)))

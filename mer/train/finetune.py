@@ -8,10 +8,11 @@ class-balance exponent beta (alpha_c ~ n_c^-beta) or an explicit vector. Trainin
 fixed epoch budget, or stops early on a validation split of the *training* subjects; the
 held-out subject is only ever predicted, once, at the end.
 
-A "fold run" trains on `train_subjects` and predicts `test_subjects`. One Ray Train run
-handles a list of fold runs in turn (one start-up cost for all of them) and writes each
-run's per-clip predictions to `<out>/folds/<run id>.parquet` as soon as it finishes; a
-restarted run skips the fold runs whose predictions exist.
+A "fold run" trains on `train_subjects` and predicts `test_subjects`; a "unit" is one fold
+run at one seed. One Ray Train run handles a configuration's units in turn (one start-up
+cost for all of them) and writes each unit's per-clip predictions as soon as it finishes
+(`mer.layout.predictions_uri`), tagged with the hash of every setting that made them; a
+restarted run skips the units whose predictions exist with the same hash.
 """
 
 from __future__ import annotations
@@ -23,69 +24,89 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mer import storage
-from mer.config import PipelineConfig, from_dict
+from mer import layout, storage
+from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
+from mer.errors import ConfigError
+from mer.progress import emit
+from mer.table import ClipTable, load_table
 from mer.train import data
-from mer.train.runtime import make_trainer, mean_over_workers, place, set_threads, worker
-
-NUM_CLASSES = {"3class": 3, "5class": 5}
-
-
-def apply_params(cfg: PipelineConfig, params: dict) -> PipelineConfig:
-    """A copy of cfg with search parameters (gamma, beta, alpha, freeze, lr, ...) applied."""
-    cfg = copy.deepcopy(cfg)
-    for k, v in params.items():
-        if not hasattr(cfg.finetune, k):
-            raise KeyError(f"search parameter {k!r} is not a finetune setting")
-        setattr(cfg.finetune, k, v)
-    return cfg.validate()
+from mer.train.runtime import Worker, mean_over_workers, place, ray_worker, set_threads
+from mer.train.step import predict, train_step
 
 
-def build_classifier(cfg: PipelineConfig, num_classes: int):
-    from mer.models import C3D, ClassifierC3D
+def init_classifier(cfg: PipelineConfig, prior: str | None, num_classes: int):
+    """Target learning's starting network: a new head on the prior's backbone weights (random
+    ones without a prior), the first `finetune.freeze` blocks frozen."""
+    from mer.checkpoints import load_state
+    from mer.models import build_classifier, freeze, load_backbone_state
 
-    backbone = C3D(
-        frames=cfg.keyframes.k,
-        size=cfg.keyframes.size,
-        width=cfg.model.width,
-        batch_norm=cfg.model.batch_norm,
-        dropout=cfg.model.dropout,
-    )
-    return ClassifierC3D(
-        backbone, num_classes=num_classes, hidden=cfg.model.head_hidden, dropout=cfg.model.dropout
-    )
-
-
-def predictions_uri(out: str, run_id: str) -> str:
-    return storage.join(out, "folds", f"{run_id}.parquet")
+    torch.manual_seed(cfg.finetune.seed)
+    model = build_classifier(cfg, num_classes)
+    if prior:
+        load_backbone_state(model, load_state(prior))
+    freeze(model, cfg.finetune.freeze)
+    return model
 
 
 def finetune_loop(config: dict) -> None:
-    """Ray Train per-worker loop: every fold run in `config["runs"]`, skipping finished ones."""
+    """Ray Train per-worker loop: every unit in `config["units"]`, skipping finished ones."""
     import ray.train
 
-    cfg = apply_params(from_dict(config["cfg"]), config.get("params", {}))
-    w = worker()
-    set_threads(cfg.resources.cpus_per_worker)
-    table = data.load_table(config["keyframes"])
-    out = config["out"]
-    num_classes = NUM_CLASSES.get(cfg.data.protocol, 3)
-    for i, run in enumerate(config["runs"]):
-        if storage.exists(predictions_uri(out, run["id"])):
-            continue
-        t0 = time.time()
-        preds = train_fold_run(cfg, table, run, i, num_classes, w)
-        if w.is_chief:
+    base = from_dict(config["cfg"])
+    w = ray_worker()
+    set_threads(base.resources.cpus_per_worker)
+    table = load_table(config["keyframes"])
+    num_classes = NUM_CLASSES[base.data.protocol]
+    tally = Tally(num_classes, config["units"])
+    new = 0
+    for i, unit in enumerate(config["units"]):
+        preds = finished(unit)
+        if preds is None:
+            cfg = with_params(base, config["params"], unit["seed"])
+            t0 = time.time()
+            preds = train_fold_run(cfg, table, unit["run"], unit["prior"], num_classes, w)
             preds["seconds"] = time.time() - t0
+            preds["seed"] = unit["seed"]
             preds["config_id"] = config.get("config_id", "")
-            storage.write_parquet(_to_arrow(preds), predictions_uri(out, run["id"]))
-        ray.train.report(progress_metrics(out, config["runs"], num_classes))
+            preds["run_hash"] = unit["hash"]
+            if w.is_chief:
+                storage.write_parquet(_to_arrow(preds), unit["uri"])
+        tally.add(preds)
+        new += 1
+        if preds.attrs.get("trained", True) or i == len(config["units"]) - 1:
+            ray.train.report(
+                {
+                    **tally.metrics(),
+                    "units_new": new,
+                    "seed": unit["seed"],
+                    "run": unit["run"]["id"],
+                }
+            )
+            new = 0
 
 
-def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -> pd.DataFrame:
-    """Train one fold run and return per-clip predictions for its test subjects."""
+def finished(unit: dict) -> pd.DataFrame | None:
+    """A unit's saved predictions, None if it has not run; refuses predictions made under
+    other settings (never mixes them in)."""
+    if not storage.exists(unit["uri"]):
+        return None
+    preds = storage.read_parquet(unit["uri"]).to_pandas()
+    if len(preds) and preds["run_hash"].iloc[0] != unit["hash"]:
+        raise ConfigError(
+            f"{unit['uri']} holds predictions made under other settings (hash "
+            f"{preds['run_hash'].iloc[0]}, this run {unit['hash']}); delete it to rerun"
+        )
+    preds.attrs["trained"] = False
+    return preds
+
+
+def train_fold_run(
+    cfg: PipelineConfig, table: ClipTable, run: dict, prior: str | None, num_classes: int, w: Worker
+) -> pd.DataFrame:
+    """Train one fold run from `prior` (None: from scratch) and return per-clip predictions
+    for its test subjects."""
     from mer.losses import FocalLoss, class_balance_alpha
-    from mer.models import freeze, load_backbone_state
+    from mer.metrics import uf1
 
     ft = cfg.finetune
     labels_all = table.clips["label"].to_numpy()
@@ -93,13 +114,9 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
     test_idx = table.indices_of(run["test_subjects"])
     val_idx = np.array([], dtype=int)
     if ft.early_stopping:
-        train_idx, val_idx = _validation_split(table, train_idx, ft, run_index)
+        train_idx, val_idx = _validation_split(table, train_idx, ft, run["index"])
 
-    torch.manual_seed(ft.seed)
-    model = build_classifier(cfg, num_classes)
-    if run.get("prior"):
-        load_backbone_state(model, _load_prior(run["prior"]))
-    freeze(model, ft.freeze)
+    model = init_classifier(cfg, prior, num_classes)
     place(model, w, cfg.resources.channels_last)
     ddp = model
     if w.world > 1:
@@ -118,13 +135,11 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
     opt = torch.optim.AdamW(params, lr=ft.lr, weight_decay=ft.weight_decay)
     amp = ft.amp and w.device.type == "cuda"
 
+    labels = labels_all[train_idx]
     best = (-1.0, None, 0)  # (val uf1, state, epoch)
-    stale = 0
-    epochs_run = 0
+    stale = epochs_run = 0
     for epoch in range(ft.epochs):
-        rng = np.random.default_rng([ft.seed, run_index, epoch])
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        labels = labels_all[train_idx]
+        rng, gen = data.epoch_rng(ft.seed, run["index"], epoch)
         order = (
             data.balanced_order(labels, len(labels), rng)
             if ft.balanced_sampler
@@ -136,21 +151,14 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
             if ft.augment:
                 x = data.augment(x, gen)
             y = torch.from_numpy(labels[batch]).to(w.device)
-            with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = ddp(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(ddp, loss_fn, opt, (x,), y, amp=amp)
         epochs_run = epoch + 1
         if len(val_idx):
-            from mer.metrics import uf1
-
-            pred = predict(model, table.frames[val_idx], w.device, amp, cfg.model.input).argmax(1)
-            score = mean_over_workers({"uf1": uf1(labels_all[val_idx], pred, num_classes)}, w)
-            if score["uf1"] > best[0]:
-                best = (score["uf1"], copy.deepcopy(model.state_dict()), epoch + 1)
-                stale = 0
+            probs = predict(model, table.frames[val_idx], w.device, amp=amp, input=cfg.model.input)
+            score = uf1(labels_all[val_idx], probs.argmax(1), num_classes)
+            score = mean_over_workers({"uf1": score}, w)["uf1"]
+            if score > best[0]:
+                best, stale = (score, copy.deepcopy(model.state_dict()), epoch + 1), 0
             else:
                 stale += 1
                 if stale >= ft.patience:
@@ -158,7 +166,7 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
     if best[1] is not None:
         model.load_state_dict(best[1])
 
-    probs = predict(model, table.frames[test_idx], w.device, amp, cfg.model.input)
+    probs = predict(model, table.frames[test_idx], w.device, amp=amp, input=cfg.model.input)
     clips = table.clips.iloc[test_idx]
     return pd.DataFrame(
         {
@@ -176,36 +184,14 @@ def train_fold_run(cfg, table, run: dict, run_index: int, num_classes: int, w) -
     )
 
 
-@torch.no_grad()
-def predict(
-    model, frames: np.ndarray, device, amp: bool, input: str = "frames", batch_size: int = 32
-) -> np.ndarray:
-    """Softmax probabilities (N, C) for uint8 key frames."""
-    model.eval()
-    out = []
-    for i in range(0, len(frames), batch_size):
-        x = data.to_tensor(frames[i : i + batch_size], device, input)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1))
-
-
 def _validation_split(table, train_idx, ft, run_index):
     """Hold out one group of training subjects for early stopping (never a test subject)."""
     keys = table.subject_keys[train_idx]
     subjects = np.array(sorted(set(keys)))
     rng = np.random.default_rng([ft.seed, run_index, 7])
     groups = np.array_split(rng.permutation(subjects), min(ft.val_groups, len(subjects)))
-    val = set(groups[0])
-    is_val = np.isin(keys, list(val))
+    is_val = np.isin(keys, list(groups[0]))
     return train_idx[~is_val], train_idx[is_val]
-
-
-def _load_prior(uri: str) -> dict:
-    from mer.train.pretrain import load_state
-
-    return load_state(uri)
 
 
 def _to_arrow(preds: pd.DataFrame):
@@ -214,84 +200,107 @@ def _to_arrow(preds: pd.DataFrame):
     return pa.Table.from_pandas(preds, preserve_index=False)
 
 
-def read_predictions(out: str) -> pd.DataFrame:
-    """Every finished fold run's predictions under `out` (empty frame if none yet)."""
-    files = [f for f in storage.listdir(storage.join(out, "folds")) if f.endswith(".parquet")]
-    if not files:
-        return pd.DataFrame(columns=["dataset", "subject", "clip", "label", "pred", "run", "kind"])
-    return pd.concat(
-        [storage.read_parquet(storage.join(out, "folds", f)).to_pandas() for f in files],
-        ignore_index=True,
-    )
+class Tally:
+    """Pooled metrics over the finished outer units, kept in memory as units finish."""
 
+    def __init__(self, num_classes: int, units: list[dict]) -> None:
+        self.num_classes = num_classes
+        self.total = len(units)
+        self.outer_total = sum(1 for u in units if u["run"].get("kind", "outer") == "outer")
+        self.outer: list[pd.DataFrame] = []
+        self.done = 0
 
-def progress_metrics(out: str, runs: list[dict], num_classes: int) -> dict:
-    """Pooled metrics over the outer fold runs finished so far (the same folds for every config)."""
-    from mer.metrics import summarise
+    def add(self, preds: pd.DataFrame) -> None:
+        self.done += 1
+        if len(preds) and (preds["kind"] == "outer").all():
+            self.outer.append(preds[["dataset", "subject", "clip", "label", "pred"]])
 
-    preds = read_predictions(out)
-    outer = preds[preds["kind"] == "outer"] if len(preds) else preds
-    n_outer = sum(1 for r in runs if r.get("kind", "outer") == "outer")
-    m = {
-        "runs_done": int(preds["run"].nunique()) if len(preds) else 0,
-        "folds_done": int(outer["run"].nunique()) if len(outer) else 0,
-        "folds_total": n_outer,
-    }
-    if len(outer):
-        s = summarise(outer, num_classes)
-        m.update(uf1=s["uf1"], uar=s["uar"], accuracy=s["accuracy"])
-    else:
-        m.update(uf1=0.0, uar=0.0, accuracy=0.0)
-    return m
+    def metrics(self) -> dict:
+        from mer.metrics import summarise
+
+        m = {
+            "units_done": self.done,
+            "units_total": self.total,
+            "outer_done": len(self.outer),
+            "outer_total": self.outer_total,
+        }
+        if self.outer:
+            s = summarise(pd.concat(self.outer, ignore_index=True), self.num_classes)
+            m.update(uf1=s["uf1"], uar=s["uar"], accuracy=s["accuracy"])
+        else:
+            m.update(uf1=0.0, uar=0.0, accuracy=0.0)
+        return m
 
 
 # ---------------------------------------------------------------- driver
 
 
-def outer_runs(folds: list[dict], cfg: PipelineConfig) -> list[dict]:
-    """One fold run per LOSO fold, starting from that fold's prior-learning weights."""
-    from mer.train.pretrain import prior_uri
+def fold_units(
+    cfg: PipelineConfig, runs: list[dict], seeds: list[int], out: str, params: dict | None = None
+) -> list[dict]:
+    """Every (seed, fold run) of one configuration: its prior, settings hash and output URI."""
+    units = []
+    for seed in seeds:
+        c = with_params(cfg, params or {}, seed)
+        for run in runs:
+            units.append(
+                {
+                    "seed": seed,
+                    "run": run,
+                    "prior": layout.prior_uri(c, run["prior"]) if c.pretrain.enabled else None,
+                    "hash": layout.run_hash(c, run),
+                    "uri": layout.predictions_uri(out, seed, run["id"]),
+                }
+            )
+    return units
 
-    return [
-        {
-            "id": f["name"],
-            "kind": "outer",
-            "outer": f["name"],
-            "train_subjects": f["train_subjects"],
-            "test_subjects": f["test_subjects"],
-            "prior": prior_uri(cfg.root, f["name"]) if cfg.pretrain.enabled else None,
-        }
-        for f in folds
-    ]
+
+def loop_config(cfg: PipelineConfig, keyframes: str, units: list[dict], params: dict, cid: str):
+    return {
+        "cfg": cfg.to_dict(),
+        "params": params,
+        "units": units,
+        "keyframes": keyframes,
+        "config_id": cid,
+    }
 
 
 def run_finetune(
     cfg: PipelineConfig,
     keyframes: str,
     runs: list[dict],
-    out: str,
+    name: str,
     *,
-    params: dict | None = None,
-    name: str = "finetune",
-    progress=print,
+    progress=emit,
+    loop=finetune_loop,
 ) -> pd.DataFrame:
-    """Fit one TorchTrainer over `runs` with one configuration; return all predictions."""
-    loop_config = {
-        "cfg": cfg.to_dict(),
-        "params": params or {},
-        "runs": runs,
-        "keyframes": keyframes,
-        "out": out,
-    }
+    """One configuration (cfg as is, its finetune.seed) over `runs`, under
+    `<root>/finetune/<name>/`; returns all its predictions. A rerun with other settings
+    under the same name is refused (mer.layout.claim)."""
+    from mer.progress import Counter, tune_progress
+    from mer.train.runtime import fan_out
+
+    out = layout.finetune_uri(cfg, name)
+    layout.claim(
+        out,
+        layout.finetune_settings(cfg, [r["id"] for r in runs]),
+        "target-learning results",
+        "choose another --name",
+    )
     storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
-    trainer = make_trainer(
-        finetune_loop, loop_config, cfg.resources, storage.join(out, "_runs"), name
+    units = fold_units(cfg, runs, [cfg.finetune.seed], out)
+    counter = Counter("finetune", len(units), progress)
+
+    def describe(_config, result):
+        counter.done += result.get("units_new", 1) - 1
+        return f"fold runs: {result['run']} (pooled UF1 so far {result['uf1']:.3f})"
+
+    fan_out(
+        loop,
+        [(loop_config(cfg, keyframes, units, {}, name), name)],
+        cfg.resources,
+        storage.join(out, "_runs"),
+        "_tune",
+        tune_progress(counter, describe),
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
-    preds = read_predictions(out)
-    progress(
-        f"[finetune] {preds['run'].nunique() if len(preds) else 0}/{len(runs)} fold runs done -> {out}"
-    )
-    return preds
+    return layout.read_predictions(out)

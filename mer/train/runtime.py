@@ -1,15 +1,28 @@
-"""The Ray Train edges shared by both stages: worker context, metric averaging, launching.
+"""The Ray Train and Ray Tune edges shared by both training stages.
 
-Per-worker loops (pretrain.py, finetune.py) read like plain PyTorch and call these few
-functions; everything Ray-specific about building a `TorchTrainer` lives in `make_trainer`.
+Per-worker loops (pretrain.py, finetune.py) read like plain PyTorch and call a few functions
+from here: the worker's rank and device, metric averaging, model placement. Launching is
+here too: `plan_resources` sizes runs so that every reservation fits the cluster at once,
+`make_trainer` builds a TorchTrainer, `fit` runs one and raises its error, and
+`trainer_trial` is the one Tune trial both stages fan out with (a trial builds and fits one
+TorchTrainer, the Ray Train V2 pattern).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from mer.errors import ConfigError
+
+# What a Tune trial that only drives a TorchTrainer reserves: Tune needs a non-zero request,
+# and it counts against the same CPUs as the trainer's workers (the controller takes 0).
+TRIAL_CPU = 0.01
 
 
 @dataclass
@@ -23,17 +36,18 @@ class Worker:
         return self.rank == 0
 
 
-def worker() -> Worker:
-    """This worker's rank, world size and device (inside or outside a Ray Train run)."""
-    try:
-        import ray.train
-        import ray.train.torch
+def ray_worker() -> Worker:
+    """This worker's rank, world size and device, inside a Ray Train run."""
+    import ray.train
+    import ray.train.torch
 
-        ctx = ray.train.get_context()
-        return Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
-    except Exception:  # plain PyTorch (benchmarks, unit tests)
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return Worker(0, 1, dev)
+    ctx = ray.train.get_context()
+    return Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+
+
+def local_worker() -> Worker:
+    """A single process outside Ray Train (benchmarks, unit tests, inference)."""
+    return Worker(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def mean_over_workers(values: dict[str, float], w: Worker) -> dict[str, float]:
@@ -70,8 +84,70 @@ def _channels_last_inputs(module, args):
 
 def set_threads(cpus: float) -> None:
     """Match intra-op threads to the CPUs Ray gave this worker (avoids oversubscription)."""
-    n = max(1, int(cpus)) if cpus else max(1, (os.cpu_count() or 1))
+    n = max(1, round(cpus)) if cpus else max(1, (os.cpu_count() or 1))
     torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------- resources
+
+
+def plan_resources(resources, runs: int, cluster: dict | None = None):
+    """(resources with cpus_per_worker resolved, concurrent runs) for `runs` runs, each a
+    Tune trial (TRIAL_CPU) driving `workers` workers.
+
+    On one node (a laptop, a single VM) everything must fit at once, or no trainer could
+    start while another holds the CPU it waits for (Ray Train gives up after 60 s and
+    retries): left at 0, `cpus_per_worker` and `max_concurrent` are derived so that they
+    fit; set by hand, they are checked and a misfit is one sentence. On a cluster of several
+    nodes, or one that autoscales from no CPUs, settings are taken as given (default one CPU
+    per worker): the autoscaler adds what they ask for.
+    """
+    import ray
+
+    r = copy.deepcopy(resources)
+    if cluster is None:
+        cluster = ray.cluster_resources()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    else:
+        nodes = 1
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    w, runs = r.workers, max(1, runs)
+    if cpus == 0 or nodes > 1:
+        r.cpus_per_worker = r.cpus_per_worker or 1.0
+        return r, r.max_concurrent or runs
+    fit_gpu = runs
+    if r.gpus_per_worker > 0:
+        fit_gpu = math.floor(gpus / (w * r.gpus_per_worker) + 1e-9)
+        if fit_gpu < 1:
+            raise ConfigError(
+                f"config resources: one run needs {w * r.gpus_per_worker:g} GPUs "
+                f"(resources.workers x resources.gpus_per_worker) but the cluster has {gpus:g}"
+            )
+    if not r.cpus_per_worker:
+        n = r.max_concurrent or min(runs, fit_gpu, max(1, math.floor(cpus / w)))
+        r.cpus_per_worker = math.floor(100 * (cpus / n - TRIAL_CPU) / w) / 100
+        if r.cpus_per_worker <= 0:
+            raise ConfigError(
+                f"config resources.max_concurrent={n} leaves no CPU for each of its runs' "
+                f"{w} worker(s) on this cluster's {cpus:g} CPUs; lower it or leave it 0"
+            )
+        return r, n
+    per_run = w * r.cpus_per_worker + TRIAL_CPU
+    fit = math.floor(cpus / per_run + 1e-9)
+    if fit < 1:
+        raise ConfigError(
+            f"config resources: one run reserves {per_run:g} CPUs (resources.workers={w} x "
+            f"resources.cpus_per_worker={r.cpus_per_worker:g} + {TRIAL_CPU} for its trial) but "
+            f"the cluster has {cpus:g}; lower resources.cpus_per_worker or leave it 0"
+        )
+    if r.max_concurrent > min(fit, fit_gpu):
+        raise ConfigError(
+            f"config resources.max_concurrent={r.max_concurrent}: that many runs reserve "
+            f"{r.max_concurrent * per_run:g} CPUs ({w} worker(s) x {r.cpus_per_worker:g} + "
+            f"{TRIAL_CPU} each) but the cluster has {cpus:g}, so one would wait for CPUs "
+            f"that never free up; use at most {min(fit, fit_gpu)} or leave it 0"
+        )
+    return r, r.max_concurrent or min(runs, fit, fit_gpu)
 
 
 def scaling_config(resources) -> ray.train.ScalingConfig:  # noqa: F821
@@ -82,8 +158,11 @@ def scaling_config(resources) -> ray.train.ScalingConfig:  # noqa: F821
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
     return ray.train.ScalingConfig(
-        num_workers=max(1, resources.workers), use_gpu=use_gpu, resources_per_worker=per_worker
+        num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
     )
+
+
+# ---------------------------------------------------------------- launching
 
 
 def make_trainer(loop, loop_config: dict, resources, storage_uri: str, name: str, callbacks=()):
@@ -108,3 +187,64 @@ def make_trainer(loop, loop_config: dict, resources, storage_uri: str, name: str
             callbacks=list(callbacks),
         ),
     )
+
+
+def fit(trainer):
+    """Run a trainer to the end; its error (after the retries FailureConfig allows) is raised."""
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return result
+
+
+def trainer_trial(
+    loop, loop_config: Callable[[dict], tuple[dict, str]], resources, storage_uri: str
+):
+    """A Tune trainable: `loop_config(params)` gives (train loop config, run name); the trial
+    fits one TorchTrainer with it, forwarding every report to Tune."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    def trial(params: dict) -> None:
+        config, name = loop_config(params)
+        trainer = make_trainer(
+            loop, config, resources, storage_uri, name, callbacks=[TuneReportCallback()]
+        )
+        fit(trainer)
+
+    return ray.tune.with_resources(trial, {"CPU": TRIAL_CPU})
+
+
+def tune_run_config(storage_uri: str, name: str, callbacks=()):
+    """Where a Tuner keeps its state (local or s3://); progress is ours (`callbacks`)."""
+    import ray.tune
+
+    from mer.storage import pyarrow_filesystem
+
+    fs, path = pyarrow_filesystem(storage_uri)
+    return ray.tune.RunConfig(
+        name=name,
+        storage_path=path,
+        storage_filesystem=fs,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
+
+
+def fan_out(loop, loop_configs: list[tuple[dict, str]], resources, storage_uri, name, progress):
+    """Fit one TorchTrainer per (loop config, run name), as many at a time as fit, each in a
+    Tune trial (also a single one: its reports reach the driver's `progress` callback)."""
+    import ray.tune
+
+    r, concurrency = plan_resources(resources, len(loop_configs))
+    tuner = ray.tune.Tuner(
+        trainer_trial(loop, lambda p: loop_configs[p["run"]], r, storage_uri),
+        param_space={"run": ray.tune.grid_search(list(range(len(loop_configs))))},
+        tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency),
+        run_config=tune_run_config(storage_uri, name, [progress]),
+    )
+    results = tuner.fit()
+    errors = [res.error for res in results if res.error]
+    if errors:
+        raise errors[0]
+    return results

@@ -1,0 +1,71 @@
+"""Look at a key-frame table or a dataset root: a summary and per-clip contact sheets.
+
+    python jobs/inspect.py --config configs/demo.yaml                 # the run's key frames
+    python jobs/inspect.py --config configs/casme2.yaml --dataset     # the dataset root itself
+    python jobs/inspect.py --config configs/smic.yaml --clips 24 --out /tmp/smic-look
+    python jobs/inspect.py --config configs/casme2.yaml --clip sub01/EP02_01f
+
+With the config's key-frame table (or --keyframes URI) it summarises the table and draws
+clips from it; with --dataset, or when the key frames are not built yet, it summarises the
+dataset's manifest and builds the drawn clips' key frames on the fly with the config's
+keyframes.* settings. Writes summary.json, summary.txt, config.yaml and sheets/<dataset>-
+<subject>-<clip>.png under --out (default <root>/inspect/<key-frame hash or "dataset">/). No Ray.
+"""
+
+# This file's name shadows the standard library's `inspect`, which pandas, matplotlib and
+# others import: Python puts this script's folder first on sys.path, so take it off (and
+# put the repository there) before anything else is imported. Only modules loaded at
+# start-up (sys, os) are used for that; `_bootstrap` lives in this folder too.
+import os
+import sys
+
+_JOBS = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != _JOBS]
+sys.path.insert(0, os.path.dirname(_JOBS))
+
+from mer import cli, layout, storage  # noqa: E402
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--keyframes", help="key-frame table URI (default: the config's)")
+    p.add_argument(
+        "--dataset", action="store_true", help="inspect the dataset root, not the key frames"
+    )
+    p.add_argument("--clips", type=int, default=12, help="contact sheets to draw (default 12)")
+    p.add_argument(
+        "--clip",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="draw this clip (clip, subject/clip or dataset/subject/clip; repeatable)",
+    )
+    p.add_argument("--out", help="output folder (default <root>/inspect/<hash or 'dataset'>)")
+    args = p.parse_args()
+    cfg = cli.load_config(args)
+    from mer import inspection
+
+    uri = args.keyframes or layout.keyframes_uri(cfg)
+    finished = storage.exists(storage.join(uri, "_meta.json"))
+    if not args.dataset and (finished or args.keyframes):
+        from mer.table import read_meta
+
+        out = args.out or storage.join(cfg.root, "inspect", read_meta(uri)["hash"])
+        summary = inspection.inspect_keyframes(uri, out, args.clips, names=args.clip, seed=cfg.seed)
+    else:
+        if not args.dataset:
+            print(f"[inspect] no key-frame table at {uri} yet; inspecting the dataset root")
+        if cfg.data.dataset == "synthetic" and not storage.exists(layout.data_root(cfg)):
+            from mer.pipeline import ensure_data
+
+            ensure_data(cfg)  # generated as jobs/preprocess.py would; an existing one is read
+        out = args.out or storage.join(cfg.root, "inspect", "dataset")
+        summary = inspection.inspect_dataset(cfg, out, args.clips, names=args.clip)
+    storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
+    print()
+    print(inspection.format_summary(summary))
+    print(f"\nwritten under {out}: summary.json, summary.txt, config.yaml, sheets/")
+
+
+if __name__ == "__main__":
+    cli.main(main)

@@ -1,0 +1,304 @@
+"""Where every output lives under the run root, and which settings key it (the hash contract).
+
+Each stage's output is tied to a hash of every resolved setting that determines it, chained
+through its inputs:
+
+  data        generator settings (synthetic), or dataset, root, annotation sheet, protocol
+  interpolator data + keyframes frame settings + interpolator.*  interpolator/<hash>/
+  key frames  data + keyframes.* (+ interpolator, with adaconv) keyframes/<dataset>/<hash>/
+  prior       key frames + model.* + pretrain.* (its seed) + numerics
+                                                       pretrain/<hash>/<run id>/
+  fold run    prior (or none) + key frames + model.* + finetune.* (its seed, the searched
+              values) + numerics + the run's subjects  (stored in each prediction file)
+  experiment  all of the above + search.* except the name: tune/<experiment>/_settings.json
+  finetune    the same for one configuration:          finetune/<name>/_settings.json
+
+"numerics" are the execution settings that change what training computes: DDP workers
+(each takes its share of a batch), the channels-last layout (summation order) and the
+device (CUDA runs with bf16 autocast). CPU counts, concurrency and chunking only change
+speed and are left out. Content-keyed folders (key frames, priors) never clash; named
+folders (experiments, finetune runs) refuse a rerun under other settings with one sentence
+naming the settings that differ (`claim`). A rerun with the same settings finds and skips
+finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from mer import storage
+from mer.config import PipelineConfig
+from mer.errors import ConfigError
+
+# keyframes.* settings that change speed or run control, not the key frames written.
+KEYFRAMES_EXECUTION = ("concurrency", "chunk_size", "max_reject_fraction")
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """{"a.b.c": leaf} for nested dicts (lists and scalars are leaves)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k in sorted(value):
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), value[k]))
+        return out
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+def digest(settings: dict) -> str:
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _section(cfg: PipelineConfig, name: str, drop: tuple[str, ...] = ()) -> dict:
+    d = {k: v for k, v in cfg.to_dict()[name].items() if k not in drop}
+    return flatten(name, d)
+
+
+# ---------------------------------------------------------------- data
+
+
+def data_settings(cfg: PipelineConfig) -> dict:
+    d = cfg.data
+    if d.dataset == "synthetic":
+        import dataclasses
+
+        from mer.datasets.synthetic import VERSION, settings
+
+        # The resolved generator settings: a preset and the same values spelt out are one set.
+        resolved = dataclasses.asdict(settings(**d.synthetic))
+        return {
+            "data.dataset": "synthetic",
+            "data.generator_version": VERSION,
+            "data.protocol": d.protocol,
+            **flatten("data.synthetic", resolved),
+        }
+    return {
+        "data.dataset": d.dataset,
+        "data.root": data_root(cfg),
+        "data.annotations": d.annotations,
+        "data.protocol": d.protocol,
+        **flatten("data.options", d.options),
+    }
+
+
+def data_hash(cfg: PipelineConfig) -> str:
+    return digest(data_settings(cfg))
+
+
+def data_root(cfg: PipelineConfig) -> str:
+    """The dataset root: `data.root`, else (synthetic) one folder per generator setting."""
+    if cfg.data.root:
+        return cfg.data.root
+    if cfg.data.dataset == "synthetic":
+        return storage.join(cfg.root, "data", "synthetic", data_hash(cfg))
+    return storage.join(cfg.root, "data", cfg.data.dataset)
+
+
+# ---------------------------------------------------------------- key frames
+
+
+def keyframes_settings(cfg: PipelineConfig) -> dict:
+    settings = {**data_settings(cfg), **_section(cfg, "keyframes", KEYFRAMES_EXECUTION)}
+    if cfg.keyframes.interpolation == "adaconv":
+        settings["interpolator.hash"] = interpolator_hash(cfg)
+    return settings
+
+
+def keyframes_hash(cfg: PipelineConfig) -> str:
+    return digest(keyframes_settings(cfg))
+
+
+def keyframes_uri(cfg: PipelineConfig) -> str:
+    return storage.join(cfg.root, "keyframes", cfg.data.dataset, keyframes_hash(cfg))
+
+
+# ---------------------------------------------------------------- learned interpolator
+
+# keyframes.* settings that shape the frames the interpolator trains on.
+INTERPOLATOR_FRAMES = ("size", "face_crop", "stabilize", "registration", "motion")
+
+
+def interpolator_settings(cfg: PipelineConfig) -> dict:
+    frames = {f"keyframes.{k}": getattr(cfg.keyframes, k) for k in INTERPOLATOR_FRAMES}
+    return {**data_settings(cfg), **frames, **_section(cfg, "interpolator"), **numerics(cfg)}
+
+
+def interpolator_hash(cfg: PipelineConfig) -> str:
+    return digest(interpolator_settings(cfg))
+
+
+def interpolator_uri(cfg: PipelineConfig) -> str:
+    """The learned interpolator of these data and settings: model.pt, _done.json."""
+    return storage.join(cfg.root, "interpolator", interpolator_hash(cfg))
+
+
+def interpolator_file(cfg: PipelineConfig) -> str:
+    return storage.join(interpolator_uri(cfg), "model.pt")
+
+
+# ---------------------------------------------------------------- training
+
+
+def numerics(cfg: PipelineConfig) -> dict:
+    r = cfg.resources
+    return {
+        "resources.workers": r.workers,
+        "resources.channels_last": r.channels_last,
+        "resources.device": "cuda" if r.gpus_per_worker > 0 else "cpu",
+    }
+
+
+def prior_settings(cfg: PipelineConfig) -> dict:
+    return {
+        "keyframes.hash": keyframes_hash(cfg),
+        **_section(cfg, "model"),
+        **_section(cfg, "pretrain", ("enabled",)),
+        **numerics(cfg),
+    }
+
+
+def prior_hash(cfg: PipelineConfig) -> str:
+    return digest(prior_settings(cfg))
+
+
+def prior_dir(cfg: PipelineConfig, run_id: str) -> str:
+    """Prior learning of one fold run (its training subjects) at cfg's pretrain.seed."""
+    return storage.join(cfg.root, "pretrain", prior_hash(cfg), run_id)
+
+
+def prior_uri(cfg: PipelineConfig, run_id: str) -> str:
+    return storage.join(prior_dir(cfg, run_id), "prior.pt")
+
+
+def pretrain_runs_uri(cfg: PipelineConfig) -> str:
+    """Ray Train's own folders of the runs that learn priors (their epoch checkpoints)."""
+    return storage.join(cfg.root, "pretrain", "_runs")
+
+
+def run_settings(cfg: PipelineConfig, run: dict) -> dict:
+    """Everything that determines one fold run's predictions (cfg carries its seed and the
+    searched values)."""
+    return {
+        "keyframes.hash": keyframes_hash(cfg),
+        "prior.hash": prior_hash(cfg) if cfg.pretrain.enabled else None,
+        "prior.run": run.get("prior"),
+        **_section(cfg, "model"),
+        **_section(cfg, "finetune"),
+        **numerics(cfg),
+        "run.train_subjects": sorted(run["train_subjects"]),
+        "run.test_subjects": sorted(run["test_subjects"]),
+    }
+
+
+def run_hash(cfg: PipelineConfig, run: dict) -> str:
+    return digest(run_settings(cfg, run))
+
+
+def seed_dir(out: str, seed: int) -> str:
+    """Per-clip predictions of one configuration at one seed: <out>/seed-<s>/<run>.parquet."""
+    return storage.join(out, f"seed-{seed}")
+
+
+def predictions_uri(out: str, seed: int, run_id: str) -> str:
+    return storage.join(seed_dir(out, seed), f"{run_id}.parquet")
+
+
+def read_predictions(out: str):
+    """Every finished unit's per-clip predictions under `out` (seed-*/<run>.parquet) as one
+    pandas DataFrame; empty if none yet."""
+    import pandas as pd
+
+    frames = []
+    for folder in storage.listdir(out):
+        if not folder.startswith("seed-"):
+            continue
+        for f in storage.listdir(storage.join(out, folder)):
+            if f.endswith(".parquet"):
+                frames.append(storage.read_parquet(storage.join(out, folder, f)).to_pandas())
+    columns = ["dataset", "subject", "clip", "label", "pred", "run", "kind", "outer", "seed"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+# ---------------------------------------------------------------- named outputs
+
+
+def experiment_uri(cfg: PipelineConfig) -> str:
+    return storage.join(cfg.root, "tune", cfg.search.experiment)
+
+
+def config_dir(experiment: str, config_id: str) -> str:
+    """One configuration of an experiment: params.json and seed-<s>/<run>.parquet."""
+    return storage.join(experiment, "configs", config_id)
+
+
+def baseline_dir(experiment: str, name: str) -> str:
+    """One baseline's predictions in an experiment, laid out like a configuration's."""
+    return storage.join(experiment, "baselines", name)
+
+
+def results_uri(cfg: PipelineConfig) -> str:
+    return storage.join(cfg.root, "results", cfg.search.experiment)
+
+
+def finetune_uri(cfg: PipelineConfig, name: str) -> str:
+    return storage.join(cfg.root, "finetune", name)
+
+
+def model_uri(cfg: PipelineConfig, name: str) -> str:
+    return storage.join(cfg.root, "models", name)
+
+
+def experiment_settings(cfg: PipelineConfig) -> dict:
+    """What an experiment's results depend on. Seeds come from search.seeds, searched
+    finetune values from the space, so pretrain.seed, finetune.seed and those are left out."""
+    searched = tuple(cfg.search.space)
+    return {
+        **keyframes_settings(cfg),
+        **_section(cfg, "model"),
+        **_section(cfg, "pretrain", ("seed",)),
+        **_section(cfg, "finetune", ("seed", *searched)),
+        **numerics(cfg),
+        **_section(cfg, "search", ("experiment",)),
+        "seed": cfg.seed,
+    }
+
+
+def finetune_settings(cfg: PipelineConfig, folds: list[str]) -> dict:
+    """What a `jobs/finetune.py --name` run's results depend on."""
+    return {
+        **keyframes_settings(cfg),
+        **_section(cfg, "model"),
+        **_section(cfg, "pretrain"),
+        **_section(cfg, "finetune"),
+        **numerics(cfg),
+        "folds": sorted(folds),
+    }
+
+
+def describe_change(old: dict, new: dict, limit: int = 3) -> str:
+    """'finetune.lr=0.0005 (this run: 0.001), ...' for the settings that differ."""
+    keys = sorted(
+        k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")
+    )
+    parts = [f"{k}={old.get(k, '<unset>')!r} (this run: {new.get(k, '<unset>')!r})" for k in keys]
+    more = f" and {len(parts) - limit} more" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def claim(folder: str, settings: dict, what: str, remedy: str) -> None:
+    """Tie `folder` to `settings` (its _settings.json), or refuse when it holds results made
+    under other settings."""
+    uri = storage.join(folder, "_settings.json")
+    h = digest(settings)
+    if storage.exists(uri):
+        old = storage.read_json(uri)
+        if old.get("hash") == h:
+            return
+        change = describe_change(old.get("settings", {}), settings)
+        raise ConfigError(
+            f"{folder} holds {what} made with {change or 'other settings'}; {remedy}, or "
+            "delete that folder"
+        )
+    storage.write_json(uri, {"hash": h, "settings": settings})

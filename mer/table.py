@@ -1,0 +1,198 @@
+"""The key-frame table: the artifact between the key-frame stage and the training stages.
+
+On storage, under a key-frame folder (see mer.layout.keyframes_uri):
+  part-<hash>-<chunk>.parquet   one row per clip (DESIGN.md "Key-frame record")
+  _rejects.parquet              clips that could not be used: dataset, subject, clip, stage, reason
+  _meta.json                    settings hash, counts, the list of parts; written last
+A table is finished iff `_meta.json` exists, and only the parts it lists are read, so a
+half-written build is never mixed in. In memory a `ClipTable` holds the per-clip columns and
+one uint8 array of frames (N, K, S, S, C). Fold specs and fold-run plans (which subjects a
+run trains on and predicts, which prior it starts from) are derived from the table here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mer import storage
+from mer.errors import InputError
+
+REJECT_COLUMNS = ["dataset", "subject", "clip", "stage", "reason"]
+
+
+def records_to_table(records: list[dict]) -> pa.Table:
+    """Key-frame records -> Arrow table; `frames` is a fixed-shape uint8 tensor column."""
+    frames = np.stack([r["frames"] for r in records])
+    cols = {k: [r[k] for r in records] for k in records[0] if k != "frames"}
+    return pa.table(
+        {
+            "dataset": pa.array(cols["dataset"], pa.string()),
+            "subject": pa.array(cols["subject"], pa.string()),
+            "clip": pa.array(cols["clip"], pa.string()),
+            "label": pa.array(cols["label"], pa.int64()),
+            "emotion": pa.array(cols["emotion"], pa.string()),
+            "onset": pa.array(cols["onset"], pa.int64()),
+            "apex": pa.array(cols["apex"], pa.int64()),
+            "offset": pa.array(cols["offset"], pa.int64()),
+            "apex_source": pa.array(cols["apex_source"], pa.string()),
+            "keyframe_indices": pa.array(cols["keyframe_indices"], pa.list_(pa.float64())),
+            "frames": pa.FixedShapeTensorArray.from_numpy_ndarray(frames),
+            "source": pa.array(cols["source"], pa.string()),
+            "fps": pa.array(cols["fps"], pa.float64()),
+            "face_found": pa.array(cols["face_found"], pa.bool_()),
+        }
+    )
+
+
+def rejects_to_table(rejects: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{c: str(r.get(c, "")) for c in REJECT_COLUMNS} for r in rejects],
+        schema=pa.schema([(c, pa.string()) for c in REJECT_COLUMNS]),
+    )
+
+
+def read_meta(uri: str) -> dict:
+    meta_uri = storage.join(uri, "_meta.json")
+    if not storage.exists(meta_uri):
+        raise InputError(
+            f"{uri}: no finished key-frame table (_meta.json missing); run jobs/preprocess.py "
+            "with the same config first"
+        )
+    return storage.read_json(meta_uri)
+
+
+def read_keyframes(uri: str, *, frames: bool = True) -> tuple[dict, pd.DataFrame, np.ndarray]:
+    """Read a finished key-frame table: (meta, per-clip DataFrame, frames N,K,S,S,C uint8)."""
+    meta = read_meta(uri)
+    if not meta["parts"]:
+        raise InputError(f"{uri}: the key-frame table holds no clips (all rejected?)")
+    columns = None if frames else [c for c in _columns(uri, meta) if c != "frames"]
+    tables = [storage.read_parquet(storage.join(uri, p), columns=columns) for p in meta["parts"]]
+    table = pa.concat_tables(tables)
+    arr = table.column("frames").combine_chunks().to_numpy_ndarray() if frames else None
+    df = table.drop_columns(["frames"]).to_pandas() if frames else table.to_pandas()
+    return meta, df, arr
+
+
+def read_rejects(uri: str) -> pd.DataFrame:
+    path = storage.join(uri, "_rejects.parquet")
+    if not storage.exists(path):
+        return pd.DataFrame(columns=REJECT_COLUMNS)
+    return storage.read_parquet(path).to_pandas()
+
+
+def _columns(uri: str, meta: dict) -> list[str]:
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(storage.join(uri, meta["parts"][0]))
+    with fs.open(path, "rb") as f:
+        return pq.read_schema(f).names
+
+
+@dataclass
+class ClipTable:
+    meta: dict
+    clips: pd.DataFrame  # one row per clip: dataset, subject, clip, label, ...
+    frames: np.ndarray  # N, K, S, S, C uint8
+
+    @property
+    def subject_keys(self) -> np.ndarray:
+        return (self.clips["dataset"] + "/" + self.clips["subject"]).to_numpy()
+
+    def indices_of(self, subjects) -> np.ndarray:
+        """Row indices of the clips whose "dataset/subject" key is in `subjects`."""
+        return np.flatnonzero(np.isin(self.subject_keys, list(subjects)))
+
+
+@functools.lru_cache(maxsize=2)
+def load_table(uri: str) -> ClipTable:
+    """The key-frame table at `uri`, read once per process."""
+    meta, clips, frames = read_keyframes(uri)
+    return ClipTable(meta=meta, clips=clips.reset_index(drop=True), frames=frames)
+
+
+# ---------------------------------------------------------------- folds and fold runs
+
+
+def fold_specs(table: ClipTable) -> list[dict]:
+    """LOSO folds of the key-frame table as plain dicts (picklable, stable order)."""
+    from mer.folds import fold_name, loso_folds
+
+    keys = table.subject_keys
+    return [
+        {
+            "index": i,
+            "key": f.test_key,
+            "name": fold_name(f.test_key),
+            "train_subjects": sorted(set(keys[f.train_idx])),
+            "test_subjects": sorted(set(keys[f.test_idx])),
+        }
+        for i, f in enumerate(loso_folds(table.clips))
+    ]
+
+
+def select_folds(table: ClipTable, keys: list[str] | None = None) -> list[dict]:
+    """All LOSO folds, or those whose held-out key ("dataset/subject") is in `keys`."""
+    folds = fold_specs(table)
+    if keys:
+        known = {f["key"] for f in folds}
+        missing = sorted(set(keys) - known)
+        if missing:
+            raise InputError(f"unknown fold(s) {missing}; known: {sorted(known)}")
+        folds = [f for f in folds if f["key"] in set(keys)]
+    return folds
+
+
+def outer_runs(folds: list[dict]) -> list[dict]:
+    """One fold run per LOSO fold; its prior is the one learnt on the same training subjects."""
+    return [
+        {
+            "id": f["name"],
+            "index": f["index"],  # seeds the run's per-epoch generators (mer.train.data)
+            "kind": "outer",
+            "outer": f["name"],
+            "train_subjects": f["train_subjects"],
+            "test_subjects": f["test_subjects"],
+            "prior": f["name"],
+        }
+        for f in folds
+    ]
+
+
+def nested_runs(
+    table: ClipTable, folds: list[dict], inner_k: int, seed: int, inner_prior: str = "own"
+) -> list[dict]:
+    """Outer runs, each followed by its inner runs: `inner_k` groups of the outer training
+    subjects, each group validated once. An inner run's prior is learnt on the inner
+    training subjects ("own"; its id carries a hash of them), or is the outer run's
+    ("outer": the prior then saw the inner validation subjects' labels)."""
+    from mer.folds import inner_folds
+
+    keys = table.subject_keys
+    runs = []
+    for outer in outer_runs(folds):
+        runs.append(outer)
+        train_idx = table.indices_of(outer["train_subjects"])
+        k = min(inner_k, len(outer["train_subjects"]))
+        for g, inner in enumerate(inner_folds(table.clips, train_idx, k, seed=seed)):
+            train = sorted(set(keys[inner.train_idx]))
+            tag = hashlib.sha256("\n".join(train).encode()).hexdigest()[:8]
+            run_id = f"{outer['id']}~inner{g}-{tag}"
+            runs.append(
+                {
+                    "id": run_id,
+                    "index": 1000 * (outer["index"] + 1) + g,
+                    "kind": "inner",
+                    "outer": outer["id"],
+                    "train_subjects": train,
+                    "test_subjects": sorted(set(keys[inner.val_idx])),
+                    "prior": run_id if inner_prior == "own" else outer["id"],
+                }
+            )
+    return runs

@@ -1,0 +1,64 @@
+"""One training step and one prediction pass: what both training loops, the GPU benchmark and
+the GPU tests run, so what is measured is what trains.
+
+The forward pass runs under bf16 autocast when `amp` is set (CUDA); the losses compute in
+float32 whatever autocast does outside them (mer.losses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mer.train.data import to_tensor
+
+
+def forward_loss(
+    model: torch.nn.Module, loss_fn, inputs: tuple, target: torch.Tensor, *, amp: bool = False
+) -> tuple[torch.Tensor, Any]:
+    """(loss, model outputs) for one batch; a model returning a tuple (the siamese pair)
+    passes every element to the loss before `target`."""
+    with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    return loss_fn(*outs, target), out
+
+
+def train_step(
+    model: torch.nn.Module,
+    loss_fn,
+    optimizer: torch.optim.Optimizer,
+    inputs: tuple,
+    target: torch.Tensor,
+    *,
+    amp: bool = False,
+) -> tuple[torch.Tensor, Any]:
+    """Forward, loss, backward, optimiser step; returns the (detached) loss and outputs."""
+    loss, out = forward_loss(model, loss_fn, inputs, target, amp=amp)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), out
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    frames: np.ndarray,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    input: str = "frames",
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Softmax probabilities (N, C) of a classifier for uint8 key frames (N, K, S, S, C)."""
+    model.eval()
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = to_tensor(frames[i : i + batch_size], device, input)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
