@@ -1,25 +1,27 @@
 """Write a synthetic micro-expression dataset (the project's default data) and summarise it.
 
-    python jobs/synth.py runs/demo/data                     # CASME II layout, 8 x 6 clips
+    python jobs/synth.py runs/demo/data                     # preset simple: CASME II layout, 8 x 6
+    python jobs/synth.py runs/demo/data --preset demo       # what `make demo` uses
+    python jobs/synth.py runs/c2 --preset casme2-like --label-noise 0.1
+    python jobs/synth.py runs/megc --preset megc-like --size 170x140
     python jobs/synth.py runs/demo/smic --layout smic --subjects 16 --clips-per-subject 10
     python jobs/synth.py s3://bucket/mer/data --layout video --size 170x140 --frames 40-80
+    python jobs/synth.py runs/x --preset demo --option roll=1.0 --option amplitude=[0.5,2]
 
+Presets: simple | demo | casme2-like | megc-like; the flags and --option KEY=VALUE (any
+field of mer.datasets.synthetic_plan.Settings, VALUE in JSON) override the preset's.
 See mer/datasets/synthetic.py for what the clips contain; read them back with
-`mer.datasets.load_manifest("synthetic", <out>)`.
+`mer.datasets.load_manifest("synthetic", <out>)` (megc-like: also "megc2019").
 """
-
-from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _bootstrap  # noqa: F401  (before mer: the repository, not jobs/, on sys.path)
 
-from mer.datasets.synthetic import LAYOUTS, generate  # noqa: E402
-from mer.errors import MERError  # noqa: E402
+from mer.datasets.synthetic import LAYOUTS, PRESETS, generate
+from mer.errors import MERError
 
 
 def _pair(text: str, sep: str, example: str) -> tuple[int, int]:
@@ -32,34 +34,40 @@ def _pair(text: str, sep: str, example: str) -> tuple[int, int]:
     return a, b
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. roll=1.0")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain word: layout=smic
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder or s3:// URI")
-    parser.add_argument("--subjects", type=int, default=8)
-    parser.add_argument("--clips-per-subject", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layout", choices=LAYOUTS, default="casme2")
-    parser.add_argument(
-        "--size", type=lambda t: _pair(t, "x", "340x280"), default=(340, 280), help="HxW px"
-    )
-    parser.add_argument(
-        "--frames", type=lambda t: _pair(t, "-", "40-100"), default=(40, 100), help="MIN-MAX"
-    )
-    parser.add_argument("--fps", type=int, default=200)
+    parser.add_argument("--preset", choices=list(PRESETS), default="simple")
+    # Unset flags leave the preset's value.
+    parser.add_argument("--subjects", type=int)
+    parser.add_argument("--clips-per-subject", type=int)
+    parser.add_argument("--clips", type=int, help="total clips (not preset simple)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--layout", choices=LAYOUTS)
+    parser.add_argument("--size", type=lambda t: _pair(t, "x", "340x280"), help="HxW px")
+    parser.add_argument("--frames", type=lambda t: _pair(t, "-", "40-100"), help="MIN-MAX")
+    parser.add_argument("--fps", type=int)
+    parser.add_argument("--label-noise", type=float, help="share of clips labelled wrongly")
+    parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    flags = ("subjects", "clips_per_subject", "clips", "seed", "layout", "size", "frames", "fps")
+    options = {k: getattr(args, k) for k in (*flags, "label_noise")}
+    options = {k: v for k, v in options.items() if v is not None}
+    options.update(dict(args.option))
 
     start = time.perf_counter()
     try:
-        summary = generate(
-            args.out,
-            subjects=args.subjects,
-            clips_per_subject=args.clips_per_subject,
-            seed=args.seed,
-            layout=args.layout,
-            size=args.size,
-            frames=args.frames,
-            fps=args.fps,
-        )
+        summary = generate(args.out, preset=args.preset, **options)
     except MERError as e:  # bad arguments or output folder: one line, no traceback
         parser.exit(2, f"synth.py: {e}\n")
     seconds = time.perf_counter() - start

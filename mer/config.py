@@ -26,18 +26,9 @@ class DataConfig:
     annotations: str | None = None  # sheet or MEGC2019 list; None = the dataset's default
     protocol: str = "3class"  # 3class | 5class
     options: dict = field(default_factory=dict)  # extra adapter arguments (megc2019 roots)
-    # Generator settings (mer.datasets.synthetic.generate's keyword arguments), used when
-    # dataset == "synthetic"; the data is made once per distinct settings.
-    synthetic: dict = field(
-        default_factory=lambda: {
-            "subjects": 8,
-            "clips_per_subject": 6,
-            "seed": 0,
-            "layout": "casme2",
-            "size": [340, 280],
-            "frames": [40, 100],
-        }
-    )
+    # Generator settings (mer.datasets.synthetic.generate's keyword arguments: a preset and
+    # options on top), used when dataset == "synthetic"; made once per distinct settings.
+    synthetic: dict = field(default_factory=lambda: {"preset": "simple"})
 
 
 @dataclass
