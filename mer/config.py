@@ -146,6 +146,13 @@ class SearchConfig:
 
 
 @dataclass
+class ExportConfig:
+    enabled: bool = True  # pipeline: after the search, train the final model (mer.export)
+    name: str = ""  # <root>/models/<name>/; "" = search.experiment
+    config_id: str = ""  # "" = the nested-LOSO choice, else the leaderboard's top
+
+
+@dataclass
 class PipelineConfig:
     root: str = "runs/demo"  # run root: local path or s3://bucket/prefix
     seed: int = 0  # inner-fold splits and adaptive searchers
@@ -157,6 +164,7 @@ class PipelineConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> PipelineConfig:
         validate(self)
@@ -178,6 +186,7 @@ SECTIONS: dict[str, type] = {
     "finetune": FinetuneConfig,
     "resources": ResourcesConfig,
     "search": SearchConfig,
+    "export": ExportConfig,
 }
 NUM_CLASSES = {"3class": 3, "5class": 5}
 # The search space may set these finetune fields (what target learning reads per run).
@@ -388,6 +397,8 @@ def validate(cfg: PipelineConfig) -> None:
     if s.folds is not None and not all(isinstance(f, str) for f in s.folds):
         raise _bad("search.folds", s.folds, 'a list of "dataset/subject" keys or null')
     check_space(s.space, cfg)
+    if "/" in cfg.export.name:
+        raise _bad("export.name", cfg.export.name, "a name without '/'")
 
 
 def _check_finetune(ft: FinetuneConfig, name: str, num_classes: int) -> None:

@@ -1,5 +1,5 @@
 """Every stage from one config: data -> (learned interpolator) -> key frames -> baselines,
-prior learning -> search -> results.
+prior learning -> search -> results -> the final model (export).
 
 Stages meet at artifacts whose locations and keys `mer.layout` computes from the config, so
 rerunning the pipeline after a crash redoes only unfinished work, a changed setting writes
@@ -92,6 +92,16 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     exp = run_search_stage(cfg, progress)
     out = layout.results_uri(cfg)
     summary = results.write_report(results.load_experiment(exp), out)
+    if cfg.export.enabled:
+        from mer.export import export_model
+
+        summary["model"] = export_model(
+            cfg,
+            exp,
+            config_id=cfg.export.config_id or None,
+            name=cfg.export.name or None,
+            progress=progress,
+        )
     summary["pipeline_seconds"] = round(time.time() - t0, 1)
     progress(f"[results] {out}: leaderboard.json, leaderboard.csv, plots/")
     return summary

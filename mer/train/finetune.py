@@ -105,13 +105,22 @@ def train_fold_run(
 ) -> pd.DataFrame:
     """Train one fold run from `prior` (None: from scratch) and return per-clip predictions
     for its test subjects."""
+    model, epochs = train_classifier(cfg, table, run, prior, num_classes, w)
+    return predict_run(cfg, table, run, model, w, epochs)
+
+
+def train_classifier(
+    cfg: PipelineConfig, table: ClipTable, run: dict, prior: str | None, num_classes: int, w: Worker
+) -> tuple[torch.nn.Module, int]:
+    """Target learning of one fold run on its training subjects, from `prior` (None: from
+    scratch): (the trained classifier, the epochs it kept). The final model (mer.export) is
+    such a run with every subject training."""
     from mer.losses import FocalLoss, class_balance_alpha
     from mer.metrics import uf1
 
     ft = cfg.finetune
     labels_all = table.clips["label"].to_numpy()
     train_idx = table.indices_of(run["train_subjects"])
-    test_idx = table.indices_of(run["test_subjects"])
     val_idx = np.array([], dtype=int)
     if ft.early_stopping:
         train_idx, val_idx = _validation_split(table, train_idx, ft, run["index"])
@@ -165,7 +174,13 @@ def train_fold_run(
                     break
     if best[1] is not None:
         model.load_state_dict(best[1])
+    return model, epochs_run if best[1] is None else best[2]
 
+
+def predict_run(cfg: PipelineConfig, table: ClipTable, run: dict, model, w: Worker, epochs: int):
+    """Per-clip predictions of a trained fold run for its test subjects (empty: none)."""
+    test_idx = table.indices_of(run["test_subjects"])
+    amp = cfg.finetune.amp and w.device.type == "cuda"
     probs = predict(model, table.frames[test_idx], w.device, amp=amp, input=cfg.model.input)
     clips = table.clips.iloc[test_idx]
     return pd.DataFrame(
@@ -179,7 +194,7 @@ def train_fold_run(
             "run": run["id"],
             "kind": run.get("kind", "outer"),
             "outer": run.get("outer", run["id"]),
-            "epochs": epochs_run if best[1] is None else best[2],
+            "epochs": epochs,
         }
     )
 

@@ -1,0 +1,399 @@
+"""Batch inference on raw clips (Ray Data): equivalence with training-time evaluation, clips
+made outside the project (corrupt, empty, one-frame), listing and CSV rules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tests_paths import REPO
+
+from mer import config, layout, storage
+from mer.errors import InputError
+from mer.export import load_model, package, train_weights
+from mer.inference import (
+    UNSET,
+    clip_record,
+    find_clips,
+    plan_keyframe_pool,
+    predict_clips,
+    read_clip_list,
+    read_output,
+)
+from mer.table import fold_specs, load_table, outer_runs
+
+# Inference and training-time evaluation run the same float32 operations on byte-identical
+# key frames; only the batch composition (and so, possibly, the kernels' blocking) may
+# differ. Largest difference allowed of any class probability:
+TOLERANCE = 1e-5
+SMALL = [
+    "keyframes.k=8",
+    "keyframes.size=32",
+    "model.width=0.125",
+    "model.embedding_dim=16",
+    "model.head_hidden=32",
+    "model.input=delta",
+    "pretrain.enabled=false",
+    "finetune.epochs=15",
+    "finetune.batch_size=4",
+    "finetune.lr=0.01",
+    "finetune.augment=false",
+    "resources.cpus_per_worker=1",
+]
+
+
+@pytest.fixture(scope="module")
+def fold_model(ray_local, tmp_path_factory):
+    """One real fold run on synthetic videos (3 subjects x 3 clips): its weights and its
+    saved held-out predictions, packaged as a model folder."""
+    from mer.datasets.synthetic import generate
+    from mer.preprocess import build_keyframes_dataset
+
+    root = tmp_path_factory.mktemp("fold-model")
+    data = root / "data"
+    generate(
+        str(data),
+        subjects=3,
+        clips_per_subject=3,
+        seed=0,
+        layout="video",
+        size=(96, 80),
+        frames=(30, 40),
+    )
+    cfg = config.load(None, [f"root={root}", f"data.root={data}", *SMALL])
+    build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
+    kf = layout.keyframes_uri(cfg)
+    table = load_table(kf)
+    run = outer_runs(fold_specs(table))[0]
+    folder = str(root / "models" / "fold")
+    held_out = os.path.join(folder, "held_out.parquet")
+    train_weights(
+        cfg,
+        kf,
+        run,
+        os.path.join(folder, "model.pt"),
+        predictions=held_out,
+        progress=lambda s: None,
+    )
+    package(folder, cfg, kf, run, name="fold", training={"run": run["id"]})
+    return {
+        "cfg": cfg,
+        "data": str(data),
+        "table": table,
+        "run": run,
+        "folder": folder,
+        "held_out": pd.read_parquet(held_out),
+    }
+
+
+def test_inference_reproduces_the_probabilities_the_fold_run_saved(fold_model, tmp_path):
+    """Raw held-out clips in, probabilities out: the same numbers training-time evaluation
+    saved for that fold, from the same weights."""
+    fm, data = fold_model, fold_model["data"]
+    held = fm["held_out"]
+    assert len(held) == 3 and set(held["subject"]) == {"sub01"}
+    table = fm["table"]
+    clips = table.clips.iloc[table.indices_of(fm["run"]["test_subjects"])]
+    rows = pd.DataFrame(
+        {
+            "path": [os.path.relpath(s, data) for s in clips["source"]],
+            "onset": clips["onset"].to_numpy(),
+            "apex": clips["apex"].to_numpy(),
+            "offset": clips["offset"].to_numpy(),
+        }
+    )
+    # Two rows that cannot be used ride along: they are rejected, the rest goes through.
+    extra = pd.DataFrame(
+        {
+            "path": ["videos/nobody/missing.mp4", rows["path"][0]],
+            "onset": [0, 5],
+            "apex": ["", 40],
+            "offset": [9, 20],
+        }
+    )
+    csv = tmp_path / "clips.csv"
+    pd.concat([rows, extra]).to_csv(csv, index=False)
+
+    summary = predict_clips(fm["folder"], data, str(tmp_path / "out"), str(csv), batch_size=2)
+    preds, rejects = read_output(str(tmp_path / "out"))
+    assert summary["predicted"] == 3 and summary["rejected"] == 2
+    assert sorted(rejects["reason"].str.contains("no such video").tolist()) == [False, True]
+    assert rejects["reason"].str.contains("apex 40 lies outside").sum() == 1
+
+    # The key frames are those training used, byte for byte.
+    kf = fm["cfg"].to_dict()["keyframes"]
+    first = clips.iloc[0]
+    rec = clip_record(
+        {
+            "path": "x",
+            "source": first["source"],
+            "onset": first["onset"],
+            "apex": first["apex"],
+            "offset": first["offset"],
+        },
+        kf,
+    )
+    assert np.array_equal(rec["frames"], table.frames[table.indices_of(["synthetic/sub01"])[0]])
+
+    saved = held.assign(
+        path=[f"videos/{s}/{c}.mp4" for s, c in zip(held["subject"], held["clip"], strict=True)]
+    )
+    merged = saved.merge(preds, on="path", validate="one_to_one")
+    want = np.stack(merged["probs"].to_numpy())
+    got = merged[["prob_negative", "prob_positive", "prob_surprise"]].to_numpy()
+    diff = np.abs(got - want).max()
+    print(f"\nlargest |inference - training-time evaluation| probability difference: {diff:.2e}")
+    assert diff <= TOLERANCE
+    assert (merged["pred_x"] == merged["pred_y"]).all()
+    assert (merged["apex_source"] == "annotated").all()
+    # The comparison is not vacuous: the model tells these clips apart by far more.
+    assert np.ptp(want, axis=0).max() > 100 * TOLERANCE
+
+
+def _video(path, frames, fps=30):
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+
+
+def _moving_square(n, seed, size=(96, 80)):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(60, 200, (size[0], size[1], 3), dtype=np.uint8)
+    out = []
+    for i in range(n):
+        f = cv2.GaussianBlur(base, (9, 9), 3)
+        x = 20 + int(10 * np.sin(i / n * np.pi))
+        cv2.rectangle(f, (x, 30), (x + 20, 50), (255, 255, 255), -1)
+        out.append(f)
+    return out
+
+
+def test_predict_job_on_clips_made_elsewhere(fold_model, ray_local, tmp_path):
+    """jobs/predict.py over videos and a frame folder written with OpenCV here, a corrupt
+    file, an empty one, one-frame clips: every clip is a row or a reject with its reason,
+    and each row's probabilities are the model's own forward pass on that clip."""
+    clips = tmp_path / "clips"
+    (clips / "cam1").mkdir(parents=True)
+    _video(clips / "cam1" / "a.mp4", _moving_square(24, 0))
+    _video(clips / "b.avi", _moving_square(18, 1))
+    (clips / "frames_c").mkdir()
+    for i, f in enumerate(_moving_square(15, 2)):
+        cv2.imwrite(str(clips / "frames_c" / f"img{i + 1}.png"), f)
+    (clips / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    (clips / "empty.mp4").write_bytes(b"")
+    _video(clips / "one_frame.mp4", _moving_square(1, 3))
+    (clips / "single").mkdir()
+    cv2.imwrite(str(clips / "single" / "img1.jpg"), _moving_square(1, 4)[0])
+    (clips / "notes.txt").write_text("not a clip")
+    (clips / ".hidden.mp4").write_bytes(b"")
+
+    out = tmp_path / "out"
+    address = ray_local.get_runtime_context().gcs_address
+    job = subprocess.run(
+        [
+            sys.executable,
+            "jobs/predict.py",
+            "--model",
+            fold_model["folder"],
+            "--input",
+            str(clips),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--address",
+            address,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "3 predicted, 4 rejected" in job.stdout
+    preds, rejects = read_output(str(out))
+    assert sorted(preds["path"]) == ["b.avi", "cam1/a.mp4", "frames_c"]
+    why = dict(zip(rejects["path"], rejects["stage"] + ": " + rejects["reason"], strict=True))
+    assert sorted(why) == ["broken.mp4", "empty.mp4", "one_frame.mp4", "single"]
+    assert why["broken.mp4"].startswith("decode: DecodeError")
+    assert "empty (0 bytes)" in why["empty.mp4"]
+    assert "too short" in why["one_frame.mp4"] and "too short" in why["single"]
+    assert (preds["apex_source"] == "spotted").all()
+    assert (preds["onset"] == [0, 0, 1]).all() and (preds["offset"] == [17, 23, 15]).all()
+
+    # The model's own forward pass on each clip's key frames, in this process.
+    model, card = load_model(fold_model["folder"])
+    kf = card["config"]["keyframes"]
+    frames = np.stack(
+        [
+            clip_record(
+                {"path": p, "source": s, "onset": UNSET, "apex": UNSET, "offset": UNSET}, kf
+            )["frames"]
+            for p, s in zip(preds["path"], preds["source"], strict=True)
+        ]
+    )
+    from mer.train.step import predict
+
+    want = predict(model, frames, torch.device("cpu"), input=card["config"]["model"]["input"])
+    got = preds[[f"prob_{c}" for c in card["classes"]]].to_numpy()
+    assert np.abs(got - want).max() <= TOLERANCE
+    assert (preds["pred"] == want.argmax(1)).all()
+    assert (preds["pred_class"] == [card["classes"][i] for i in want.argmax(1)]).all()
+    # The portable program gives the same numbers.
+    portable = torch.export.load(os.path.join(fold_model["folder"], "model.pt2")).module()
+    with torch.no_grad():
+        assert np.abs(portable(torch.from_numpy(frames)).numpy() - want).max() <= TOLERANCE
+    # The CSV copy holds the same rows.
+    assert len(pd.read_csv(out / "predictions.csv")) == 3
+    assert len(pd.read_csv(out / "rejects.csv")) == 4
+
+
+def test_find_clips_lists_videos_and_frame_folders(tmp_path):
+    (tmp_path / "s1" / "ep1").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "s1" / "ep1" / f"img{i}.jpg").write_bytes(b"x")
+    (tmp_path / "s1" / "v.MP4").write_bytes(b"x")
+    (tmp_path / "readme.txt").write_text("x")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "c.mp4").write_bytes(b"x")
+    found = find_clips(str(tmp_path))
+    assert [c["path"] for c in found] == ["s1/ep1", "s1/v.MP4"]
+    assert found[0]["source"] == str(tmp_path / "s1" / "ep1")
+    assert all(c["onset"] == c["offset"] == c["apex"] == UNSET for c in found)
+    # A single clip as the input.
+    assert [c["path"] for c in find_clips(str(tmp_path / "s1" / "ep1"))] == ["ep1"]
+    assert [c["path"] for c in find_clips(str(tmp_path / "s1" / "v.MP4"))] == ["v.MP4"]
+    with pytest.raises(InputError, match="no such folder"):
+        find_clips(str(tmp_path / "nowhere"))
+
+
+def test_clip_list_rows_that_cannot_be_used_are_rejects(tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text(
+        "path,onset,offset,apex\n"
+        "a.mp4,3,20,\n"
+        "s3://bucket/b.mp4,,,\n"
+        "c.mp4,x,20,\n"
+        "d.mp4,2.5,20,\n"
+        ",1,2,\n"
+    )
+    clips, rejects = read_clip_list(str(csv), "/data")
+    assert [(c["path"], c["source"], c["onset"], c["apex"], c["offset"]) for c in clips] == [
+        ("a.mp4", os.path.join("/data", "a.mp4"), 3, UNSET, 20),
+        ("s3://bucket/b.mp4", "s3://bucket/b.mp4", UNSET, UNSET, UNSET),
+    ]
+    reasons = [r["reason"] for r in rejects]
+    assert "line 4: onset 'x' is not a frame number" in reasons[0]
+    assert "line 5" in reasons[1] and "line 6: the path is empty" in reasons[2]
+    (tmp_path / "bad.csv").write_text("file,start,end\na,1,2\n")
+    with pytest.raises(InputError, match=r"column\(s\) \['path', 'onset', 'offset'\] missing"):
+        read_clip_list(str(tmp_path / "bad.csv"), "/data")
+
+
+def test_keyframe_actors_fit_beside_the_predictors():
+    assert plan_keyframe_pool(2, 1, 0, 1, 0.25) == (2, 0.87)
+    assert plan_keyframe_pool(16, 1, 0, 2, 1.0) == (14, 1.0)
+    assert plan_keyframe_pool(8, 3, 0, 1, 1.0) == (8, 1.0)  # a cluster: as asked
+    with pytest.raises(Exception, match="leave no CPU"):
+        plan_keyframe_pool(2, 1, 0, 2, 1.0)
+
+
+def test_an_empty_input_gives_empty_tables_with_the_full_schema(fold_model, tmp_path):
+    """An empty input folder gives empty tables with the full schema (no Ray work)."""
+    (tmp_path / "empty").mkdir()
+    s = predict_clips(fold_model["folder"], str(tmp_path / "empty"), str(tmp_path / "out"))
+    preds, rejects = read_output(str(tmp_path / "out"))
+    assert s["clips"] == 0 and len(preds) == 0 and len(rejects) == 0
+    assert "prob_surprise" in preds.columns and "reason" in rejects.columns
+    assert storage.exists(str(tmp_path / "out" / "_summary.json"))
+
+
+def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
+    """--model, --input, --clips and --out as s3:// URIs: the held-out probabilities again."""
+    bucket = "s3://mer-test/inference"
+    for name in ("model.pt", "model_card.json"):
+        blob = open(os.path.join(fold_model["folder"], name), "rb").read()
+        storage.write_bytes(f"{bucket}/model/{name}", blob)
+    table, data = fold_model["table"], fold_model["data"]
+    clips = table.clips.iloc[table.indices_of(fold_model["run"]["test_subjects"])]
+    paths = [os.path.relpath(src, data) for src in clips["source"]]
+    for path in paths:
+        storage.write_bytes(f"{bucket}/clips/{path}", open(os.path.join(data, path), "rb").read())
+    rows = clips[["onset", "apex", "offset"]].assign(path=paths)
+    storage.write_bytes(f"{bucket}/clips.csv", rows.to_csv(index=False).encode())
+    s = predict_clips(f"{bucket}/model", f"{bucket}/clips", f"{bucket}/out", f"{bucket}/clips.csv")
+    assert (s["predicted"], s["rejected"]) == (3, 0)
+    preds, _ = read_output(f"{bucket}/out")
+    assert list(preds["source"]) == [f"{bucket}/clips/{p}" for p in paths]
+    held = fold_model["held_out"].set_index("clip").loc[clips["clip"]]
+    got = preds[["prob_negative", "prob_positive", "prob_surprise"]].to_numpy()
+    assert np.abs(got - np.stack(held["probs"].to_numpy())).max() <= TOLERANCE
+
+
+def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
+    import mer.video
+
+    info = {"frames": 20000, "fps": 30.0, "height": 480, "width": 640, "first": 0, "last": 19999}
+    monkeypatch.setattr(mer.video, "probe", lambda source, timeout=None: info)
+    clip = {"path": "long.mp4", "source": "long.mp4", "onset": UNSET, "apex": UNSET}
+    with pytest.raises(InputError, match="too long to decode whole .*--clips"):
+        clip_record({**clip, "offset": UNSET}, {"decode_timeout": 1})
+
+
+def test_a_learned_interpolator_travels_with_the_model(tmp_path):
+    """Key frames rendered by the learned interpolator (keyframes.interpolation adaconv):
+    the model folder carries it, and inference renders with it as training did."""
+    from mer.checkpoints import save_state
+    from mer.export import final_run
+    from mer.inference import KeyFrames, keyframe_settings
+    from mer.interpolator import Interpolator, InterpolatorConfig
+    from mer.models import build_classifier
+    from mer.preprocess import build_record
+    from mer.testing import write_random_keyframes
+
+    cfg = config.load(None, [f"root={tmp_path}", *SMALL, "keyframes.interpolation=adaconv"])
+    torch.manual_seed(0)
+    interpolator = Interpolator(InterpolatorConfig(image_size=32, channels=3))
+    with torch.no_grad():  # untrained it blends linearly; disturbed, it renders its own frames
+        for p in interpolator.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    interpolator.save(layout.interpolator_file(cfg))
+    kf_table = write_random_keyframes(str(tmp_path / "kf"), subjects=2, clips=3, k=8, s=32)
+    folder = str(tmp_path / "model")
+    save_state(build_classifier(cfg, 3).state_dict(), os.path.join(folder, "model.pt"))
+    card = package(
+        folder, cfg, kf_table, final_run(["fake/s00", "fake/s01"]), name="m", training={}
+    )
+    copied = open(os.path.join(folder, "interpolator.pt"), "rb").read()
+    assert copied == open(layout.interpolator_file(cfg), "rb").read()
+    assert card["hashes"]["interpolator"] == layout.interpolator_hash(cfg)
+    assert "interpolator.pt" in open(os.path.join(folder, "MODEL_CARD.md")).read()
+
+    _video(tmp_path / "c.mp4", _moving_square(5, 5))  # 5 frames, 8 key frames: in-betweens
+    clip = {"path": "c.mp4", "source": str(tmp_path / "c.mp4"), "onset": 0, "apex": 2, "offset": 4}
+    kf = keyframe_settings(folder, card)
+    got = KeyFrames(kf).record(clip)
+    assert got["reason"] == ""
+    row = {
+        **clip,
+        "dataset": "",
+        "subject": "",
+        "clip": "c",
+        "label": -1,
+        "emotion": "",
+        "fps": 30.0,
+    }
+    learned = Interpolator.load(layout.interpolator_file(cfg), image_size=32, channels=3)
+    assert np.array_equal(got["frames"], build_record(row, kf, learned)["frames"])
+    linear = build_record(row, {**kf, "interpolation": "linear"})["frames"]
+    assert not np.array_equal(got["frames"], linear)  # the interpolator did render frames
