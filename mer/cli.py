@@ -116,13 +116,34 @@ def warn_small_model(cfg: PipelineConfig, config_path: str | None) -> None:
         )
 
 
-def log_file(cfg: PipelineConfig) -> str:
-    """Where Ray's logs of this run go: <root>/logs/ for a local root, else a temp dir."""
-    from mer.storage import is_remote
+def log_file(cfg: PipelineConfig) -> tuple[str, str]:
+    """(local file Ray's logs of this run go to, where they end up): <root>/logs/<time>.log.
+    For an S3 root the local file is temporary: uploaded there and removed at exit, so a
+    run leaves nothing outside S3."""
+    from mer.storage import is_remote, join
 
-    folder = os.path.join(cfg.root, "logs") if not is_remote(cfg.root) else tempfile.gettempdir()
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    name = time.strftime("run-%Y%m%d-%H%M%S.log")
+    if not is_remote(cfg.root):
+        folder = os.path.join(cfg.root, "logs")
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, name), os.path.join(folder, name)
+    fd, path = tempfile.mkstemp(prefix="mer-run-", suffix=".log")
+    os.close(fd)
+    uri = join(cfg.root, "logs", name)
+    atexit.register(_upload_log, path, uri)
+    return path, uri
+
+
+def _upload_log(path: str, uri: str) -> None:
+    from mer import storage
+
+    try:
+        with open(path, "rb") as f:
+            storage.write_bytes(uri, f.read())
+    except Exception as e:  # the run's result does not depend on its log
+        print(f"warning: the log {path} was not uploaded to {uri} ({e})", file=sys.stderr)
+        return
+    os.remove(path)
 
 
 def quiet_ray(path: str) -> None:
@@ -194,8 +215,9 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
         os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
     path = None
     if not verbose and cfg is not None:
-        path = log_file(cfg)
-        print(f"[ray] logs: {path} (--verbose shows them here)")
+        path, final = log_file(cfg)
+        when = "" if path == final else ", at the end of the run"
+        print(f"[ray] logs: {final}{when} (--verbose shows them here)")
         quiet_ray(path)
     common = {
         "log_to_driver": verbose,

@@ -48,6 +48,9 @@ class KeyframeConfig:
     # Execution (not part of the output hash).
     concurrency: int = 2  # Ray Data pool size: parallel key-frame tasks
     chunk_size: int = 16  # clips per task and per Parquet part
+    # Ray resources each key-frame actor asks for besides its CPU, e.g. {decode: 1}: only
+    # the node type that advertises them decodes (cluster.yaml's CPU type, never a GPU node).
+    resources: dict = field(default_factory=dict)
     # A run whose share of rejected clips exceeds this stops with a summary of the reasons.
     max_reject_fraction: float = 0.2
 
@@ -121,7 +124,16 @@ class ResourcesConfig:
     folds_per_run: int = 0  # prior-learning folds one run handles in turn; 0 = derived
     # Convolutions in the channels-last-3d memory format (faster on CPUs and GPUs here).
     channels_last: bool = True
+    # torch.compile the training forward pass; null = on for CUDA, off on CPUs (compiling
+    # costs about a minute on a CPU core, more than the demo's fold runs).
+    compile: bool | None = None
+    # Each worker copies its key-frame table to its device once and indexes batches there
+    # (no host copies per batch); null = on for CUDA.
+    table_on_device: bool | None = None
     max_failures: int = 2  # worker failures a run survives (resumes from checkpoint)
+    # Ray resources each training worker asks for besides CPUs and GPUs, e.g.
+    # {accelerator: 1}: only the node type that advertises them trains.
+    worker_resources: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -329,6 +341,7 @@ def validate(cfg: PipelineConfig) -> None:
     _positive("keyframes.decode_timeout", kf.decode_timeout)
     _at_least("keyframes.concurrency", kf.concurrency, 1)
     _at_least("keyframes.chunk_size", kf.chunk_size, 1)
+    _check_ray_resources("keyframes.resources", kf.resources)
     if not 0 <= kf.max_reject_fraction <= 1:
         raise _bad("keyframes.max_reject_fraction", kf.max_reject_fraction, "in [0, 1]")
     ip = cfg.interpolator
@@ -367,6 +380,7 @@ def validate(cfg: PipelineConfig) -> None:
     _at_least("resources.max_concurrent", r.max_concurrent, 0)
     _at_least("resources.folds_per_run", r.folds_per_run, 0)
     _at_least("resources.max_failures", r.max_failures, 0)
+    _check_ray_resources("resources.worker_resources", r.worker_resources)
     s = cfg.search
     if not s.experiment or "/" in s.experiment:
         raise _bad("search.experiment", s.experiment, "a non-empty name without '/'")
@@ -399,6 +413,18 @@ def validate(cfg: PipelineConfig) -> None:
     check_space(s.space, cfg)
     if "/" in cfg.export.name:
         raise _bad("export.name", cfg.export.name, "a name without '/'")
+
+
+def _check_ray_resources(name: str, resources: dict) -> None:
+    """Custom Ray resources: names other than CPU, GPU and memory (those have settings of
+    their own) with non-negative amounts."""
+    for key, amount in resources.items():
+        if key in ("CPU", "GPU", "memory") or not isinstance(key, str):
+            raise _bad(
+                name, resources, "custom resource names (CPUs and GPUs have their own settings)"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            raise _bad(f"{name}.{key}", amount, "a non-negative number")
 
 
 def _check_finetune(ft: FinetuneConfig, name: str, num_classes: int) -> None:

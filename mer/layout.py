@@ -33,7 +33,7 @@ from mer.config import PipelineConfig
 from mer.errors import ConfigError
 
 # keyframes.* settings that change speed or run control, not the key frames written.
-KEYFRAMES_EXECUTION = ("concurrency", "chunk_size", "max_reject_fraction")
+KEYFRAMES_EXECUTION = ("concurrency", "chunk_size", "max_reject_fraction", "resources")
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:

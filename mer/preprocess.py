@@ -369,17 +369,19 @@ def _run_chunks(todo, concurrency, counter) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own line per chunk, with an ETA
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-    # A fixed pool of `concurrency` actors, each fed its next chunk while it works: with a
-    # task pool, Ray Data 2.60's concurrency cap left 0.15-0.35 s idle between a worker's
-    # tasks (a quarter of the time at 2 CPUs here); actors also import OpenCV and the
-    # decoders once. Each actor holds one CPU and the resources of `keyframes.resources`:
-    # on a cluster, a resource only the CPU worker type advertises (cluster.yaml: decode), so
-    # that no actor decodes on a GPU node.
+    # A fixed pool of `concurrency` actors: with a task pool, Ray Data 2.60's concurrency cap
+    # left 0.15-0.35 s idle between a worker's tasks (a quarter of the time at 2 CPUs here);
+    # actors also import OpenCV and the decoders once. One chunk in flight per actor: actors
+    # come up one by one (on a cluster, on nodes that start one by one), and with Ray Data's
+    # default of several in flight the first one up took both chunks of configs/tiny.yaml
+    # while the second, on another node, got none. Each actor holds one CPU and the
+    # resources of `keyframes.resources`: on a cluster, one only the CPU worker type
+    # advertises (cluster.yaml: decode), so that no GPU node decodes.
     ds = ds.map(
         _ChunkWorker,
         num_cpus=1,
         resources=dict(todo[0]["kf"].get("resources") or {}),
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
     )
     written = rejected = 0
     for res in ds.iter_rows():

@@ -16,7 +16,12 @@ intervals are wide. Two protocols are reported, and every output names its own:
 
 from __future__ import annotations
 
+import atexit
 import io
+import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -437,9 +442,20 @@ def format_table(exp: Experiment) -> str:
     return "\n".join(lines)
 
 
+def _private_matplotlib_cache() -> None:
+    """Unless the user chose one, matplotlib's font cache goes to a temporary folder removed
+    at exit instead of ~/.cache: a run on a cluster leaves no file outside its S3 root."""
+    if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
+        return
+    folder = tempfile.mkdtemp(prefix="mer-mpl-")
+    os.environ["MPLCONFIGDIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 def plots(exp: Experiment, out_dir: str) -> list[str]:
     """Intervals of every complete entry with the baselines as reference lines, per-seed
     points, the top configuration's confusion matrix, UF1 against gamma and freeze."""
+    _private_matplotlib_cache()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -154,7 +154,9 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     trainable = trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
     fs, path = storage.pyarrow_filesystem(exp)
     tune_path = storage.join(path, "_tune") if "://" in path else f"{path}/_tune"
-    run_config = tune_run_config(exp, "_tune", [tune_progress(counter, describe)])
+    run_config = tune_run_config(
+        exp, "_tune", [tune_progress(counter, describe)], resources.max_failures
+    )
     if ray.tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
         progress(f"[search] resuming {exp}: finished fold runs are kept")
         tuner = ray.tune.Tuner.restore(

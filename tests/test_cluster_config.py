@@ -279,3 +279,51 @@ def test_rayjob_installs_the_repositorys_pinned_requirements(rayjob):
     pins = _requirements()
     pins.pop("ray")  # the image provides Ray itself
     assert sorted(runtime_env["pip"]) == sorted(pins.values())
+
+
+# ----------------------------------------------------------------------------- stage placement
+# Key-frame actors ask for `decode` (keyframes.resources), which only the CPU worker type
+# advertises; training workers ask for GPUs, which only the GPU type has. So no GPU node
+# decodes, and the autoscaler starts the right type for each stage (tests/test_autoscaling.py
+# watches it with these node types at a small scale).
+DECODE = "decode"
+
+
+def test_only_the_cpu_type_decodes(cluster):
+    (cpu,) = _cpu_types(cluster).values()
+    (gpu,) = _gpu_types(cluster).values()
+    assert cpu["resources"][DECODE] == cpu["resources"]["CPU"]  # one key-frame actor per CPU
+    assert DECODE not in gpu["resources"]
+    head = cluster["available_node_types"][cluster["head_node_type"]]
+    assert DECODE not in head["resources"]
+
+
+def _start_resources(group: dict) -> dict:
+    """A KubeRay group's custom resources (rayStartParams resources: a quoted JSON string)."""
+    import json
+
+    raw = group["rayStartParams"].get("resources")
+    return json.loads(json.loads(raw)) if raw else {}
+
+
+def test_rayjob_only_the_cpu_group_decodes(rayjob):
+    spec = rayjob["spec"]["rayClusterSpec"]
+    for group in spec["workerGroupSpecs"]:
+        gpus = _gpu_limit(group["template"]["spec"])
+        decode = _start_resources(group).get(DECODE, 0)
+        if gpus:
+            assert decode == 0, group["groupName"]
+        else:
+            cpus = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+            assert decode == cpus, group["groupName"]
+    assert DECODE not in _start_resources(spec["headGroupSpec"])
+
+
+def test_stand_in_node_types_follow_cluster_yaml(cluster):
+    """The autoscaling test's node types are cluster.yaml's, scaled to this machine."""
+    from mer.local_cluster import ACCELERATOR, stand_in_node_types
+
+    types = stand_in_node_types(cluster, {"ray.worker.cpu": 1, "ray.worker.gpu": 3})
+    assert types["ray.worker.cpu"]["resources"] == {"CPU": 1, DECODE: 1}
+    assert types["ray.worker.gpu"]["resources"] == {"CPU": 3, ACCELERATOR: 1}
+    assert all(t["min_workers"] == 0 for t in types.values())

@@ -82,6 +82,26 @@ def _channels_last_inputs(module, args):
     )
 
 
+def compile_model(model: torch.nn.Module, resources, w: Worker):
+    """`model` under torch.compile where `resources.compile` asks for it (None: on CUDA)."""
+    on = resources.compile if resources.compile is not None else w.device.type == "cuda"
+    return torch.compile(model) if on else model
+
+
+def adamw(params, lr: float, weight_decay: float, w: Worker) -> torch.optim.AdamW:
+    """AdamW, its fused kernel on CUDA (one launch for all parameters)."""
+    fused = w.device.type == "cuda"
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def table_on_device(resources, w: Worker) -> bool:
+    return (
+        resources.table_on_device
+        if resources.table_on_device is not None
+        else (w.device.type == "cuda")
+    )
+
+
 def set_threads(cpus: float) -> None:
     """Match intra-op threads to the CPUs Ray gave this worker (avoids oversubscription)."""
     n = max(1, round(cpus)) if cpus else max(1, (os.cpu_count() or 1))
@@ -154,7 +174,7 @@ def scaling_config(resources) -> ray.train.ScalingConfig:  # noqa: F821
     import ray.train
 
     use_gpu = resources.gpus_per_worker > 0
-    per_worker = {"CPU": resources.cpus_per_worker}
+    per_worker = {"CPU": resources.cpus_per_worker, **resources.worker_resources}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
     return ray.train.ScalingConfig(
@@ -215,8 +235,10 @@ def trainer_trial(
     return ray.tune.with_resources(trial, {"CPU": TRIAL_CPU})
 
 
-def tune_run_config(storage_uri: str, name: str, callbacks=()):
-    """Where a Tuner keeps its state (local or s3://); progress is ours (`callbacks`)."""
+def tune_run_config(storage_uri: str, name: str, callbacks=(), max_failures: int = 0):
+    """Where a Tuner keeps its state (local or s3://); progress is ours (`callbacks`).
+    `max_failures`: restarts of a trial lost with its node (and the Train controller it
+    hosts); the restarted trial's TorchTrainer resumes its run from storage."""
     import ray.tune
 
     from mer.storage import pyarrow_filesystem
@@ -228,6 +250,7 @@ def tune_run_config(storage_uri: str, name: str, callbacks=()):
         storage_filesystem=fs,
         verbose=0,
         callbacks=list(callbacks),
+        failure_config=ray.tune.FailureConfig(max_failures=max_failures),
     )
 
 
@@ -241,7 +264,7 @@ def fan_out(loop, loop_configs: list[tuple[dict, str]], resources, storage_uri, 
         trainer_trial(loop, lambda p: loop_configs[p["run"]], r, storage_uri),
         param_space={"run": ray.tune.grid_search(list(range(len(loop_configs))))},
         tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency),
-        run_config=tune_run_config(storage_uri, name, [progress]),
+        run_config=tune_run_config(storage_uri, name, [progress], r.max_failures),
     )
     results = tuner.fit()
     errors = [res.error for res in results if res.error]
