@@ -25,7 +25,7 @@ demo: venv
 	$(PY) jobs/pipeline.py --config $(CONFIG)
 
 test: venv-dev
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 lint: venv-dev
 	$(VENV)/bin/ruff check mer jobs tests benchmarks

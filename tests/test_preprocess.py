@@ -195,7 +195,7 @@ def test_a_bug_in_our_code_fails_the_stage_instead_of_rejecting(video_data, tmp_
     cfg = cfg_for(tmp_path, video_data)
     rows = manifest_rows(load_manifest("synthetic", video_data))
 
-    def broken(row, kf):
+    def broken(row, kf, interpolator=None):
         raise KeyError("a bug, not bad input")
 
     monkeypatch.setattr(pp, "build_record", broken)
