@@ -104,17 +104,23 @@ def processes(folder: Path, node: str | None = None) -> dict[int, str]:
     """pid -> start time of the processes of the cluster in `folder` (of one node, if given):
     by marker variable or command line, and their descendants. Never this process or its
     ancestors."""
-    table = _proc_table()
     tag = str(folder) if node is None else str(folder / node)
     marker = f"{CLUSTER_MARKER}={folder}".encode()
     node_marker = f"{NODE_MARKER}={node}".encode()
-    ours = set()
-    for pid, (_, cmd, environ, _) in table.items():
+
+    def match(cmd: str, environ: list[bytes]) -> bool:
         if node is None:
-            if marker in environ or tag in cmd:
-                ours.add(pid)
-        elif (marker in environ and node_marker in environ) or f"{tag}/" in cmd:
-            ours.add(pid)
+            return marker in environ or tag in cmd
+        return (marker in environ and node_marker in environ) or f"{tag}/" in cmd
+
+    return matching_processes(match)
+
+
+def matching_processes(match) -> dict[int, str]:
+    """pid -> start time of every process for which `match(command line, environment
+    entries)` holds, and of their descendants. Never this process or its ancestors."""
+    table = _proc_table()
+    ours = {pid for pid, (_, cmd, environ, _) in table.items() if match(cmd, environ)}
     children: dict[int, list[int]] = {}
     for pid, (ppid, *_rest) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -166,12 +172,17 @@ def _signal_all(procs: dict[int, str], sig: int) -> None:
 
 
 def stop_processes(folder: Path, node: str | None = None) -> list[str]:
-    """Stop the cluster's (or one node's) processes: raylets, then all but GCS, then GCS
-    (terminated all at once, GCS and the autoscaler's monitor hang ~15 s); SIGKILL what
-    outlives the grace. Returns the names of the processes that needed SIGKILL."""
-    procs = processes(folder, node)
+    """Stop the cluster's (or one node's) processes (stop_in_stages)."""
+    return stop_in_stages(lambda: processes(folder, node))
+
+
+def stop_in_stages(find) -> list[str]:
+    """Stop the processes `find()` returns (pid -> start time): raylets, then all but GCS,
+    then GCS (terminated all at once, GCS and the autoscaler's monitor hang ~15 s); SIGKILL
+    what outlives the grace. Returns the names of the processes that needed SIGKILL."""
+    procs = find()
     for stage in ({"raylet"}, None, {"gcs_server"}):
-        procs.update(processes(folder, node))  # late-comers: workers started while stopping
+        procs.update(find())  # late-comers: workers started while stopping
         live = {p: s for p, s in procs.items() if alive(p, s)}
         if stage is None:
             chosen = {p: s for p, s in live.items() if command_name(p) != "gcs_server"}
@@ -179,7 +190,7 @@ def stop_processes(folder: Path, node: str | None = None) -> list[str]:
             chosen = {p: s for p, s in live.items() if command_name(p) in stage}
         _signal_all(chosen, signal.SIGTERM)
         wait_until(lambda c=chosen: not any(alive(p, s) for p, s in c.items()), STOP_GRACE_S)
-    procs.update(processes(folder, node))
+    procs.update(find())
     killed = [command_name(p) for p, s in procs.items() if alive(p, s)]
     _signal_all(procs, signal.SIGKILL)
     return killed

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests_paths import REPO, wait_until
+from tests_paths import REPO
+
+from mer import local_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,7 +46,6 @@ BIN = Path(sys.executable).parent
 RAY = BIN / "ray"
 MARKER = "MER_TEST_RAY_HEAD"  # set in the head's environment; inherited by all it starts
 JOB_DEADLINE_S = 600
-STOP_GRACE_S = 15  # per stop stage, before SIGKILL (`ray stop` waits 16 s)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -110,113 +110,19 @@ class Head:
 # --- processes of this head only ----------------------------------------------------------
 
 
-def _proc_table() -> dict[int, tuple[int, str, bytes, str]]:
-    """pid -> (ppid, command line, environment, start time) for every process we can read."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            try:
-                environ = (d / "environ").read_bytes()
-            except OSError:
-                environ = b""
-            out[int(d.name)] = (int(fields[1]), cmd, environ, fields[19])
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
 def head_processes(tmp: Path) -> dict[int, str]:
     """pid -> start time of every process of the head in `tmp`: by command line, environment
     marker, or descent from one of those. Never this test process or its ancestors."""
-    table = _proc_table()
     tag = str(tmp)
     marker = f"{MARKER}={tag}".encode()
-    ours = {
-        pid
-        for pid, (_, cmd, environ, _) in table.items()
-        if tag in cmd or marker in environ.split(b"\0")
-    }
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, *_rest) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    stack = list(ours)
-    while stack:
-        for c in children.get(stack.pop(), []):
-            if c not in ours:
-                ours.add(c)
-                stack.append(c)
-    protected = set()
-    pid = os.getpid()
-    while pid > 1 and pid in table:
-        protected.add(pid)
-        pid = table[pid][0]
-    return {p: table[p][3] for p in ours - protected}
-
-
-def _alive(pid: int, start: str) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[0] != "Z" and fields[19] == start  # same process, not a zombie
-
-
-def _terminate(procs: dict[int, str], grace: float) -> None:
-    """SIGTERM these processes and wait up to `grace` seconds for them to exit."""
-    for pid in procs:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not any(_alive(p, s) for p, s in procs.items()), timeout=grace)
+    return local_cluster.matching_processes(lambda cmd, environ: tag in cmd or marker in environ)
 
 
 def stop_head(tmp: Path) -> list[str]:
-    """Stop the head in `tmp`: the raylet first, then the rest; SIGKILL what outlives the grace.
-
-    Order matters (measured): terminated all at once, gcs_server and the autoscaler's
-    monitor.py hang ~15 s; raylet first, then the rest, then gcs_server all exit in ~1 s.
-    Returns the command names of the processes that needed SIGKILL.
-    """
-    procs = head_processes(tmp)
-    for names in ({"raylet"}, None, {"gcs_server"}):  # None: all but gcs_server
-        procs.update(head_processes(tmp))  # late-comers: workers started while stopping
-        alive = {p: s for p, s in procs.items() if _alive(p, s)}
-        if names is None:
-            stage = {p: s for p, s in alive.items() if _command_name(p) != "gcs_server"}
-        else:
-            stage = {p: s for p, s in alive.items() if _command_name(p) in names}
-        _terminate(stage, STOP_GRACE_S)
-    procs.update(head_processes(tmp))
-    killed = []
-    for pid, start in procs.items():
-        if _alive(pid, start):
-            name = _command_name(pid)
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(name)
-            except ProcessLookupError:
-                pass
-    return killed
-
-
-def _command_name(pid: int) -> str:
-    """raylet, gcs_server, dashboard.py, ray::IDLE, python3 ...: what a process runs."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return str(pid)
-    words = [w.decode(errors="replace") for w in cmd if w]
-    if not words:
-        return str(pid)
-    script = next((w for w in words[1:3] if w.endswith(".py")), "")
-    return Path(script).name if script else Path(words[0]).name if "/" in words[0] else words[0]
+    """Stop the head in `tmp`: the raylet first, then the rest, then gcs_server; SIGKILL what
+    outlives the grace (mer.local_cluster.stop_in_stages). Returns the command names of the
+    processes that needed SIGKILL."""
+    return local_cluster.stop_in_stages(lambda: head_processes(tmp))
 
 
 def start_head(tmp: Path, env: dict[str, str], attempts: int = 3) -> str:

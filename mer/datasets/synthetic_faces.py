@@ -12,16 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from mer.datasets.synthetic_plan import ClipPlan
-
-REFERENCE_SIZE = (340, 280)  # height, width of a CASME II face crop: amplitudes are quoted here
-
+from mer.datasets.synthetic_plan import REFERENCE_SIZE, ClipPlan
 
 # ---------------------------------------------------------------------------------------------
 # Faces: drawn once per subject.

@@ -41,8 +41,9 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from mer.datasets import CLASSES_3
-from mer.datasets.synthetic_faces import REFERENCE_SIZE
 from mer.errors import ConfigError
+
+REFERENCE_SIZE = (340, 280)  # height, width of a CASME II face crop: amplitudes are quoted here
 
 LAYOUTS = ("casme2", "smic", "video", "megc2019")
 MODELS = ("templates", "au-mixture")
