@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# GPU checks in one run (under 5 minutes): the CUDA tests, then the training-step benchmark.
+# GPU checks in one run (under 10 minutes): the CUDA tests, the training-step benchmark, then
+# the real training loops (benchmarks/gpu_loops.py).
 #
 #   bash benchmarks/gpu.sh            # from the repository root, on a machine with a CUDA GPU
 #
-# Writes gpu.log, gpu_tests.xml and gpu_bench.json to $OUT (benchmarks/ when OUT is unset).
-# Needs torch with CUDA, pytest and numpy, nothing else of requirements.txt (the tests and the
-# benchmark import only mer.models and mer.losses). When torch is missing or CPU-only it tries
+# Writes gpu.log, gpu_tests.xml, gpu_bench.json and gpu_loops.json to $OUT (benchmarks/ when OUT is unset).
+# The tests and the step benchmark need torch with CUDA, pytest and numpy (they import only
+# mer.models and mer.losses); the loops need requirements.txt, installed here when missing. When torch is missing or CPU-only it tries
 # `pip install torch==2.13.0` (PyPI's default Linux wheel is the CUDA build) and says so.
 # Dry run on a CPU machine (no install; tests skip; benchmark at tiny sizes, no compile):
 #   SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu.sh
@@ -65,5 +66,14 @@ bench_flags=(--budget 170)
 timeout 210 "$PY" benchmarks/gpu_bench.py --out "$DEST/gpu_bench.json" "${bench_flags[@]}"
 bench_rc=$?
 
-echo "== done: tests exit $tests_rc, benchmark exit $bench_rc"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+# The real loops need the whole runtime (pandas, pyarrow, cv2 for the synthetic set).
+"$PY" -c "import pandas, pyarrow, cv2, scipy, sklearn" 2>/dev/null \
+  || timeout 240 "$PY" -m pip install -q -r requirements.txt
+echo "== loops: $PY benchmarks/gpu_loops.py"
+loops_flags=()
+[ "$SMOKE" = 1 ] && loops_flags=(--cpu-smoke)
+timeout 300 "$PY" benchmarks/gpu_loops.py --out "$DEST/gpu_loops.json" "${loops_flags[@]}"
+loops_rc=$?
+
+echo "== done: tests exit $tests_rc, benchmark exit $bench_rc, loops exit $loops_rc"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$loops_rc" -eq 0 ]

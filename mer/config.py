@@ -89,8 +89,15 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     margin: float = 1.0
+    # Pair rule: "random" (batch_size pairs per step, half same class, any subjects) or
+    # "episodic" (class-balanced episodes of 2 x batch_size clips, every pair inside one,
+    # positives across subjects only); mer.train.pretrain.
+    pairs: str = "random"
     augment: bool = True
     seed: int = 0  # a search replaces it with each of search.seeds
+    # bf16 autocast on GPU. Off until a GPU study of the contrastive loss over whole epochs
+    # says it is safe: under CPU autocast its gradient direction disagreed with fp32.
+    amp: bool = False
 
 
 @dataclass
@@ -371,6 +378,7 @@ def validate(cfg: PipelineConfig) -> None:
     _positive("pretrain.lr", p.lr)
     _at_least("pretrain.weight_decay", p.weight_decay, 0)
     _positive("pretrain.margin", p.margin)
+    _one_of("pretrain.pairs", p.pairs, ("random", "episodic"))
     _at_least("pretrain.seed", p.seed, 0)
     _check_finetune(cfg.finetune, "finetune", NUM_CLASSES[d.protocol])
     r = cfg.resources

@@ -52,6 +52,52 @@ class ContrastiveLoss(nn.Module):
             return loss.mean()
 
 
+class EpisodeContrastiveLoss(nn.Module):
+    """The contrastive loss of ContrastiveLoss over every pair of one episode's embeddings.
+
+    target is (N, 2): each clip's class and an integer id of its subject. Positive pairs
+    share a class and come from different subjects (a same-subject pair would let identity
+    stand in for expression); negative pairs differ in class, from any subject (a
+    same-subject negative is a hard one: it pushes identity apart). The two means are
+    averaged, so positives and negatives weigh equally as in ContrastiveLoss's balanced
+    pairs; an episode without one kind contributes the other only. Our reconstruction of
+    "inspired by few-shot learning" (episodes of mer.train.data.sample_episodes).
+    """
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        if not margin > 0:
+            raise ConfigError(f"contrastive margin={margin} must be positive.")
+        self.margin = float(margin)
+
+    def forward(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or target.shape != (len(z), 2):
+            raise ValueError(
+                f"episode contrastive loss needs z (N, D) and target (N, 2); got "
+                f"{tuple(z.shape)} and {tuple(target.shape)}"
+            )
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            d2, pos, neg = episode_pairs(z.float(), target)
+            d = torch.sqrt(d2 + 1e-12)
+            parts = []
+            if pos.any():
+                parts.append(d2[pos].mean())
+            if neg.any():
+                parts.append(F.relu(self.margin - d[neg]).pow(2).mean())
+            return torch.stack(parts).mean() if parts else z.sum() * 0.0
+
+
+def episode_pairs(z: torch.Tensor, target: torch.Tensor):
+    """(squared distances, positive mask, negative mask) over the pairs i < j of an episode:
+    positives share a class across subjects, negatives differ in class."""
+    n = len(z)
+    i, j = torch.triu_indices(n, n, 1, device=z.device)
+    d2 = (z[i] - z[j]).pow(2).sum(dim=1)
+    label, subject = target[:, 0], target[:, 1]
+    same = label[i] == label[j]
+    return d2, same & (subject[i] != subject[j]), ~same
+
+
 class FocalLoss(nn.Module):
     """Multi-class focal loss FL = -alpha_y (1 - p_y)^gamma log p_y.
 

@@ -150,7 +150,12 @@ class SiameseC3D(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(self.backbone.features(x)), dim=1)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        """Embeddings of a pair of batches (za, zb), or of one batch (an episode) alone."""
+        if b is None:
+            return self.embed(a)
         # One backbone pass over both halves: each weight is used once per step, which is
         # faster and keeps DDP's gradient hooks simple.
         z = self.embed(torch.cat([a, b]))

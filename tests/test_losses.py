@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mer.errors import ConfigError
-from mer.losses import ContrastiveLoss, FocalLoss, class_balance_alpha
+from mer.losses import ContrastiveLoss, EpisodeContrastiveLoss, FocalLoss, class_balance_alpha
 
 
 def _focal_by_hand(logits, target, gamma, alpha):
@@ -122,6 +122,30 @@ def test_contrastive_gradients_pull_same_push_different():
     assert torch.dot(-zb.grad[1], toward_a) < 0  # different: away from a
     with pytest.raises(ConfigError, match="margin=0"):
         ContrastiveLoss(margin=0)
+
+
+def test_episode_contrastive_takes_every_pair_positives_across_subjects_only():
+    g = torch.Generator().manual_seed(4)
+    z = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    label = torch.tensor([0, 0, 0, 1, 1, 2])
+    subject = torch.tensor([0, 0, 1, 2, 2, 3])  # (0, 1) and (3, 4) share a subject
+    margin = 1.3
+    pos, neg = [], []
+    for i in range(6):
+        for j in range(i + 1, 6):
+            d = (z[i] - z[j]).double().norm()
+            if label[i] != label[j]:
+                neg.append(torch.clamp(margin - d, min=0) ** 2)
+            elif subject[i] != subject[j]:
+                pos.append(d**2)
+    assert len(pos) == 2  # (0, 2) and (1, 2): same-subject positives are left out
+    expected = 0.5 * (torch.stack(pos).mean() + torch.stack(neg).mean())
+    loss = EpisodeContrastiveLoss(margin)(z, torch.stack([label, subject], dim=1))
+    torch.testing.assert_close(loss, expected.float())
+    # Only negatives: the loss is their mean alone.
+    only_neg = EpisodeContrastiveLoss(margin)(z[[0, 3, 5]], torch.tensor([[0, 0], [1, 1], [2, 2]]))
+    d = torch.cdist(z[[0, 3, 5]].double(), z[[0, 3, 5]].double())[[0, 0, 1], [1, 2, 2]]
+    torch.testing.assert_close(only_neg, (torch.clamp(margin - d, min=0) ** 2).mean().float())
 
 
 def test_class_balance_alpha_mean_one_and_order():

@@ -50,6 +50,20 @@ def test_pairs_use_training_subjects_only_and_are_balanced(fake_keyframes):
         assert (labels[a] == labels[b]).tolist() == (same == 1).tolist()
 
 
+def test_episodes_balance_classes_and_cross_subjects(fake_keyframes):
+    table = load_table(fake_keyframes)
+    for fold in fold_specs(table):
+        idx = table.indices_of(fold["train_subjects"])
+        labels = table.clips["label"].to_numpy()[idx]
+        subjects = np.unique(table.subject_keys[idx], return_inverse=True)[1]
+        episodes = data.sample_episodes(labels, subjects, 20, 9, np.random.default_rng(0))
+        assert episodes.shape == (20, 9) and episodes.max() < len(idx)  # training clips only
+        for e in episodes:
+            assert np.bincount(labels[e], minlength=3).tolist() == [3, 3, 3]
+            for c in range(3):  # three training subjects: each gives a class one clip
+                assert len(set(subjects[e][labels[e] == c])) == 3
+
+
 def test_shards_give_every_rank_the_same_steps():
     order = np.arange(37)
     shards = [data.shard(order, r, 2, 8) for r in range(2)]

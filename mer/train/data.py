@@ -10,17 +10,53 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
+class Frames:
+    """A key-frame array where batches are taken: the host's numpy array, or (`on_device`)
+    one copy on the training device, indexed there, so no batch crosses the bus."""
+
+    def __init__(self, frames: np.ndarray, device: torch.device, on_device: bool) -> None:
+        self.device = device
+        self.on_device = on_device
+        self.frames = (
+            torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)
+            if (on_device)
+            else frames
+        )
+
+    def __getitem__(self, idx: np.ndarray):
+        if self.on_device:
+            return self.frames[torch.as_tensor(idx, device=self.device)]
+        return self.frames[idx]
+
+    @classmethod
+    def of(cls, frames: np.ndarray, device: torch.device, on_device: bool) -> Frames:
+        """One per array, device and placement in this process (a table is copied once)."""
+        key = (id(frames), str(device), on_device)
+        if key not in _FRAMES:
+            _FRAMES.clear()  # one table at a time on a device
+            _FRAMES[key] = cls(frames, device, on_device)
+        return _FRAMES[key]
+
+
+_FRAMES: dict[tuple, Frames] = {}
+
+
 DELTA_GAIN = 8.0  # a 1-level change becomes 8/255: micro-movements are a few levels
 
 
-def to_tensor(frames: np.ndarray, device=None, input: str = "frames") -> torch.Tensor:
-    """uint8 B,K,S,S,C -> float32 B,C,K,S,S in [-1, 1].
+def to_tensor(frames, device=None, input: str = "frames") -> torch.Tensor:
+    """uint8 B,K,S,S,C (numpy, or a torch tensor already on its device) -> float32
+    B,C,K,S,S in [-1, 1].
 
     input "frames": the key frames themselves (as in C3D and the paper).
     input "delta": each key frame minus the clip's first (onset) key frame, amplified; our
     option for small data, where learning sub-pixel motion from raw frames is hard.
     """
-    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)
+    if isinstance(frames, torch.Tensor):
+        x = frames.to(device) if device is not None else frames
+    else:
+        x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)
     x = x.permute(0, 4, 1, 2, 3).float()
     if input == "delta":
         return (x - x[:, :, :1]).mul_(DELTA_GAIN / 255.0).clamp_(-1.0, 1.0)
@@ -82,6 +118,48 @@ def sample_pairs(
         same.append(1.0 if want_same else 0.0)
     order = rng.permutation(n_pairs)
     return np.asarray(a)[order], np.asarray(b)[order], np.asarray(same, dtype=np.float32)[order]
+
+
+def sample_episodes(
+    labels: np.ndarray, subjects: np.ndarray, n_episodes: int, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(n_episodes, size) positions over 0..len(labels)-1 for episodic prior learning.
+
+    An episode holds every class about equally (size // classes clips each, the remainder to
+    random classes), each class's clips drawn from as many different subjects as it has:
+    subjects in a fresh random order, one clip each, round-robin (a subject gives a class
+    a second clip only after every subject of that class gave one). So the pairs an episode
+    forms (mer.losses.EpisodeContrastiveLoss) cross subjects wherever the data allows, and a
+    class's clips are never mostly one person's. Few-shot learning's episodes (Vinyals et
+    al. 2016; Snell et al. 2017) are the inspiration: a balanced N-way set per step, every
+    pair inside it used.
+    """
+    labels, subjects = np.asarray(labels), np.asarray(subjects)
+    classes = np.unique(labels)
+    if len(labels) < 2:
+        raise ValueError("episodes need at least two training clips")
+    by_class = {
+        c: {
+            s: np.flatnonzero((labels == c) & (subjects == s))
+            for s in np.unique(subjects[labels == c])
+        }
+        for c in classes
+    }
+    out = np.empty((n_episodes, size), dtype=np.int64)
+    for e in range(n_episodes):
+        counts = np.full(len(classes), size // len(classes))
+        counts[rng.choice(len(classes), size % len(classes), replace=False)] += 1
+        picks = []
+        for c, n in zip(classes, counts, strict=True):
+            groups = by_class[c]
+            order = rng.permutation(list(groups))
+            taken = 0
+            while taken < n:  # round-robin over the class's subjects in a random order
+                for s in order[: n - taken]:
+                    picks.append(rng.choice(groups[s]))
+                taken += min(n - taken, len(order))
+        out[e] = rng.permutation(np.asarray(picks))
+    return out
 
 
 def balanced_order(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -30,7 +30,16 @@ from mer.errors import ConfigError
 from mer.progress import emit
 from mer.table import ClipTable, load_table
 from mer.train import data
-from mer.train.runtime import Worker, mean_over_workers, place, ray_worker, set_threads
+from mer.train.runtime import (
+    Worker,
+    adamw,
+    compile_model,
+    mean_over_workers,
+    place,
+    ray_worker,
+    set_threads,
+    table_on_device,
+)
 from mer.train.step import predict, train_step
 
 
@@ -132,6 +141,8 @@ def train_classifier(
         import ray.train.torch
 
         ddp = ray.train.torch.prepare_model(model)
+    forward = compile_model(ddp, cfg.resources, w)
+    frames = data.Frames.of(table.frames, w.device, table_on_device(cfg.resources, w))
 
     counts = np.bincount(labels_all[train_idx], minlength=num_classes)
     alpha = (
@@ -141,7 +152,7 @@ def train_classifier(
     )
     loss_fn = FocalLoss(gamma=ft.gamma, alpha=alpha.to(w.device))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=ft.lr, weight_decay=ft.weight_decay)
+    opt = adamw(params, ft.lr, ft.weight_decay, w)
     amp = ft.amp and w.device.type == "cuda"
 
     labels = labels_all[train_idx]
@@ -156,11 +167,11 @@ def train_classifier(
         )
         ddp.train()
         for batch in data.shard(order, w.rank, w.world, ft.batch_size):
-            x = data.to_tensor(table.frames[train_idx[batch]], w.device, cfg.model.input)
+            x = data.to_tensor(frames[train_idx[batch]], w.device, cfg.model.input)
             if ft.augment:
                 x = data.augment(x, gen)
             y = torch.from_numpy(labels[batch]).to(w.device)
-            train_step(ddp, loss_fn, opt, (x,), y, amp=amp)
+            train_step(forward, loss_fn, opt, (x,), y, amp=amp)
         epochs_run = epoch + 1
         if len(val_idx):
             probs = predict(model, table.frames[val_idx], w.device, amp=amp, input=cfg.model.input)

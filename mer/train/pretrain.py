@@ -1,10 +1,20 @@
 """Stage 2, prior learning: a siamese C3D learns from clip pairs of each fold's training subjects.
 
-Zhao et al. (2021) pre-train a siamese 3D CNN on pairs ("prior learning"); the pair rule,
-loss and schedule are not in the abstract. Our reconstruction (configurable in
-`PretrainConfig`): pairs balanced between same and different class, never the same clip
-twice, drawn afresh each epoch from a seeded generator, contrastive loss (Hadsell et al. 2006)
-on L2-normalised embeddings. Only the run's training subjects are ever sampled.
+Zhao et al. (2021) pre-train a siamese 3D CNN on pairs ("prior learning") in a way they call
+inspired by few-shot learning; the pair rule, loss and schedule are not in the abstract. Our
+reconstruction (configurable in `PretrainConfig`), with a contrastive loss (Hadsell et al.
+2006) on L2-normalised embeddings and only the run's training subjects ever sampled:
+- "episodic": each step embeds one episode, 2 x batch_size clips with the
+  classes balanced and each class's clips from different subjects (data.sample_episodes),
+  and the loss takes every pair inside it: positives of one class across subjects, negatives
+  of different classes (losses.EpisodeContrastiveLoss). Pairs cross subjects, so identity
+  is no shortcut, and a step sees about batch_size^2 pairs for the price of 2 x batch_size
+  clips.
+- "random" (the default, the first version): batch_size pairs per step, half of one class, half not,
+  drawn from any subjects (data.sample_pairs).
+Both draw afresh each epoch from a seeded generator; pair accuracy (same class iff the
+distance is under margin / 2; balanced over positives and negatives for episodes) is
+reported per epoch. benchmarks/README.md ("Prior learning") has what each rule learns.
 
 A prior-learning job is one (seed, fold run): it learns on the run's training subjects and
 writes its checkpoints to `mer.layout.prior_dir` (format: mer.checkpoints). Jobs are split
@@ -29,7 +39,16 @@ from mer.models import build_siamese
 from mer.progress import emit
 from mer.table import ClipTable, load_table
 from mer.train import data
-from mer.train.runtime import Worker, mean_over_workers, place, ray_worker, set_threads
+from mer.train.runtime import (
+    Worker,
+    adamw,
+    compile_model,
+    mean_over_workers,
+    place,
+    ray_worker,
+    set_threads,
+    table_on_device,
+)
 from mer.train.step import train_step
 
 
@@ -50,17 +69,24 @@ def pretrain_loop(config: dict) -> None:
         resume = None
 
 
-def train_prior(cfg: PipelineConfig, table: ClipTable, job: dict, w: Worker, resume=None):
-    """Prior learning of one job; the chief writes epoch checkpoints, prior.pt and _done.json."""
-    from mer.losses import ContrastiveLoss
+def train_prior(
+    cfg: PipelineConfig, table: ClipTable, job: dict, w: Worker, resume=None, report=None
+):
+    """Prior learning of one job; the chief writes epoch checkpoints, prior.pt and _done.json.
+    `report(folder, model, opt, epoch, history, metrics, w)` ends each epoch (default: to
+    Ray Train, with a checkpoint; benchmarks outside Ray pass their own)."""
+    from mer.losses import ContrastiveLoss, EpisodeContrastiveLoss
 
     p = cfg.pretrain
+    report = report or _report_epoch
+    rule = p.pairs
     seed = job["seed"]
     idx = table.indices_of(job["train_subjects"])
     labels = table.clips["label"].to_numpy()[idx]
+    subjects = np.unique(table.subject_keys[idx], return_inverse=True)[1]
     torch.manual_seed(seed)
     model = build_siamese(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    opt = adamw(model.parameters(), p.lr, p.weight_decay, w)
     start, history = 0, []
     if resume:
         state = resume["state"]
@@ -73,44 +99,85 @@ def train_prior(cfg: PipelineConfig, table: ClipTable, job: dict, w: Worker, res
         import ray.train.torch
 
         ddp = ray.train.torch.prepare_model(model)
-    loss_fn = ContrastiveLoss(margin=p.margin)
+    forward = compile_model(ddp, cfg.resources, w)
+    frames = data.Frames.of(table.frames, w.device, table_on_device(cfg.resources, w))
+    amp = p.amp and w.device.type == "cuda"
+    if rule == "episodic":
+        loss_fn = EpisodeContrastiveLoss(margin=p.margin)
+    else:
+        loss_fn = ContrastiveLoss(margin=p.margin)
 
     for epoch in range(start, p.epochs):
         t0 = time.time()
         rng, gen = data.epoch_rng(seed, job["index"], epoch)
-        a, b, same = data.sample_pairs(labels, p.pairs_per_epoch, rng)
         ddp.train()
-        tot = {"loss": 0.0, "correct": 0.0, "n": 0.0}
-        for batch in data.shard(np.arange(len(a)), w.rank, w.world, p.batch_size):
-            xa = data.to_tensor(table.frames[idx[a[batch]]], w.device, cfg.model.input)
-            xb = data.to_tensor(table.frames[idx[b[batch]]], w.device, cfg.model.input)
-            if p.augment:
-                xa, xb = data.augment(xa, gen), data.augment(xb, gen)
-            y = torch.from_numpy(same[batch]).to(w.device)
-            loss, (za, zb) = train_step(ddp, loss_fn, opt, (xa, xb), y)
-            with torch.no_grad():
-                pred_same = (za - zb).norm(dim=1) < p.margin / 2
-                tot["correct"] += float((pred_same == (y > 0.5)).sum())
-            tot["loss"] += loss.item() * len(batch)
-            tot["n"] += len(batch)
+        tot = {"loss": 0.0, "steps": 0.0, "pos_hit": 0.0, "pos": 0.0, "neg_hit": 0.0, "neg": 0.0}
+        if rule == "episodic":
+            steps = max(w.world, p.pairs_per_epoch // p.batch_size)
+            episodes = data.sample_episodes(labels, subjects, steps, 2 * p.batch_size, rng)
+            for batch in data.shard(np.arange(steps), w.rank, w.world, 1):
+                e = episodes[batch[0]]
+                x = data.to_tensor(frames[idx[e]], w.device, cfg.model.input)
+                if p.augment:
+                    x = data.augment(x, gen)
+                y = torch.from_numpy(np.stack([labels[e], subjects[e]], axis=1)).to(w.device)
+                loss, z = train_step(forward, loss_fn, opt, (x,), y, amp=amp)
+                _count_pairs(tot, *pair_hits(z.detach(), y, p.margin / 2))
+                tot["loss"] += loss.item()
+                tot["steps"] += 1
+        else:
+            a, b, same = data.sample_pairs(labels, p.pairs_per_epoch, rng)
+            for batch in data.shard(np.arange(len(a)), w.rank, w.world, p.batch_size):
+                xa = data.to_tensor(frames[idx[a[batch]]], w.device, cfg.model.input)
+                xb = data.to_tensor(frames[idx[b[batch]]], w.device, cfg.model.input)
+                if p.augment:
+                    xa, xb = data.augment(xa, gen), data.augment(xb, gen)
+                y = torch.from_numpy(same[batch]).to(w.device)
+                loss, (za, zb) = train_step(forward, loss_fn, opt, (xa, xb), y, amp=amp)
+                with torch.no_grad():
+                    near = (za - zb).norm(dim=1) < p.margin / 2
+                    pos = y > 0.5
+                _count_pairs(tot, (near & pos).sum(), pos.sum(), (~near & ~pos).sum(), (~pos).sum())
+                tot["loss"] += loss.item()
+                tot["steps"] += 1
         tot = mean_over_workers(tot, w)
         metrics = {
             "run": job["run"],
             "seed": seed,
             "epoch": epoch + 1,
             "epochs": p.epochs,
-            "loss": tot["loss"] / max(tot["n"], 1),
-            "pair_accuracy": tot["correct"] / max(tot["n"], 1),
+            "pairs": rule,
+            "loss": tot["loss"] / max(tot["steps"], 1),
+            # Balanced over positive and negative pairs: 0.5 is chance whatever their mix.
+            "pair_accuracy": 0.5
+            * (tot["pos_hit"] / max(tot["pos"], 1) + tot["neg_hit"] / max(tot["neg"], 1)),
             "epoch_seconds": time.time() - t0,
             "worker_pid": os.getpid(),
         }
         history.append(metrics)
-        _report_epoch(job["dir"], model, opt, epoch + 1, history, metrics, w)
+        report(job["dir"], model, opt, epoch + 1, history, metrics, w)
 
     if w.is_chief:
         checkpoints.save_state(model.backbone.state_dict(), checkpoints.prior_file(job["dir"]))
         checkpoints.mark_done(job["dir"], job["train_subjects"], history)
     return model
+
+
+def pair_hits(z: torch.Tensor, target: torch.Tensor, threshold: float):
+    """(positives within threshold, positives, negatives beyond it, negatives) of an episode's
+    embeddings (losses.episode_pairs' pairs)."""
+    from mer.losses import episode_pairs
+
+    d2, pos, neg = episode_pairs(z.float(), target)
+    near = d2 < threshold**2
+    return (near & pos).sum(), pos.sum(), (~near & neg).sum(), neg.sum()
+
+
+def _count_pairs(tot: dict, pos_hit, pos, neg_hit, neg) -> None:
+    tot["pos_hit"] += float(pos_hit)
+    tot["pos"] += float(pos)
+    tot["neg_hit"] += float(neg_hit)
+    tot["neg"] += float(neg)
 
 
 def _report_epoch(folder, model, opt, epoch, history, metrics, w) -> None:
