@@ -1,0 +1,435 @@
+"""The paper's claims as an ablation study: variants of one config, compared pairwise.
+
+A study is a base config (the full method) and a named list of variants, each a few
+overrides of it. Zhao et al. (2021) claim that prior learning, focal loss, freezing lower
+blocks and adaptive key frames each help; a variant removes or changes one of them
+(`configs/study.yaml`). Every variant runs as its own experiment,
+`search.experiment = <study>-<variant>`, through the pipeline's own stages (data, the learned
+interpolator where needed, its key-frame table, baselines, priors, target learning), all on
+the same LOSO folds and `search.seeds`, so every output is keyed by its settings and a rerun
+resumes where it stopped. A variant is one fixed configuration (a one-value search space of
+its finetune gamma, beta and freeze), or a sweep of searchable finetune settings
+(`space: {freeze: [1, 2, 3]}`), one row per configuration.
+
+Nothing is chosen on the reported folds: every row is a fixed configuration, so each score is
+that configuration's pooled LOSO score (mean and SD over seeds, subject-bootstrap interval),
+and each row carries the paired comparison `mer.results.compare(full, row)`: full - row with a
+paired subject-bootstrap interval and a permutation p-value. The baselines (majority, linear)
+of the full method's experiment are rows too. How the full method's own settings were chosen
+is the study's `selection` text, written into every output.
+
+Outputs under `<root>/study/<name>/`: study.json, study.csv, study.md, study_uf1.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from mer import config as config_mod
+from mer import layout, results, storage
+from mer.config import PipelineConfig
+from mer.errors import ConfigError, InputError
+from mer.progress import emit
+
+FULL = "full"
+# The finetune settings a one-configuration variant fixes through its one-value search space.
+FIXED = ("gamma", "beta", "freeze")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+NOTE = (
+    "every row is one fixed configuration run on the same LOSO folds and seeds (nothing is "
+    "chosen on these folds); UF1/UAR: mean +- SD over seeds of the pooled score, [95 % "
+    "subject-bootstrap interval]; full - row: paired difference, 95 % paired subject-bootstrap "
+    "interval, two-sided paired permutation p (mer.results.compare)"
+)
+
+
+@dataclass
+class Variant:
+    name: str
+    claim: str = ""  # which claim of the paper it tests ("prior learning", ...)
+    overrides: dict = field(default_factory=dict)  # {"section.key": value}
+    space: dict = field(default_factory=dict)  # searchable finetune settings swept (lists)
+
+
+@dataclass
+class Study:
+    name: str
+    variants: list[Variant]  # the first is the full method, named "full"
+    selection: str = ""  # how the full method's settings were chosen (never these folds)
+
+
+# ---------------------------------------------------------------- definition
+
+
+def load_study(path: str, overrides: list[str] | None = None) -> tuple[PipelineConfig, Study]:
+    """(base config, study) from a study YAML: a pipeline config plus a `study:` section.
+    `overrides` (`section.key=value`) apply to the base config, so to every variant."""
+    try:
+        doc = yaml.safe_load(storage.read_bytes(path)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("study"), dict):
+        raise ConfigError(f"{path}: a study config needs a `study:` section (configs/study.yaml)")
+    spec = doc.pop("study")
+    for item in overrides or []:
+        config_mod.apply_override(doc, item)
+    cfg = config_mod.from_dict(doc, source=path).validate()
+    study = parse_study(spec, path)
+    for v in study.variants:  # every variant must resolve to a valid config now, not later
+        variant_config(cfg, study, v)
+    return cfg, study
+
+
+def parse_study(spec: dict, source: str = "study") -> Study:
+    known = {"name", "selection", "variants"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in 'study'; known: {sorted(known)}")
+    name = str(spec.get("name", ""))
+    if not NAME.match(name):
+        raise ConfigError(f"{source}: study.name={name!r} must be lower-case letters, digits, -_.")
+    variants = [Variant(FULL, "the full method")]
+    seen = {FULL}
+    for i, v in enumerate(spec.get("variants") or []):
+        if not isinstance(v, dict) or "name" not in v:
+            raise ConfigError(f"{source}: study.variants[{i}] needs a name")
+        extra = sorted(set(v) - {"name", "claim", "set", "space"})
+        if extra:
+            raise ConfigError(f"{source}: study.variants[{i}] has unknown key(s) {extra}")
+        vname = str(v["name"])
+        if not NAME.match(vname) or vname in seen:
+            raise ConfigError(
+                f"{source}: study variant name {vname!r} must be unique, lower-case letters, "
+                "digits, -_."
+            )
+        seen.add(vname)
+        sets = v.get("set") or {}
+        space = v.get("space") or {}
+        if not isinstance(sets, dict) or not isinstance(space, dict):
+            raise ConfigError(f"{source}: study variant {vname}: set and space are mappings")
+        variants.append(Variant(vname, str(v.get("claim", "")), dict(sets), dict(space)))
+    if spec.get("variants") and any(v.name == FULL for v in variants[1:]):
+        raise ConfigError(f"{source}: the variant name {FULL!r} is the base config's")
+    return Study(name=name, variants=variants, selection=str(spec.get("selection", "")))
+
+
+def variant_config(base: PipelineConfig, study: Study, v: Variant) -> PipelineConfig:
+    """The base config with the variant's overrides, under its own experiment name, with a
+    search space that fixes its finetune settings (or sweeps `v.space`)."""
+    d = copy.deepcopy(base.to_dict())
+    for key, value in v.overrides.items():
+        section, _, name = key.partition(".")
+        if section == "search" or not name:
+            raise ConfigError(
+                f"study variant {v.name}: cannot set {key!r} (a variant takes section.key "
+                "settings outside `search`; every variant shares the base's folds and seeds)"
+            )
+        node = d
+        for part in key.split(".")[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"study variant {v.name}: {key!r} names no config setting")
+            node = node[part]
+        node[key.split(".")[-1]] = copy.deepcopy(value)
+    ft = d["finetune"]
+    space = {k: [ft[k]] for k in FIXED}
+    if ft.get("alpha") is not None:
+        space["alpha"] = [ft["alpha"]]
+    space.update(copy.deepcopy(v.space))
+    d["search"]["space"] = space
+    d["search"]["algorithm"] = "grid"
+    d["search"]["num_samples"] = 1
+    d["search"]["experiment"] = experiment_name(study, v)
+    try:
+        return config_mod.from_dict(d, source=f"study variant {v.name}").validate()
+    except ConfigError as e:
+        raise ConfigError(f"study variant {v.name}: {e}") from None
+
+
+def experiment_name(study: Study, v: Variant) -> str:
+    return f"{study.name}-{v.name}"
+
+
+def study_uri(cfg: PipelineConfig, study: Study) -> str:
+    """Where the study's table and plot go: <root>/study/<name>/."""
+    return storage.join(cfg.root, "study", study.name)
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_study(
+    cfg: PipelineConfig, study: Study, *, progress=emit, only: list[str] | None = None
+) -> dict:
+    """Run (or resume) every variant's experiment, then write the study's table and plot.
+    `only`: run just these variants (the table still lists every variant, partial ones apart).
+    """
+    from mer.pipeline import ensure_data, run_search_stage
+    from mer.preprocess import build_keyframes_dataset
+
+    names = [v.name for v in study.variants]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown study variant(s) {unknown}; known: {names}")
+    for i, v in enumerate(study.variants):
+        if only and v.name not in only:
+            continue
+        vcfg = variant_config(cfg, study, v)
+        progress(f"[study] variant {i + 1}/{len(study.variants)}: {v.name} ({describe(v)})")
+        ensure_data(vcfg, progress)
+        if vcfg.keyframes.interpolation == "adaconv":
+            from mer.train.interpolate import run_interpolator
+
+            run_interpolator(vcfg, progress=progress)
+        build_keyframes_dataset(vcfg, progress=progress)
+        try:
+            run_search_stage(vcfg, progress)
+        except ConfigError as e:
+            if "holds an experiment" not in str(e):
+                raise
+            raise ConfigError(
+                f"{e}. The study {study.name!r} was run under other settings: choose another "
+                "study.name"
+            ) from None
+    return write_study(cfg, study, progress=progress)
+
+
+def describe(v: Variant) -> str:
+    parts = [f"{k}={val}" for k, val in v.overrides.items()]
+    parts += [f"{k} in {val}" for k, val in v.space.items()]
+    return ", ".join(parts) or "the base config"
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _experiment(cfg: PipelineConfig) -> results.Experiment | None:
+    try:
+        return results.load_experiment(layout.experiment_uri(cfg))
+    except InputError:
+        return None
+
+
+def _score(s: dict, metric: str) -> dict:
+    def clean(x):  # NaN (an interval over fewer than two subjects) is JSON null
+        return None if x is None or (isinstance(x, float) and np.isnan(x)) else x
+
+    keys = {"mean": metric, "sd": f"{metric}_sd", "lo": f"{metric}_lo", "hi": f"{metric}_hi"}
+    return {k: clean(s.get(v)) for k, v in keys.items()}
+
+
+def _versus(c: dict) -> dict:
+    return {
+        m: {k: c[m][k] for k in ("difference", "ci_low", "ci_high", "p_value", "verdict")}
+        for m in ("uf1", "uar")
+    }
+
+
+def study_table(cfg: PipelineConfig, study: Study) -> dict:
+    """Every row (variant configurations, then baselines) with its scores and, where both it
+    and the full method are complete, the paired comparison full - row."""
+    full_cfg = variant_config(cfg, study, study.variants[0])
+    full_exp = _experiment(full_cfg)
+    full_id = None
+    if full_exp is not None:
+        ids = [e for e, kind in full_exp.kinds.items() if kind == "method"]
+        full_id = ids[0] if len(ids) == 1 else None
+    full_done = (
+        full_id is not None and results.entry_scores(full_exp, full_id)["status"] == "complete"
+    )
+    rows = []
+
+    def row(v: Variant | None, exp: results.Experiment, entry: str, kind: str) -> dict:
+        s = results.entry_scores(exp, entry)
+        params = exp.params[entry]
+        r = {
+            "variant": v.name if v else f"baseline: {entry}",
+            "claim": v.claim if v else "baseline",
+            "kind": kind,
+            "settings": describe(v) if v else _BASELINES.get(entry, entry),
+            "params": {} if kind == "baseline" else params,
+            "experiment": exp.meta.get("experiment"),
+            "config_id": entry,
+            "status": s["status"],
+            "folds": f"{s['folds_done']}/{s['folds_total']}",
+            "seeds_done": s["seeds_done"],
+            "uf1": _score(s, "uf1"),
+            "uar": _score(s, "uar"),
+            "per_seed": s["per_seed"],
+        }
+        if kind == "variant" and v.space:
+            r["swept"] = {k: params.get(k) for k in v.space}
+            r["settings"] += " (" + ", ".join(f"{k}={x}" for k, x in r["swept"].items()) + ")"
+        if s["status"] == "complete" and full_done and not (v and v.name == FULL):
+            r["full_minus_row"] = _versus(results.compare(full_exp, full_id, exp, entry))
+        return r
+
+    for v in study.variants:
+        vcfg = variant_config(cfg, study, v)
+        exp = _experiment(vcfg)
+        if exp is None:
+            rows.append(
+                {
+                    "variant": v.name,
+                    "claim": v.claim,
+                    "kind": "variant",
+                    "settings": describe(v),
+                    "experiment": vcfg.search.experiment,
+                    "status": "not run",
+                }
+            )
+            continue
+        for entry, kind in sorted(exp.kinds.items()):
+            if kind == "method":
+                rows.append(row(v, exp, entry, "full" if v.name == FULL else "variant"))
+    if full_exp is not None:
+        for name in ("linear", "majority"):
+            if name in full_exp.params:
+                rows.append(row(None, full_exp, name, "baseline"))
+    return {
+        "study": study.name,
+        "root": cfg.root,
+        "protocol": "loso, fixed configurations",
+        "note": NOTE,
+        "selection": study.selection
+        or "not stated: the full method's settings are the base config's",
+        "dataset": cfg.data.dataset,
+        "data": layout.data_settings(cfg),
+        "seeds": list(cfg.search.seeds),
+        "full": {"experiment": full_cfg.search.experiment, "config_id": full_id},
+        "rows": rows,
+        "complete": all(r["status"] == "complete" for r in rows),
+    }
+
+
+_BASELINES = {
+    "linear": "logistic regression on the apex - onset key-frame difference (mer.baselines)",
+    "majority": "the training subjects' most frequent class",
+}
+
+
+def _fmt(score: dict | None) -> str:
+    if not score or score.get("mean") is None:
+        return "-"
+    text = f"{score['mean']:.3f} +- {score.get('sd') or 0:.3f}"
+    if score.get("lo") is not None:
+        text += f" [{score['lo']:.3f}, {score['hi']:.3f}]"
+    return text
+
+
+def _fmt_diff(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] p={d['p_value']:.3g}"
+
+
+def flat_rows(table: dict) -> list[dict]:
+    """One flat record per row (the CSV)."""
+    out = []
+    for r in table["rows"]:
+        flat = {k: r.get(k) for k in ("variant", "claim", "kind", "settings", "experiment")}
+        flat.update(config_id=r.get("config_id"), status=r["status"], folds=r.get("folds"))
+        for m in ("uf1", "uar"):
+            for k, v in (r.get(m) or {}).items():
+                flat[f"{m}_{k}"] = v
+            d = (r.get("full_minus_row") or {}).get(m) or {}
+            for k in ("difference", "ci_low", "ci_high", "p_value", "verdict"):
+                flat[f"full_minus_row_{m}_{k}"] = d.get(k)
+        out.append(flat)
+    return out
+
+
+def markdown(table: dict) -> str:
+    lines = [
+        f"# Study {table['study']}",
+        "",
+        f"Data: {table['dataset']} ({_data_text(table['data'])}); seeds {table['seeds']}.",
+        "",
+        f"Selection of the full method's settings: {table['selection']}.",
+        "",
+        f"Statistics: {table['note']}.",
+        "",
+        "| variant | claim | settings | UF1 | UAR | full - row, UF1 | full - row, UAR | verdict (UF1) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table["rows"]:
+        d = r.get("full_minus_row") or {}
+        verdict = d.get("uf1", {}).get("verdict", "") if d else ""
+        if r["status"] != "complete":
+            verdict = r["status"]
+        lines.append(
+            f"| {r['variant']} | {r['claim']} | {r['settings']} | {_fmt(r.get('uf1'))} | "
+            f"{_fmt(r.get('uar'))} | {_fmt_diff(d.get('uf1'))} | {_fmt_diff(d.get('uar'))} | "
+            f"{verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _data_text(data: dict) -> str:
+    keys = ("data.synthetic.preset", "data.synthetic.seed", "data.synthetic.clips")
+    keys += ("data.synthetic.subjects", "data.root")
+    return ", ".join(f"{k.split('.')[-1]} {data[k]}" for k in keys if data.get(k) is not None)
+
+
+def plot(table: dict) -> bytes:
+    """UF1 with its interval per row, the full method's mean as a reference line (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table["rows"] if r.get("uf1", {}).get("mean") is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.6))
+    colours = {"full": "tab:green", "variant": "tab:blue", "baseline": "tab:red"}
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        s = r["uf1"]
+        lo = s["lo"] if s.get("lo") is not None else s["mean"]
+        hi = s["hi"] if s.get("hi") is not None else s["mean"]
+        ax.errorbar(
+            s["mean"],
+            y,
+            xerr=[[s["mean"] - lo], [hi - s["mean"]]],
+            fmt="o",
+            capsize=3,
+            color=colours[r["kind"]],
+            mfc="white" if r["status"] != "complete" else None,
+        )
+    labels = []
+    for r in rows:
+        label = r["variant"] + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
+        labels.append(label if r["status"] == "complete" else label + " (partial)")
+    ax.set_yticks(range(len(rows))[::-1], labels, fontsize=8)
+    full = next((r for r in rows if r["kind"] == "full"), None)
+    if full:
+        ax.axvline(full["uf1"]["mean"], ls="--", color="tab:green", lw=1, label="full method")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("pooled LOSO UF1, mean over seeds, 95 % subject-bootstrap interval")
+    ax.set_title(f"study {table['study']}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_study(cfg: PipelineConfig, study: Study, *, progress=emit) -> dict:
+    """study.json, study.csv, study.md and study_uf1.png under <root>/study/<name>/."""
+    import pandas as pd
+
+    table = study_table(cfg, study)
+    out = study_uri(cfg, study)
+    storage.write_json(storage.join(out, "study.json"), table)
+    csv = pd.DataFrame(flat_rows(table)).to_csv(index=False)
+    storage.write_bytes(storage.join(out, "study.csv"), csv.encode())
+    storage.write_bytes(storage.join(out, "study.md"), markdown(table).encode())
+    storage.write_bytes(storage.join(out, "study_uf1.png"), plot(table))
+    storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
+    progress(f"[study] {out}: study.json, study.csv, study.md, study_uf1.png")
+    table["uri"] = out
+    return table

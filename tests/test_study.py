@@ -1,0 +1,188 @@
+"""The ablation study: variants as experiments on the same folds and seeds, one table whose
+every row carries an interval and whose paired rows are mer.results.compare's."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tests_paths import REPO
+
+from mer import layout, results, study
+from mer.errors import ConfigError
+from mer.testing import write_random_keyframes
+
+TINY = {
+    "root": "ROOT",
+    "data": {"dataset": "synthetic", "synthetic": {"subjects": 4, "clips_per_subject": 3}},
+    "keyframes": {"k": 8, "size": 32},
+    "model": {"width": 0.125, "embedding_dim": 16, "head_hidden": 32, "input": "delta"},
+    "pretrain": {"epochs": 1, "pairs_per_epoch": 16, "batch_size": 4},
+    "finetune": {"epochs": 1, "batch_size": 8, "gamma": 2.0, "beta": 0.5, "freeze": 1},
+    "search": {"seeds": [0, 1]},
+    "study": {
+        "name": "tiny",
+        "selection": "fixed by hand for the test",
+        "variants": [
+            {"name": "scratch", "claim": "prior learning", "set": {"pretrain.enabled": False}},
+            {
+                "name": "cross-entropy",
+                "claim": "focal loss",
+                "set": {"finetune.gamma": 0.0, "finetune.beta": 0.0},
+            },
+            {"name": "freeze", "claim": "freezing", "space": {"freeze": [0, 2]}},
+            {"name": "uniform", "claim": "key frames", "set": {"keyframes.method": "uniform"}},
+        ],
+    },
+}
+
+
+def write_study_config(tmp_path, doc=None) -> str:
+    import yaml
+
+    doc = json.loads(json.dumps(doc or TINY).replace("ROOT", str(tmp_path)))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_variants_are_the_base_config_with_their_overrides(tmp_path):
+    cfg, s = study.load_study(write_study_config(tmp_path))
+    assert [v.name for v in s.variants] == ["full", "scratch", "cross-entropy", "freeze", "uniform"]
+    full = study.variant_config(cfg, s, s.variants[0])
+    assert full.search.experiment == "tiny-full"
+    assert full.search.space == {"gamma": [2.0], "beta": [0.5], "freeze": [1]}
+    ce = study.variant_config(cfg, s, s.variants[2])
+    assert ce.search.space == {"gamma": [0.0], "beta": [0.0], "freeze": [1]}
+    sweep = study.variant_config(cfg, s, s.variants[3])
+    assert sweep.search.space["freeze"] == [0, 2]
+    uniform = study.variant_config(cfg, s, s.variants[4])
+    assert layout.keyframes_uri(uniform) != layout.keyframes_uri(full)
+    assert uniform.search.seeds == full.search.seeds == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "variant, needle",
+    [
+        ({"name": "x", "set": {"search.seeds": [5]}}, "search.seeds"),
+        ({"name": "x", "set": {"finetune.nope": 1}}, "nope"),
+        ({"name": "x", "set": {"finetune.gamma": -1.0}}, "finetune.gamma"),
+        ({"name": "full"}, "unique"),
+        ({"name": "x", "colour": 1}, "colour"),
+    ],
+)
+def test_a_bad_variant_is_one_sentence_naming_it(tmp_path, variant, needle):
+    doc = json.loads(json.dumps(TINY))
+    doc["study"]["variants"] = [variant]
+    with pytest.raises(ConfigError, match=needle):
+        study.load_study(write_study_config(tmp_path, doc))
+
+
+def test_the_shipped_study_config_resolves_every_variant():
+    cfg, s = study.load_study(str(REPO / "configs" / "study.yaml"))
+    names = [v.name for v in s.variants]
+    assert names[0] == "full" and len(set(names)) == len(names)
+    claims = {v.claim for v in s.variants}
+    for claim in ("prior learning", "focal loss", "freezing", "adaptive key frames"):
+        assert claim in claims
+    assert s.selection  # the output says how the full method's settings were chosen
+    methods = {study.variant_config(cfg, s, v).keyframes.method for v in s.variants}
+    assert methods == {"adaptive", "uniform", "onset-apex"}
+    interpolations = {study.variant_config(cfg, s, v).keyframes.interpolation for v in s.variants}
+    assert interpolations == {"linear", "flow", "adaconv"}
+
+
+# The end-to-end study is smaller still: 3 subjects (3 folds), no prior learning (priors are
+# the pipeline's, tested in test_train/test_search), and one variant, a sweep on its own
+# key-frame table. Each variant is its own Tune run, the test's main cost.
+END = {
+    **TINY,
+    "data": {"dataset": "synthetic", "synthetic": {"subjects": 3, "clips_per_subject": 3}},
+    "pretrain": {"enabled": False},
+    "finetune": {"epochs": 1, "batch_size": 8, "gamma": 2.0, "beta": 0.5, "freeze": 0},
+    "study": {
+        "name": "tiny",
+        "selection": "fixed by hand for the test",
+        "variants": [
+            {
+                "name": "uniform",
+                "claim": "key frames",
+                "set": {"keyframes.method": "uniform"},
+                "space": {"gamma": [0.0, 2.0]},
+            },
+        ],
+    },
+}
+
+
+def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
+    cfg, s = study.load_study(write_study_config(tmp_path, END))
+    # Fake key-frame tables where each variant's stage would write them (different content
+    # for the uniform variant's), so the data and key-frame stages have nothing to do.
+    tables = set()
+    for v in s.variants:
+        uri = layout.keyframes_uri(study.variant_config(cfg, s, v))
+        if uri not in tables:
+            write_random_keyframes(uri, subjects=3, clips=3)
+            tables.add(uri)
+    assert len(tables) == 2
+    monkeypatch.setattr("mer.pipeline.ensure_data", lambda cfg, progress=None: "")
+    monkeypatch.setattr("mer.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
+
+    table = study.run_study(cfg, s, progress=lambda line: None)
+    out = tmp_path / "study" / "tiny"
+    assert sorted(os.listdir(out)) == [
+        "config.yaml",
+        "study.csv",
+        "study.json",
+        "study.md",
+        "study_uf1.png",
+    ]
+    doc = json.loads((out / "study.json").read_text())
+    assert doc["complete"] and doc["selection"] == "fixed by hand for the test"
+    rows = doc["rows"]
+    # full, uniform x 2 (its gamma sweep), then the baselines linear, majority
+    assert [r["variant"] for r in rows] == [
+        "full",
+        "uniform",
+        "uniform",
+        "baseline: linear",
+        "baseline: majority",
+    ]
+    full_exp = results.load_experiment(str(tmp_path / "tune" / "tiny-full"))
+    full_id = doc["full"]["config_id"]
+    for r in rows:
+        assert r["status"] == "complete" and r["folds"] == "3/3" and r["seeds_done"] == 2
+        lo, mean, hi = r["uf1"]["lo"], r["uf1"]["mean"], r["uf1"]["hi"]
+        assert lo is not None and lo <= mean <= hi  # every row carries its interval
+        assert r["uf1"]["sd"] is not None and r["uar"]["lo"] is not None
+        if r["kind"] == "full":
+            assert "full_minus_row" not in r
+            continue
+        # The paired row is mer.results.compare(full, row), number for number.
+        exp = results.load_experiment(str(tmp_path / "tune" / r["experiment"]))
+        c = results.compare(full_exp, full_id, exp, r["config_id"])
+        for m in ("uf1", "uar"):
+            got = r["full_minus_row"][m]
+            for k in ("difference", "ci_low", "ci_high", "p_value"):
+                assert got[k] == pytest.approx(c[m][k]), (r["variant"], m, k)
+            assert got["ci_low"] <= got["difference"] <= got["ci_high"]
+    md = (out / "study.md").read_text()
+    assert md.count("\n| ") == len(rows) + 1 and "[" in md and "p=" in md
+    assert "fixed by hand for the test" in md
+    csv = (out / "study.csv").read_text().splitlines()
+    assert len(csv) == 1 + len(rows) and "full_minus_row_uf1_ci_low" in csv[0]
+
+    # A rerun finds every fold run done and leaves them.
+    preds = sorted((tmp_path / "tune").glob("*/configs/*/seed-*/*.parquet"))
+    mtimes = {p: p.stat().st_mtime for p in preds}
+    assert len(preds) == 3 * 3 * 2  # 3 configurations x 3 folds x 2 seeds
+    again = study.run_study(cfg, s, progress=lambda line: None)
+    assert again["rows"][1]["uf1"] == table["rows"][1]["uf1"]
+    assert mtimes == {p: p.stat().st_mtime for p in preds}
+
+    # The same study name under another base setting is refused, naming study.name.
+    cfg2, s2 = study.load_study(write_study_config(tmp_path, END), ["finetune.lr=0.01"])
+    with pytest.raises(ConfigError, match="study.name"):
+        study.run_study(cfg2, s2, progress=lambda line: None)
