@@ -133,9 +133,12 @@ def test_finetune_writes_per_clip_predictions_and_skips_them_on_rerun(
 ):
     from mer.errors import ConfigError
 
-    cfg = small_cfg(tmp_path, "pretrain.enabled=false")
+    # Two runs' worth of CPUs per run (0.99 each on 2): the worker computes with the one
+    # thread Ray reserved for it, not with every core of the machine.
+    cfg = small_cfg(tmp_path, "pretrain.enabled=false", "resources.max_concurrent=2")
     runs = outer_runs(fold_specs(load_table(fake_keyframes)))[:2]
     preds = run_finetune(cfg, fake_keyframes, runs, "ft")
+    assert set(preds["threads"]) == {1}
     assert sorted(preds["run"].unique()) == sorted(r["id"] for r in runs)
     for r in runs:
         p = preds[preds["run"] == r["id"]]
@@ -158,7 +161,10 @@ def test_finetune_writes_per_clip_predictions_and_skips_them_on_rerun(
     for change in ("finetune.lr=0.01", "finetune.epochs=3", "finetune.seed=1", "model.width=0.25"):
         with pytest.raises(ConfigError, match=change.split("=")[0]):
             run_finetune(
-                small_cfg(tmp_path, "pretrain.enabled=false", change), fake_keyframes, runs, "ft"
+                small_cfg(tmp_path, "pretrain.enabled=false", "resources.max_concurrent=2", change),
+                fake_keyframes,
+                runs,
+                "ft",
             )
     assert mtimes == {f: os.path.getmtime(f) for f in mtimes}
 

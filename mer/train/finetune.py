@@ -75,6 +75,7 @@ def finetune_loop(config: dict) -> None:
             t0 = time.time()
             preds = train_fold_run(cfg, table, unit["run"], unit["prior"], num_classes, w)
             preds["seconds"] = time.time() - t0
+            preds["threads"] = torch.get_num_threads()  # what the fold run computed with
             preds["seed"] = unit["seed"]
             preds["config_id"] = config.get("config_id", "")
             preds["run_hash"] = unit["hash"]

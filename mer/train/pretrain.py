@@ -152,6 +152,7 @@ def train_prior(
             "pair_accuracy": 0.5
             * (tot["pos_hit"] / max(tot["pos"], 1) + tot["neg_hit"] / max(tot["neg"], 1)),
             "epoch_seconds": time.time() - t0,
+            "threads": torch.get_num_threads(),
             "worker_pid": os.getpid(),
         }
         history.append(metrics)

@@ -103,9 +103,28 @@ def table_on_device(resources, w: Worker) -> bool:
 
 
 def set_threads(cpus: float) -> None:
-    """Match intra-op threads to the CPUs Ray gave this worker (avoids oversubscription)."""
+    """Match intra-op threads to the CPUs this worker holds: `cpus`, or (0, the config's
+    "derived") the CPUs Ray reserved for this process, or all of the machine's outside Ray.
+
+    Getting this wrong is expensive: two 1-CPU trainers that each open 2 OpenMP threads on
+    2 cores ran their fold runs 5x slower than with one thread each (benchmarks/README.md,
+    "Fold runs"). Call it in the thread that computes (Ray Train's training thread)."""
+    if not cpus:
+        cpus = ray_cpus()
     n = max(1, round(cpus)) if cpus else max(1, (os.cpu_count() or 1))
     torch.set_num_threads(n)
+
+
+def ray_cpus() -> float:
+    """CPUs Ray reserved for the current task or actor; 0 outside Ray."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return 0.0
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
+    except Exception:  # noqa: BLE001 - no runtime context (a driver, a plain process): no reservation
+        return 0.0
 
 
 # ---------------------------------------------------------------- resources
