@@ -10,11 +10,12 @@ reconstruction (configurable in `PretrainConfig`), with a contrastive loss (Hads
   of different classes (losses.EpisodeContrastiveLoss). Pairs cross subjects, so identity
   is no shortcut, and a step sees about batch_size^2 pairs for the price of 2 x batch_size
   clips.
-- "random" (the default, the first version): batch_size pairs per step, half of one class, half not,
-  drawn from any subjects (data.sample_pairs).
+- "random" (the default, the first version): batch_size pairs per step, half of one class,
+  half not, drawn from any subjects (data.sample_pairs).
 Both draw afresh each epoch from a seeded generator; pair accuracy (same class iff the
-distance is under margin / 2; balanced over positives and negatives for episodes) is
-reported per epoch. benchmarks/README.md ("Prior learning") has what each rule learns.
+distance is under margin / 2; balanced over positives and negatives) is reported per epoch.
+benchmarks/README.md ("Prior learning and the method on casme2-like") has what each rule
+learnt there: neither got above chance yet.
 
 A prior-learning job is one (seed, fold run): it learns on the run's training subjects and
 writes its checkpoints to `mer.layout.prior_dir` (format: mer.checkpoints). Jobs are split
