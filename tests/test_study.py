@@ -93,6 +93,21 @@ def test_the_shipped_study_config_resolves_every_variant():
     assert interpolations == {"linear", "flow", "adaconv"}
 
 
+def test_the_small_study_config_resolves_every_variant():
+    cfg, s = study.load_study(str(REPO / "configs" / "study-simple.yaml"))
+    assert [v.name for v in s.variants] == [
+        "full",
+        "scratch",
+        "cross-entropy",
+        "uniform",
+        "adaconv",
+    ]
+    assert s.selection and cfg.search.seeds == [0, 1, 2]
+    assert {study.variant_config(cfg, s, v).search.experiment for v in s.variants} == {
+        f"simple-{v.name}" for v in s.variants
+    }
+
+
 # The end-to-end study is smaller still: 3 subjects (3 folds), no prior learning (priors are
 # the pipeline's, tested in test_train/test_search), and one variant, a sweep on its own
 # key-frame table. Each variant is its own Tune run, the test's main cost.
