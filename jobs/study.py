@@ -15,9 +15,6 @@ changed base config under the same study name is refused. The table (mean +- SD 
 <root>/study/<name>/study.{json,csv,md} with a plot, study_uf1.png, and is printed.
 """
 
-import os
-import sys
-
 import _bootstrap  # noqa: F401
 
 from mer import cli
@@ -30,20 +27,10 @@ def main() -> None:
     args = p.parse_args()
 
     from mer import study as study_mod
-    from mer.storage import is_remote
 
     overrides = list(args.set) + ([f"root={args.root}"] if args.root else [])
     cfg, study = study_mod.load_study(args.config, overrides)
-    if not is_remote(cfg.root):
-        if os.environ.get("RAY_JOB_ID") and not os.path.isabs(cfg.root):
-            print(
-                f"warning: root {cfg.root!r} is relative inside a submitted job; pass --root "
-                "with an absolute path or s3://.",
-                file=sys.stderr,
-            )
-        cfg.root = os.path.abspath(cfg.root)
-    cli.check_storage(cfg)
-    cli.warn_small_model(cfg, args.config)
+    cli.settle(cfg, args.config)
     if args.report:
         table = study_mod.write_study(cfg, study)
     else:

@@ -65,7 +65,12 @@ def load_config(args: argparse.Namespace, extra: list[str] | None = None) -> Pip
         if getattr(args, name, None) is not None:
             overrides.append(f"resources.{name}={getattr(args, name)}")
     overrides += extra or []
-    cfg = config_mod.load(args.config, overrides)
+    return settle(config_mod.load(args.config, overrides), args.config)
+
+
+def settle(cfg: PipelineConfig, source: str | None) -> PipelineConfig:
+    """A loaded config made ready to run: a local root made absolute, storage checked, a
+    real dataset with the demo's tiny model warned about. Returns `cfg`."""
     from mer.storage import is_remote
 
     # A job submitted with `ray job submit` runs in an unpacked copy of the checkout: a
@@ -79,7 +84,7 @@ def load_config(args: argparse.Namespace, extra: list[str] | None = None) -> Pip
             )
         cfg.root = os.path.abspath(cfg.root)
     check_storage(cfg)
-    warn_small_model(cfg, args.config)
+    warn_small_model(cfg, source)
     return cfg
 
 
