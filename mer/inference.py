@@ -164,8 +164,8 @@ def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
     unset onset/offset taken from the source's first/last frame; raises InputError or
     DecodeError for a clip that cannot be used. `interpolator`: the learned interpolator of
     keyframes.interpolation adaconv."""
+    from mer.clip_records import build_record
     from mer.model_card import MIN_FRAMES
-    from mer.preprocess import build_record
     from mer.video import probe
 
     source = str(clip["source"])
@@ -219,7 +219,7 @@ class KeyFrames:
         self.shape = (kf["k"], kf["size"], kf["size"], 3)
         self.interpolator = None
         if kf["interpolation"] == "adaconv":
-            from mer.preprocess import load_interpolator
+            from mer.clip_records import load_interpolator
 
             self.interpolator = load_interpolator(kf["interpolator_uri"], kf["size"], 3)
 

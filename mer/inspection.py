@@ -451,8 +451,8 @@ def inspect_dataset(
     those `names`d, building their key frames with cfg's settings on the fly; write
     summary.json, summary.txt and sheets/ under `out`. Returns the summary."""
     from mer import layout
+    from mer.clip_records import build_record, manifest_rows
     from mer.datasets import load_manifest
-    from mer.preprocess import build_record, manifest_rows
 
     root = layout.data_root(cfg)
     d = cfg.data

@@ -37,8 +37,8 @@ def interpolator_loop(config: dict) -> None:
     """Ray Train per-worker loop: decode this worker's clips, train, the chief saves."""
     import ray.train
 
+    from mer.clip_records import REJECTABLE, registered_frames
     from mer.interpolator import Interpolator, InterpolatorConfig, sample_triplets, train_step
-    from mer.preprocess import REJECTABLE, registered_frames
 
     cfg = from_dict(config["cfg"])
     ip = cfg.interpolator
@@ -97,8 +97,8 @@ def interpolator_loop(config: dict) -> None:
 
 def run_interpolator(cfg: PipelineConfig, *, progress=emit) -> str:
     """Train the interpolator of these settings unless it exists; returns its model URI."""
+    from mer.clip_records import manifest_rows
     from mer.datasets import load_manifest
-    from mer.preprocess import manifest_rows
     from mer.progress import Counter, tune_progress
     from mer.train.runtime import fan_out
 
