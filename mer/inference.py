@@ -243,9 +243,6 @@ class KeyFrames:
         except (InputError, DecodeError) as e:
             stage = "decode" if isinstance(e, DecodeError) else "input"
             out.update(stage=stage, reason=f"{type(e).__name__}: {e}")
-        except Exception as e:  # a batch of new recordings must not die of one clip
-            log.exception("unexpected failure on %s", clip["source"])
-            out.update(stage="error", reason=f"{type(e).__name__}: {e}")
         return {
             **out,
             "onset": int(clip["onset"]),
@@ -369,12 +366,6 @@ def predict_clips(
     rejects = listed + [_reject(r, r["stage"], r["reason"]) for r in failed.to_dict("records")]
     preds = done[done["reason"] == ""][_columns(card)].sort_values(["path", "onset"])
     rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values(["path", "onset"])
-    errors = rej[rej["stage"] == "error"]
-    if len(errors):
-        progress(
-            f"[predict] warning: {len(errors)} clip(s) failed with an unexpected error, not a "
-            f"problem of their input (a bug?); first: {errors['reason'].iloc[0]}"
-        )
     _write_table(preds.reset_index(drop=True), out, "predictions")
     _write_table(rej.reset_index(drop=True), out, "rejects")
     seconds = time.time() - t0

@@ -116,14 +116,14 @@ def set_threads(cpus: float) -> None:
 
 
 def ray_cpus() -> float:
-    """CPUs Ray reserved for the current task or actor; 0 outside Ray."""
-    try:
-        import ray
+    """CPUs Ray reserved for the current task or actor; 0 outside Ray and in a driver."""
+    import ray
 
-        if not ray.is_initialized():
-            return 0.0
+    if not ray.is_initialized():
+        return 0.0
+    try:
         return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
-    except Exception:  # noqa: BLE001 - no runtime context (a driver, a plain process): no reservation
+    except AssertionError:  # Ray: "only available when the process is a worker" (a driver)
         return 0.0
 
 
