@@ -21,6 +21,7 @@ every Ray of the user on the machine. Every port is chosen free. Linux only (rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -555,6 +556,27 @@ class LocalCluster:
 
 
 # ---------------------------------------------------------------- autoscaling from zero
+
+
+@contextlib.contextmanager
+def placement_cluster():
+    """A LocalCluster for the placement tests: head (0 CPUs), decode-1 and decode-2 (1 CPU
+    each), accel-1 (3 CPUs: one training worker per half accelerator plus the Tune trials
+    that drive them); stopped and removed on exit. Nodes inherit this process's AWS_*."""
+    c = LocalCluster()
+    t0 = time.time()
+    try:
+        c.start_head()
+        c.add_node("decode-1", cpus=1, resources={DECODE: 1})
+        c.add_node("decode-2", cpus=1, resources={DECODE: 1})
+        c.add_node("accel-1", cpus=3, resources={ACCELERATOR: 1})
+        print(f"\ncluster of {len(c.nodes)} nodes up in {time.time() - t0:.0f} s")
+        yield c
+    finally:
+        t1 = time.time()
+        killed = c.stop()
+        shutil.rmtree(c.folder, ignore_errors=True)
+        print(f"\ncluster stopped in {time.time() - t1:.0f} s; SIGKILL: {killed or 'none'}")
 
 
 def stand_in_node_types(cluster: dict, cpus: dict[str, float], max_workers: int = 2) -> dict:

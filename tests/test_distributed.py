@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 from tests_paths import REPO
 
-from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster
+from mer.local_cluster import ACCELERATOR, PLACEMENT, placement_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,22 +42,9 @@ TRAIN_WORKER = "RayTrainWorker"
 
 @pytest.fixture(scope="module")
 def cluster(s3_endpoint):
-    """Head (0 CPUs), decode-1 and decode-2 (1 CPU each), accel-1 (3 CPUs: one training
-    worker per half accelerator plus the Tune trials that drive them)."""
-    c = LocalCluster()  # nodes inherit the AWS_* settings of s3_endpoint
-    t0 = time.time()
-    try:
-        c.start_head()
-        c.add_node("decode-1", cpus=1, resources={DECODE: 1})
-        c.add_node("decode-2", cpus=1, resources={DECODE: 1})
-        c.add_node("accel-1", cpus=3, resources={ACCELERATOR: 1})
-        print(f"\ncluster of {len(c.nodes)} nodes up in {time.time() - t0:.0f} s")
+    """mer.local_cluster.placement_cluster; nodes inherit the AWS_* settings of s3_endpoint."""
+    with placement_cluster() as c:
         yield c
-    finally:
-        t1 = time.time()
-        killed = c.stop()
-        shutil.rmtree(c.folder, ignore_errors=True)
-        print(f"\ncluster stopped in {time.time() - t1:.0f} s; SIGKILL: {killed or 'none'}")
 
 
 def _named_in_checkout(*fragments: str) -> list[str]:

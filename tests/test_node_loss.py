@@ -23,7 +23,6 @@ Measured on 2 shared cores: 3.5-4.5 min for the module; marked slow. Linux only.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 from tests_paths import REPO, wait_until
 
-from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster
+from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, placement_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,20 +44,9 @@ SNAPSHOT = "/checkpoint_manager_snapshot.json"  # Ray Train's list of registered
 
 @pytest.fixture(scope="module")
 def cluster(s3_endpoint):
-    c = LocalCluster()
-    t0 = time.time()
-    try:
-        c.start_head()
-        c.add_node("decode-1", cpus=1, resources={DECODE: 1})
-        c.add_node("decode-2", cpus=1, resources={DECODE: 1})
-        c.add_node("accel-1", cpus=3, resources={ACCELERATOR: 1})
-        print(f"\ncluster of {len(c.nodes)} nodes up in {time.time() - t0:.0f} s")
+    """mer.local_cluster.placement_cluster; nodes inherit the AWS_* settings of s3_endpoint."""
+    with placement_cluster() as c:
         yield c
-    finally:
-        t1 = time.time()
-        killed = c.stop()
-        shutil.rmtree(c.folder, ignore_errors=True)
-        print(f"\ncluster stopped in {time.time() - t1:.0f} s; SIGKILL: {killed or 'none'}")
 
 
 def s3_keys(prefix: str) -> list[str]:
