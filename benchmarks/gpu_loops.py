@@ -137,7 +137,8 @@ def measure(args, fast: bool, uri: str) -> dict:
     return out
 
 
-def loso_uf1(args, fast: bool, uri: str) -> float:
+def loso_uf1(args, fast: bool, uri: str, seed: int) -> dict:
+    """Pooled LOSO UF1 of one seed over every fold of the table at `uri` (no prior)."""
     import pandas as pd
 
     from mer import config
@@ -146,21 +147,374 @@ def loso_uf1(args, fast: bool, uri: str) -> float:
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import local_worker
 
-    cfg = config.load(None, [*settings(args, fast), "model.input=delta", "finetune.epochs=30"])
+    overrides = ["model.input=delta", "finetune.epochs=30", f"finetune.seed={seed}"]
+    cfg = config.load(None, [*settings(args, fast), *overrides])
     table = load_table(uri)
+    t0 = time.perf_counter()
     preds = [
         train_fold_run(cfg, table, run, None, 3, local_worker())
         for run in outer_runs(fold_specs(table))
     ]
-    return summarise(pd.concat(preds), 3)["uf1"]
+    s = summarise(pd.concat(preds), 3)
+    return {
+        "seed": seed,
+        "uf1": round(s["uf1"], 4),
+        "uar": round(s["uar"], 4),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def prior_precision(args, uri: str, amp: bool) -> dict:
+    """Prior learning of fold 0 of the table at `uri` in fp32 or under bf16 autocast (the rest
+    of the fast path the same): loss and pair-accuracy curves, then the k-NN accuracy of the
+    final embeddings (fp32 forward, eval mode) and of the untrained network's."""
+    import numpy as np
+    import torch
+
+    from mer import config
+    from mer.models import build_siamese
+    from mer.table import fold_specs, load_table, outer_runs
+    from mer.train import pretrain
+    from mer.train.runtime import local_worker
+
+    cfg = config.load(
+        None,
+        [
+            *settings(args, True),
+            f"pretrain.amp={str(amp).lower()}",
+            "model.input=delta",
+            f"pretrain.epochs={args.prior_epochs}",
+            f"pretrain.pairs_per_epoch={args.prior_pairs}",
+        ],
+    )
+    table = load_table(uri)
+    run = outer_runs(fold_specs(table))[0]
+    job = {**run, "seed": 0, "run": run["id"], "dir": tempfile.mkdtemp()}
+    curve = []
+    t0 = time.perf_counter()
+    model = pretrain.train_prior(
+        cfg, table, job, local_worker(), report=lambda *a: curve.append(a[-2])
+    )
+    seconds = time.perf_counter() - t0
+    torch.manual_seed(0)
+    untrained = build_siamese(cfg).to(model.projection.weight.device)
+    knn = {"trained": _knn(model, table, cfg), "untrained": _knn(untrained, table, cfg)}
+    return {
+        "amp": amp,
+        "seconds": round(seconds, 1),
+        "loss": [round(m["loss"], 5) for m in curve],
+        "pair_accuracy": [round(m["pair_accuracy"], 4) for m in curve],
+        "knn": knn,
+        "finite": bool(np.isfinite([m["loss"] for m in curve]).all()),
+    }
+
+
+def _knn(model, table, cfg, k: int = 5) -> dict:
+    """Leave-one-subject-out k-NN (cosine) accuracy of the embeddings on the labels: each
+    clip's class by majority of its k nearest clips of other subjects."""
+    import numpy as np
+    import torch
+
+    from mer.train import data
+
+    model.eval()
+    device = model.projection.weight.device
+    with torch.no_grad():
+        z = (
+            torch.cat(
+                [
+                    model.embed(
+                        data.to_tensor(table.frames[i : i + 32], device, cfg.model.input)
+                    ).float()
+                    for i in range(0, len(table.frames), 32)
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
+    labels = table.clips["label"].to_numpy()
+    subjects = table.subject_keys
+    sim = z @ z.T
+    hits = []
+    for i in range(len(z)):
+        other = np.flatnonzero(subjects != subjects[i])
+        near = other[np.argsort(-sim[i, other])[:k]]
+        hits.append(np.bincount(labels[near], minlength=3).argmax() == labels[i])
+    return {"k": k, "accuracy": round(float(np.mean(hits)), 4)}
+
+
+# ---- packing: several trainings sharing one GPU (what fractional GPUs per trial give) ----
+
+
+class _Stop(Exception):
+    pass
+
+
+def _packing_worker(rank, argv, uri, active, idle, phase, stop, out) -> None:
+    """One process training the fast-path classifier for ever; each epoch start waits while
+    its rank is inactive, and each finished epoch is reported as (rank, phase, start, end)."""
+    from mer import config
+    from mer.table import fold_specs, load_table, outer_runs
+    from mer.train import data, finetune
+    from mer.train.runtime import local_worker
+
+    args = argparse.Namespace(**argv)
+    cfg = config.load(None, [*settings(args, True), "finetune.epochs=100000"])
+    table = load_table(uri)
+    run = outer_runs(fold_specs(table))[0]
+    inner, last = data.shard, {}
+
+    def shard(*a, **kw):
+        sync()
+        now = time.perf_counter()
+        if last:
+            out.put((rank, last["phase"], last["start"], now))
+        idle[rank] = 1
+        while not active[rank]:
+            if stop.is_set():
+                raise _Stop
+            time.sleep(0.005)
+        idle[rank] = 0
+        last.update(phase=phase.value, start=time.perf_counter())
+        return inner(*a, **kw)
+
+    data.shard = shard
+    try:
+        finetune.train_classifier(cfg, table, run, None, 3, local_worker())
+    except _Stop:
+        pass
+
+
+def packing(args, uri: str, counts=(1, 2, 4), window: float = 12.0) -> dict:
+    """Aggregate fast-path training throughput with 1, 2 and 4 processes on the GPU: the
+    processes compile and warm up together, then each phase runs `n` of them for `window`
+    seconds; a process's rate is its whole epochs inside the phase over their span."""
+    import multiprocessing as mp
+    import queue
+
+    import numpy as np
+
+    from mer.table import fold_specs, load_table
+
+    table = load_table(uri)
+    n_train = len(table.indices_of(fold_specs(table)[0]["train_subjects"]))
+    ctx = mp.get_context("spawn")
+    n_max = max(counts)
+    active, idle = ctx.Array("i", n_max), ctx.Array("i", n_max)
+    phase, stop, out = ctx.Value("i", 0), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_packing_worker,
+            args=(r, vars(args), uri, active, idle, phase, stop, out),
+            daemon=True,
+        )
+        for r in range(n_max)
+    ]
+    for p in procs:
+        p.start()
+    epochs: list[tuple] = []
+
+    def drain(until: float) -> None:
+        while time.perf_counter() < until:
+            try:
+                epochs.append(out.get(timeout=0.05))
+            except queue.Empty:
+                pass
+
+    def quiesce() -> None:
+        for r in range(n_max):
+            active[r] = 0
+        while not all(idle[r] for r in range(n_max)):
+            drain(time.perf_counter() + 0.05)
+
+    t0 = time.perf_counter()
+    for r in range(n_max):  # warm-up: compile, then two epochs each
+        active[r] = 1
+    while min((sum(e[0] == r for e in epochs) for r in range(n_max)), default=0) < 2:
+        if time.perf_counter() - t0 > args.packing_warmup or not all(p.is_alive() for p in procs):
+            stop.set()
+            return {"status": "skipped: warm-up did not finish", "epochs_seen": len(epochs)}
+        drain(time.perf_counter() + 0.2)
+    warmup = time.perf_counter() - t0
+    quiesce()
+    rows = []
+    for i, n in enumerate(counts, start=1):
+        phase.value = i
+        for r in range(n):
+            active[r] = 1
+        drain(time.perf_counter() + window)
+        quiesce()
+        drain(time.perf_counter() + 0.2)
+        rates = []
+        for r in range(n):
+            mine = [e for e in epochs if e[0] == r and e[1] == i]
+            if mine:
+                span = max(e[3] for e in mine) - min(e[2] for e in mine)
+                rates.append(len(mine) * n_train / span)
+        rows.append(
+            {
+                "processes": n,
+                "clips_per_s": round(float(np.sum(rates)), 1),
+                "per_process": [round(x, 1) for x in rates],
+                "epochs": sum(e[1] == i for e in epochs),
+            }
+        )
+    stop.set()
+    for p in procs:
+        p.join(timeout=30)
+    base = rows[0]["clips_per_s"]
+    for row in rows:
+        row["vs_one"] = round(row["clips_per_s"] / base, 3) if base else None
+    return {
+        "status": "ok",
+        "warmup_s": round(warmup, 1),
+        "window_s": window,
+        "clips_per_epoch": n_train,
+        "rows": rows,
+    }
+
+
+# ---- the MEGC-sized composite: prior + target learning time at configs/megc2019.yaml's budgets
+
+
+def megc_sized(args, deadline: float) -> dict:
+    """A random key-frame table of the composite's size (68 subjects, 442 clips, K=16,
+    S=112): one prior at megc2019's pretrain budget per epoch (epochs timed, then projected
+    to its 20) and as many target-learning fold runs at its finetune budget as time allows
+    (each timed whole: its fixed cost is its time outside the epochs). Projects the
+    68-fold total from them; the projection is labelled as such."""
+    import numpy as np
+
+    from mer import config
+    from mer.table import fold_specs, load_table, outer_runs
+    from mer.testing import write_random_keyframes
+    from mer.train import finetune, pretrain
+    from mer.train.runtime import local_worker
+
+    uri = write_random_keyframes(
+        str(Path(tempfile.mkdtemp(prefix="mer-megc-")) / "kf"),
+        subjects=68,
+        clips=442,
+        per_subject=False,
+        k=args.k,
+        s=args.size,
+        part_size=64,
+    )
+    yaml_file = str(HERE.parent / "configs" / "megc2019.yaml")
+    smoke = (
+        []
+        if not args.cpu_smoke
+        else [
+            f"keyframes.k={args.k}",
+            f"keyframes.size={args.size}",
+            f"model.width={args.width}",
+            "pretrain.pairs_per_epoch=32",
+            "finetune.epochs=2",
+            "resources.compile=false",
+        ]
+    )
+    base = config.load(yaml_file, ["root=/tmp/mer-megc", *smoke])
+    epochs_prior, epochs_ft = base.pretrain.epochs, base.finetune.epochs
+    out_cfg = {
+        "compile": base.resources.compile,
+        "channels_last": base.resources.channels_last,
+        "table_on_device": base.resources.table_on_device,
+    }
+    table = load_table(uri)
+    runs = outer_runs(fold_specs(table))
+    out = {
+        "subjects": len(runs),
+        "clips": len(table.frames),
+        "pretrain": {
+            "epochs": epochs_prior,
+            "pairs_per_epoch": base.pretrain.pairs_per_epoch,
+            "batch_size": base.pretrain.batch_size,
+            "amp": base.pretrain.amp,
+        },
+        "finetune": {
+            "epochs": epochs_ft,
+            "batch_size": base.finetune.batch_size,
+            "amp": base.finetune.amp,
+        },
+        "resources": out_cfg,
+    }
+    cfg = config.load(
+        yaml_file, ["root=/tmp/mer-megc", *smoke, f"pretrain.epochs={args.megc_prior_epochs}"]
+    )
+    job = {**runs[0], "seed": 0, "run": runs[0]["id"], "dir": tempfile.mkdtemp()}
+    t0 = time.perf_counter()
+    ep = timed_epochs(
+        lambda: pretrain.train_prior(cfg, table, job, local_worker(), report=lambda *a: None)
+    )
+    prior_s = time.perf_counter() - t0
+    steady = float(np.median(ep[1:]))
+    out["prior_measured"] = {
+        "epochs": args.megc_prior_epochs,
+        "seconds": round(prior_s, 1),
+        "epoch_s": [round(t, 3) for t in ep],
+        "clips_per_s": round(2 * cfg.pretrain.pairs_per_epoch / steady, 1),
+    }
+    prior_full = prior_s - sum(ep) + sum(ep[:1]) + steady * (epochs_prior - 1)
+    cfg = base
+    folds = []
+    for run in runs:
+        if len(folds) >= args.megc_folds or (
+            folds and time.perf_counter() + folds[-1]["seconds"] > deadline
+        ):
+            break
+        t0 = time.perf_counter()
+        ep = timed_epochs(
+            lambda run=run: finetune.train_fold_run(cfg, table, run, None, 3, local_worker())
+        )
+        total = time.perf_counter() - t0
+        folds.append(
+            {
+                "fold": run["id"],
+                "seconds": round(total, 2),
+                "epochs_s": round(sum(ep), 2),
+                "fixed_s": round(total - sum(ep), 2),
+            }
+        )
+    later = folds[1:] or folds
+    fold_s = float(np.mean([f["seconds"] for f in later]))
+    fixed_s = float(np.mean([f["fixed_s"] for f in later]))
+    out["folds_measured"] = folds
+    n = len(runs)
+    total = n * (prior_full + fold_s)
+    out["projection_68_folds"] = {
+        "note": "projected from the measured epochs and fold runs, not a run of all 68 folds; "
+        "one prior per fold (the pipeline's protocol); no Ray (trainer start not counted)",
+        "prior_s_each": round(prior_full, 1),
+        "fold_run_s_each": round(fold_s, 2),
+        "total_minutes": round(total / 60, 1),
+        "target_learning_minutes": round(n * fold_s / 60, 1),
+        "fixed_cost_share_of_fold_run": round(fixed_s / fold_s, 4),
+    }
+    return out
+
+
+PARTS = ("loops", "uf1", "megc", "prior_precision", "packing")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU")
     ap.add_argument("--out", default=str(HERE / "gpu_loops.json"))
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds; a part that would start after its share is skipped",
+    )
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--pairs", type=int, default=1024)
+    ap.add_argument("--seeds", type=int, default=2, help="UF1 seeds per path")
+    ap.add_argument("--prior-epochs", type=int, default=10)
+    ap.add_argument("--prior-pairs", type=int, default=512)
+    ap.add_argument("--packing-warmup", type=float, default=90.0)
+    ap.add_argument("--megc-prior-epochs", type=int, default=3)
+    ap.add_argument("--megc-folds", type=int, default=4, help="at most, time allowing")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 (H100/H200)")
     args = ap.parse_args()
     args.k, args.size, args.width, args.batch = (
@@ -168,6 +522,12 @@ def main() -> None:
     )
     if args.cpu_smoke:
         args.pairs, args.epochs, args.peak_tflops = 32, 2, 0.0
+        args.seeds, args.prior_epochs, args.prior_pairs, args.megc_prior_epochs = 1, 2, 32, 2
+        args.megc_folds, args.packing_warmup = 2, 300.0
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        ap.error(f"--parts: unknown {unknown}; choose from {PARTS}")
 
     import torch
 
@@ -176,24 +536,72 @@ def main() -> None:
     from mer.preprocess import build_keyframes_dataset
     from mer.testing import write_random_keyframes
 
+    started = time.perf_counter()
+    deadline = started + args.budget
     work = Path(tempfile.mkdtemp(prefix="mer-gpu-loops-"))
     uri = write_random_keyframes(
-        str(work / "random"), subjects=8, clips=32, k=args.k, s=args.size, part_size=64
+        str(work / "random"), subjects=8, clips=64, k=args.k, s=args.size, part_size=64
     )
     result = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "shape": {"k": args.k, "size": args.size, "width": args.width, "batch": args.batch},
-        "loops": [measure(args, fast, uri) for fast in (False, True)],
+        "parts": {},
     }
-    cfg = config.load(
-        None,
-        [f"root={work}", f"keyframes.k={args.k}", f"keyframes.size={args.size}"],
-    )
-    generate(layout.data_root(cfg), preset="simple", subjects=8, clips_per_subject=6)
-    build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
-    kf = layout.keyframes_uri(cfg)
-    result["loso_uf1"] = {"fp32": loso_uf1(args, False, kf), "fast": loso_uf1(args, True, kf)}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+    def save() -> None:
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+    simple = None
+
+    def simple_set() -> str:
+        nonlocal simple
+        if simple is None:
+            cfg = config.load(
+                None, [f"root={work}", f"keyframes.k={args.k}", f"keyframes.size={args.size}"]
+            )
+            generate(layout.data_root(cfg), preset="simple", subjects=8, clips_per_subject=6)
+            build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
+            simple = layout.keyframes_uri(cfg)
+        return simple
+
+    # What each part needs at least, in seconds (on an H200): one that cannot fit is skipped.
+    needs = {"loops": 60, "uf1": 120, "megc": 90, "prior_precision": 60, "packing": 90}
+    for part in parts:
+        left = deadline - time.perf_counter()
+        if left < needs[part] and not args.cpu_smoke:
+            result["parts"][part] = {"status": f"skipped: {left:.0f} s of the budget left"}
+            save()
+            continue
+        late = time.perf_counter() - started
+        t0 = time.perf_counter()
+        print(f"== part {part} at {late:.0f} s", flush=True)
+        try:
+            if part == "loops":
+                value = [measure(args, fast, uri) for fast in (False, True)]
+            elif part == "uf1":
+                value = {
+                    path: [
+                        loso_uf1(args, path == "fast", simple_set(), s) for s in range(args.seeds)
+                    ]
+                    for path in ("fp32", "fast")
+                }
+            elif part == "prior_precision":
+                value = [prior_precision(args, simple_set(), amp) for amp in (False, True)]
+            elif part == "packing":
+                value = packing(args, uri, (1, 2) if args.cpu_smoke else (1, 2, 4))
+            else:
+                value = megc_sized(args, deadline)
+        except Exception as e:  # one part's failure must not lose the others' figures
+            import traceback
+
+            traceback.print_exc()
+            value = {"status": f"failed: {type(e).__name__}: {e}"}
+        result["parts"][part] = value
+        print(f"== part {part}: {time.perf_counter() - t0:.1f} s", flush=True)
+        save()
     print(json.dumps(result, indent=2))
 
 

@@ -284,7 +284,6 @@ def _count_labels(manifest: pd.DataFrame) -> dict:
 def _versions() -> dict:
     import cv2
     import decord
-    import ray
 
     return {
         "python": platform.python_version(),
@@ -292,5 +291,15 @@ def _versions() -> dict:
         "pyarrow": pa.__version__,
         "opencv": cv2.__version__,
         "decord": getattr(decord, "__version__", "?"),
-        "ray": ray.__version__,
+        "ray": _installed("ray"),
     }
+
+
+def _installed(package: str) -> str:
+    """A package's version without importing it (the key-frame stage also runs without Ray)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
