@@ -78,7 +78,9 @@ fi
 echo "== loops: $PY benchmarks/gpu_loops.py"
 budget=${LOOPS_BUDGET:-440}
 loops_flags=(--budget "$budget")
-[ "$SMOKE" = 1 ] && loops_flags=(--cpu-smoke --budget "$budget")
+# A key-frame table of the simple set built elsewhere (the image's OpenCV may lack the cascades).
+[ -n "${SIMPLE_KEYFRAMES:-}" ] && loops_flags+=(--simple-keyframes "$SIMPLE_KEYFRAMES")
+[ "$SMOKE" = 1 ] && loops_flags+=(--cpu-smoke)
 timeout $((budget + 90)) "$PY" benchmarks/gpu_loops.py --out "$DEST/gpu_loops.json" "${loops_flags[@]}"
 loops_rc=$?
 

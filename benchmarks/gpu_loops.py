@@ -513,6 +513,11 @@ def main() -> None:
     ap.add_argument("--prior-epochs", type=int, default=10)
     ap.add_argument("--prior-pairs", type=int, default=512)
     ap.add_argument("--packing-warmup", type=float, default=90.0)
+    ap.add_argument(
+        "--simple-keyframes",
+        help="a prebuilt key-frame table of the simple set at K=16, S=112 (the key-frame stage "
+        "needs OpenCV's Haar cascades, which the GPU image's OpenCV lacks)",
+    )
     ap.add_argument("--megc-prior-epochs", type=int, default=3)
     ap.add_argument("--megc-folds", type=int, default=4, help="at most, time allowing")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 (H100/H200)")
@@ -558,6 +563,8 @@ def main() -> None:
 
     def simple_set() -> str:
         nonlocal simple
+        if simple is None and args.simple_keyframes:
+            simple = args.simple_keyframes
         if simple is None:
             cfg = config.load(
                 None, [f"root={work}", f"keyframes.k={args.k}", f"keyframes.size={args.size}"]
