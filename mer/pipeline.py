@@ -42,7 +42,7 @@ def ensure_data(cfg: PipelineConfig, progress=emit) -> str:
 
     progress(f"[data] generating synthetic micro-expressions under {root} ...")
     t0 = time.time()
-    summary = generate(root, **cfg.data.synthetic)
+    summary = generate(root, workers=0, **cfg.data.synthetic)  # a process per core
     layout.claim(root, settings, "a synthetic dataset", "set data.root elsewhere")
     progress(f"[data] {summary.get('clips', '?')} clips in {time.time() - t0:.0f} s")
     return root

@@ -356,24 +356,11 @@ def ground_truth(preset: str = "simple", **options) -> pd.DataFrame:
     return _truth_frame(plans, energies)
 
 
-def generate(out: str, *, preset: str = "simple", **options) -> dict:
-    """Write a synthetic dataset under `out` (a local path or s3:// URI); return a summary.
-
-    `preset` is simple | demo | casme2-like | megc-like; `options` are any fields of
-    `mer.datasets.synthetic_plan.Settings` and override the preset's (subjects,
-    clips_per_subject, seed, layout, size=(height, width), frames=(min, max) length, fps,
-    label_noise, amplitude=(min, max) px, roll, ...). The same settings give byte-identical
-    files. An earlier synthetic tree in `out` is replaced; a folder holding anything else is
-    refused (InputError). Bad options raise ConfigError.
-    """
-    s = settings(preset, **options)
-    plans = plan_clips(resolved=s)
-    _clear(out)
-    face, face_of = None, 0
+def _render_subject(s, plans: list, out: str) -> list:
+    """Render and write one subject's clips; their region energies, in order."""
+    face = _face(s, plans[0])  # one face per subject
     energies = []
     for p in plans:
-        if p.subject != face_of:  # plans come subject by subject: draw each face once
-            face, face_of = _face(s, p), p.subject
         field = au_field(face.points, p, face.lid.shape)
         energies.append(region_energy(face, p, field))
         rng = np.random.default_rng([s.seed, 2, p.subject, p.index])
@@ -382,6 +369,44 @@ def generate(out: str, *, preset: str = "simple", **options) -> dict:
             _write_video(out, p, clip, p.fps)
         else:
             _write_frames(out, p, clip)
+    return energies
+
+
+def generate(out: str, *, preset: str = "simple", workers: int = 1, **options) -> dict:
+    """Write a synthetic dataset under `out` (a local path or s3:// URI); return a summary.
+
+    `preset` is simple | demo | casme2-like | megc-like; `options` are any fields of
+    `mer.datasets.synthetic_plan.Settings` and override the preset's (subjects,
+    clips_per_subject, seed, layout, size=(height, width), frames=(min, max) length, fps,
+    label_noise, amplitude=(min, max) px, roll, ...). The same settings give byte-identical
+    files. An earlier synthetic tree in `out` is replaced; a folder holding anything else is
+    refused (InputError). Bad options raise ConfigError. `workers`: processes rendering
+    subjects side by side (0: one per core; 1, the default: in this process). They are
+    spawned, so a script calling this with workers != 1 needs `if __name__ == "__main__":`.
+    """
+    s = settings(preset, **options)
+    plans = plan_clips(resolved=s)
+    _clear(out)
+    by_subject: dict[int, list[int]] = {}
+    for i, p in enumerate(plans):
+        by_subject.setdefault(p.subject, []).append(i)
+    order = [i for ix in by_subject.values() for i in ix]
+    groups = [[plans[i] for i in ix] for ix in by_subject.values()]
+    n = min(workers or os.cpu_count() or 1, len(groups))
+    if n > 1:
+        # Subjects in separate processes (spawned: the caller may hold Ray's threads); each
+        # clip's generator is seeded by the clip alone, so the files are the same either way.
+        import concurrent.futures
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx) as pool:
+            parts = list(pool.map(_render_subject, [s] * len(groups), groups, [out] * len(groups)))
+    else:
+        parts = [_render_subject(s, g, out) for g in groups]
+    energies = [0.0] * len(plans)
+    for i, e in zip(order, (e for part in parts for e in part), strict=True):
+        energies[i] = e
 
     annotations = None
     if s.layout == "casme2":
