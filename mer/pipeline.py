@@ -42,7 +42,7 @@ def ensure_data(cfg: PipelineConfig, progress=emit) -> str:
 
     progress(f"[data] generating synthetic micro-expressions under {root} ...")
     t0 = time.time()
-    summary = generate(root, workers=0, **cfg.data.synthetic)  # a process per core
+    summary = generate(root, mapper=_ray_map(root), **cfg.data.synthetic)
     layout.claim(root, settings, "a synthetic dataset", "set data.root elsewhere")
     progress(f"[data] {summary.get('clips', '?')} clips in {time.time() - t0:.0f} s")
     return root
@@ -105,3 +105,25 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     summary["pipeline_seconds"] = round(time.time() - t0, 1)
     progress(f"[results] {out}: leaderboard.json, leaderboard.csv, plots/")
     return summary
+
+
+def _ray_map(root: str):
+    """A generate() mapper running each call as a Ray task (one CPU each): subjects render
+    side by side. Local files stay on this node; an s3:// root lets any node write. None
+    (render here) when this process has not joined Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options: dict = {"num_cpus": 1}
+    if not storage.is_remote(root):
+        here = ray.get_runtime_context().get_node_id()
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=False)
+
+    def run(fn, calls: list[tuple]) -> list:
+        task = ray.remote(**options)(fn)
+        return ray.get([task.remote(*args) for args in calls])
+
+    return run

@@ -372,7 +372,11 @@ def _render_subject(s, plans: list, out: str) -> list:
     return energies
 
 
-def generate(out: str, *, preset: str = "simple", workers: int = 1, **options) -> dict:
+def _serial(fn, calls: list[tuple]) -> list:
+    return [fn(*args) for args in calls]
+
+
+def generate(out: str, *, preset: str = "simple", mapper=None, **options) -> dict:
     """Write a synthetic dataset under `out` (a local path or s3:// URI); return a summary.
 
     `preset` is simple | demo | casme2-like | megc-like; `options` are any fields of
@@ -380,9 +384,9 @@ def generate(out: str, *, preset: str = "simple", workers: int = 1, **options) -
     clips_per_subject, seed, layout, size=(height, width), frames=(min, max) length, fps,
     label_noise, amplitude=(min, max) px, roll, ...). The same settings give byte-identical
     files. An earlier synthetic tree in `out` is replaced; a folder holding anything else is
-    refused (InputError). Bad options raise ConfigError. `workers`: processes rendering
-    subjects side by side (0: one per core; 1, the default: in this process). They are
-    spawned, so a script calling this with workers != 1 needs `if __name__ == "__main__":`.
+    refused (InputError). Bad options raise ConfigError. `mapper(fn, calls)` returns
+    `[fn(*args) for args in calls]`, one call per subject, in order; by default here and one at
+    a time (the pipeline passes one that runs them as Ray tasks).
     """
     s = settings(preset, **options)
     plans = plan_clips(resolved=s)
@@ -392,18 +396,8 @@ def generate(out: str, *, preset: str = "simple", workers: int = 1, **options) -
         by_subject.setdefault(p.subject, []).append(i)
     order = [i for ix in by_subject.values() for i in ix]
     groups = [[plans[i] for i in ix] for ix in by_subject.values()]
-    n = min(workers or os.cpu_count() or 1, len(groups))
-    if n > 1:
-        # Subjects in separate processes (spawned: the caller may hold Ray's threads); each
-        # clip's generator is seeded by the clip alone, so the files are the same either way.
-        import concurrent.futures
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx) as pool:
-            parts = list(pool.map(_render_subject, [s] * len(groups), groups, [out] * len(groups)))
-    else:
-        parts = [_render_subject(s, g, out) for g in groups]
+    # Each clip's generator is seeded by the clip alone: any order or process, same files.
+    parts = (mapper or _serial)(_render_subject, [(s, g, out) for g in groups])
     energies = [0.0] * len(plans)
     for i, e in zip(order, (e for part in parts for e in part), strict=True):
         energies[i] = e
