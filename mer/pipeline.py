@@ -110,7 +110,8 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
 def _ray_map(root: str):
     """A generate() mapper running each call as a Ray task (one CPU each): subjects render
     side by side. Local files stay on this node; an s3:// root lets any node write. None
-    (render here) when this process has not joined Ray."""
+    (render in this process) when it has not joined Ray, or for a local root on a node with
+    no CPU for tasks."""
     import ray
 
     if not ray.is_initialized():
@@ -120,6 +121,9 @@ def _ray_map(root: str):
     options: dict = {"num_cpus": 1}
     if not storage.is_remote(root):
         here = ray.get_runtime_context().get_node_id()
+        cpus = sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == here)
+        if cpus < 1:  # a head that takes no work: render here
+            return None
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=False)
 
     def run(fn, calls: list[tuple]) -> list:

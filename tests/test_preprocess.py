@@ -277,3 +277,23 @@ def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
         phase = build_record(row, {**kf, "registration": "phase"})
         assert np.array_equal(phase["keyframe_indices"], record["keyframe_indices"])
         assert 0 < np.abs(phase["frames"].astype(int) - record["frames"]).mean() < 1.0
+
+
+def test_synthetic_data_rendered_as_ray_tasks_matches_one_process(ray_local, tmp_path):
+    """The pipeline's data stage renders subjects as Ray tasks (mer.pipeline._ray_map): the
+    same files as rendering them here, one after another."""
+    from mer.pipeline import _ray_map
+
+    def files(root):
+        return {
+            os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(root)
+            for n in names
+        }
+
+    tiny = dict(subjects=2, clips_per_subject=2, size=(48, 40), frames=(12, 16), seed=3)
+    mapper = _ray_map(str(tmp_path / "a"))
+    assert mapper is not None  # 2 CPUs on this node
+    a = files(generate(str(tmp_path / "a"), mapper=mapper, **tiny)["root"])
+    b = files(generate(str(tmp_path / "b"), **tiny)["root"])
+    assert len(a) > 20 and a == b
