@@ -108,6 +108,32 @@ def test_the_small_study_config_resolves_every_variant():
     }
 
 
+def test_the_interpolation_study_renders_many_key_frames_between_two_frames(tmp_path):
+    """configs/study-short.yaml exists so that its adaconv and flow rows mean something: its
+    clips put a large share of key-frame positions between two frames (2 of its 8 subjects
+    built here)."""
+    import numpy as np
+
+    from mer.datasets.synthetic import generate
+    from mer.preprocess import build_keyframes_dataset
+    from mer.table import load_table
+
+    cfg, s = study.load_study(
+        str(REPO / "configs" / "study-short.yaml"),
+        [f"root={tmp_path}", "data.synthetic.subjects=2"],
+    )
+    assert {study.variant_config(cfg, s, v).keyframes.interpolation for v in s.variants} == {
+        "linear",
+        "adaconv",
+        "flow",
+    }
+    generate(layout.data_root(cfg), **cfg.data.synthetic)
+    build_keyframes_dataset(cfg, use_ray=False, progress=lambda m: None)
+    idx = np.stack(load_table(layout.keyframes_uri(cfg)).clips["keyframe_indices"].to_numpy())
+    fractional = np.abs(idx - np.round(idx)) > 1e-6
+    assert fractional.any(axis=1).all() and fractional.mean() > 0.3
+
+
 # The end-to-end study is smaller still: 3 subjects (3 folds), no prior learning (priors are
 # the pipeline's, tested in test_train/test_search), and one variant, a sweep on its own
 # key-frame table. Each variant is its own Tune run, the test's main cost.
