@@ -131,14 +131,23 @@ def registered_frames(row: dict, kf: dict) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def load_interpolator(uri: str, size: int, channels: int):
-    """The trained interpolator at `uri`, loaded once per process (mer.interpolator)."""
+def load_interpolator(uri: str, size: int, channels: int, cuda: bool = False):
+    """The trained interpolator at `uri` (mer.interpolator), on this process's GPU with
+    `cuda` (keyframes.gpus > 0; an error if the actor got none), else on its CPU."""
     import torch
 
+    from mer.errors import ConfigError
     from mer.interpolator import Interpolator
 
     torch.set_num_threads(1)  # one Ray Data actor, one CPU
-    return Interpolator.load(uri, image_size=size, channels=channels)
+    model = Interpolator.load(uri, image_size=size, channels=channels)
+    if not cuda:
+        return model
+    if not torch.cuda.is_available():
+        raise ConfigError("keyframes.gpus > 0 but this key-frame worker sees no CUDA GPU")
+    # Full fp32 (no TF32): the frames the CPU renders, up to rounding. The model is small.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    return model.to("cuda")
 
 
 def manifest_rows(manifest: pd.DataFrame) -> list[dict]:

@@ -51,6 +51,9 @@ class KeyframeConfig:
     # Ray resources each key-frame actor asks for besides its CPU, e.g. {decode: 1}: only
     # the node type that advertises them decodes (cluster.yaml's CPU type, never a GPU node).
     resources: dict = field(default_factory=dict)
+    # GPU share each key-frame actor asks for (e.g. 0.25): with interpolation adaconv the
+    # interpolator renders there; 0 renders on the actor's CPU. Nothing else uses the GPU.
+    gpus: float = 0.0
     # A run whose share of rejected clips exceeds this stops with a summary of the reasons.
     max_reject_fraction: float = 0.2
 
@@ -347,6 +350,7 @@ def validate(cfg: PipelineConfig) -> None:
     _one_of("keyframes.registration", kf.registration, ("motion", "phase"))
     _positive("keyframes.decode_timeout", kf.decode_timeout)
     _at_least("keyframes.concurrency", kf.concurrency, 1)
+    _at_least("keyframes.gpus", kf.gpus, 0)
     _at_least("keyframes.chunk_size", kf.chunk_size, 1)
     _check_ray_resources("keyframes.resources", kf.resources)
     if not 0 <= kf.max_reject_fraction <= 1:

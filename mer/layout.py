@@ -33,7 +33,7 @@ from mer.config import PipelineConfig
 from mer.errors import ConfigError
 
 # keyframes.* settings that change speed or run control, not the key frames written.
-KEYFRAMES_EXECUTION = ("concurrency", "chunk_size", "max_reject_fraction", "resources")
+KEYFRAMES_EXECUTION = ("concurrency", "chunk_size", "max_reject_fraction", "resources", "gpus")
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -103,6 +103,8 @@ def keyframes_settings(cfg: PipelineConfig) -> dict:
     settings = {**data_settings(cfg), **_section(cfg, "keyframes", KEYFRAMES_EXECUTION)}
     if cfg.keyframes.interpolation == "adaconv":
         settings["interpolator.hash"] = interpolator_hash(cfg)
+        if cfg.keyframes.gpus > 0:  # a CUDA interpolator may round a frame differently
+            settings["interpolator.device"] = "cuda"
     return settings
 
 

@@ -51,7 +51,9 @@ def process_chunk(item: dict) -> dict:
     kf = item["kf"]
     interpolator = None
     if kf["interpolation"] == "adaconv":
-        interpolator = load_interpolator(kf["interpolator_uri"], kf["size"], 3)
+        interpolator = load_interpolator(
+            kf["interpolator_uri"], kf["size"], 3, cuda=kf.get("gpus", 0) > 0
+        )
     records, rejects = [], []
     for row in item["rows"]:
         try:
@@ -250,10 +252,13 @@ def _run_chunks(todo, concurrency, counter) -> None:
     # while the second, on another node, got none. Each actor holds one CPU and the
     # resources of `keyframes.resources`: on a cluster, one only the CPU worker type
     # advertises (cluster.yaml: decode), so that no GPU node decodes.
+    kf = todo[0]["kf"]
     ds = ds.map(
         _ChunkWorker,
         num_cpus=1,
-        resources=dict(todo[0]["kf"].get("resources") or {}),
+        # A GPU share only where the learned interpolator renders (keyframes.gpus).
+        num_gpus=kf.get("gpus", 0) if kf["interpolation"] == "adaconv" else 0,
+        resources=dict(kf.get("resources") or {}),
         compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
     )
     written = rejected = 0
@@ -283,14 +288,13 @@ def _count_labels(manifest: pd.DataFrame) -> dict:
 
 def _versions() -> dict:
     import cv2
-    import decord
 
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pyarrow": pa.__version__,
         "opencv": cv2.__version__,
-        "decord": getattr(decord, "__version__", "?"),
+        "decord": _installed("decord2"),
         "ray": _installed("ray"),
     }
 

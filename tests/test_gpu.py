@@ -155,3 +155,25 @@ def test_training_input_on_cuda_matches_cpu(cuda):
         b = data.augment(gpu, torch.Generator().manual_seed(4))
         assert b.device.type == "cuda"
         torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=0)
+
+
+def test_key_frame_interpolator_on_cuda_renders_the_cpus_frames(cuda, tmp_path):
+    # keyframes.gpus > 0: the key-frame actors load the learned interpolator onto their GPU
+    # (mer.clip_records.load_interpolator); its frames may differ from the CPU's by rounding.
+    import numpy as np
+
+    from mer.clip_records import load_interpolator
+    from mer.interpolator import Interpolator, InterpolatorConfig
+
+    torch.manual_seed(0)
+    uri = str(tmp_path / "ip.pt")
+    Interpolator(InterpolatorConfig(image_size=32, channels=3)).save(uri)
+    cpu = load_interpolator(uri, 32, 3)
+    gpu = load_interpolator(uri, 32, 3, cuda=True)
+    assert gpu.identity.device.type == "cuda"
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    t = np.linspace(0.1, 0.9, 5)
+    diff = np.abs(cpu.interpolate(a, b, t).astype(int) - gpu.interpolate(a, b, t).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01

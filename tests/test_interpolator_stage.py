@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mer import config, layout, storage
 from mer.datasets.synthetic import generate
-from mer.errors import InputError
+from mer.errors import ConfigError, InputError
 from mer.preprocess import build_keyframes_dataset
 from mer.table import read_keyframes
 
@@ -51,6 +52,32 @@ def test_interpolator_is_keyed_and_chained_into_the_key_frames(tmp_path):
     assert layout.keyframes_uri(cfg_for(tmp_path, data, "interpolator.steps=21")) == (
         layout.keyframes_uri(linear)
     )
+
+
+def test_a_gpu_share_keys_only_the_learned_interpolators_frames_and_needs_a_gpu(tmp_path):
+    from mer.clip_records import load_interpolator
+    from mer.interpolator import Interpolator, InterpolatorConfig
+
+    data = str(tmp_path)
+    adaconv = cfg_for(tmp_path, data, "keyframes.interpolation=adaconv")
+    on_gpu = cfg_for(tmp_path, data, "keyframes.interpolation=adaconv", "keyframes.gpus=0.25")
+    # CUDA may round a rendered frame differently: its own key frames, beside the CPU's.
+    assert layout.keyframes_uri(on_gpu) != layout.keyframes_uri(adaconv)
+    assert layout.keyframes_uri(
+        cfg_for(tmp_path, data, "keyframes.interpolation=adaconv", "keyframes.gpus=0.5")
+    ) == layout.keyframes_uri(on_gpu)  # how much of a GPU is execution, not output
+    linear = cfg_for(tmp_path, data)
+    assert layout.keyframes_uri(cfg_for(tmp_path, data, "keyframes.gpus=0.25")) == (
+        layout.keyframes_uri(linear)
+    )
+    with pytest.raises(ConfigError, match="keyframes.gpus"):
+        cfg_for(tmp_path, data, "keyframes.gpus=-1")
+    uri = str(tmp_path / "ip.pt")
+    Interpolator(InterpolatorConfig(image_size=32, channels=3, base=8, levels=2)).save(uri)
+    assert load_interpolator(uri, 32, 3).identity.device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            load_interpolator(uri, 32, 3, cuda=True)
 
 
 def test_key_frames_without_a_trained_interpolator_say_so(tmp_path, data):
