@@ -42,7 +42,7 @@ def ensure_data(cfg: PipelineConfig, progress=emit) -> str:
 
     progress(f"[data] generating synthetic micro-expressions under {root} ...")
     t0 = time.time()
-    summary = generate(root, mapper=_ray_map(root), **cfg.data.synthetic)
+    summary = generate(root, mapper=_ray_map(root, cfg.keyframes.resources), **cfg.data.synthetic)
     layout.claim(root, settings, "a synthetic dataset", "set data.root elsewhere")
     progress(f"[data] {summary.get('clips', '?')} clips in {time.time() - t0:.0f} s")
     return root
@@ -107,22 +107,24 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     return summary
 
 
-def _ray_map(root: str):
-    """A generate() mapper running each call as a Ray task (one CPU each): subjects render
-    side by side. Local files stay on this node; an s3:// root lets any node write. None
-    (render in this process) when it has not joined Ray, or for a local root on a node with
-    no CPU for tasks."""
+def _ray_map(root: str, resources: dict | None = None):
+    """A generate() mapper running each call as a Ray task (one CPU each, plus `resources`:
+    the key-frame actors' own, so that on a cluster the same CPU nodes render the data and
+    no GPU node starts for it): subjects render side by side. Local files stay on this node;
+    an s3:// root lets any node write. None (render in this process) when it has not joined
+    Ray, or for a local root on a node with no CPU for tasks."""
     import ray
 
     if not ray.is_initialized():
         return None
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    options: dict = {"num_cpus": 1}
+    options: dict = {"num_cpus": 1, "resources": dict(resources or {})}
     if not storage.is_remote(root):
         here = ray.get_runtime_context().get_node_id()
-        cpus = sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == here)
-        if cpus < 1:  # a head that takes no work: render here
+        has = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == here), {})
+        need = {"CPU": 1, **options["resources"]}
+        if any(has.get(k, 0) < v for k, v in need.items()):  # a head that takes no such work
             return None
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=False)
 
