@@ -203,18 +203,6 @@ def _filter_native_stderr(path: str) -> None:
     atexit.register(restore)
 
 
-TRAIN_POLL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-
-
-def train_poll_env() -> dict[str, str]:
-    """Environment for the job's processes: Ray Train's controller polls its workers every
-    2 s by default and takes one report per worker per poll (each worker's report queue holds
-    one), so a loop reporting more often than that waits. Measured here: 20 reports took 1.9 s
-    each at the default, 0.19 s at 0.2 s (benchmarks/README.md, "Fold runs"). A value already
-    set (the job's own runtime environment, or the shell) is left alone."""
-    return {} if TRAIN_POLL in os.environ else {TRAIN_POLL: "0.2"}
-
-
 def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> None:
     """Join the cluster a job was submitted to, or start a local Ray for this process."""
     import ray
@@ -240,15 +228,14 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
         "log_to_driver": verbose,
         "logging_level": logging.INFO if verbose else logging.WARNING,
     }
-    env = train_poll_env()
     if address:
-        ray.init(address=address, **({"runtime_env": {"env_vars": env}} if env else {}), **common)
+        ray.init(address=address, **common)
     else:
         # A local instance; workers import `mer` from this checkout.
         ray.init(
             address="local",
             num_cpus=int(args.num_cpus) if args.num_cpus else None,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO), **env}},
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
             **common,
         )
     if path:

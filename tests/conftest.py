@@ -65,15 +65,12 @@ def ray_local(s3_endpoint):
     """
     import ray
 
-    from mer.cli import train_poll_env
-
     ray.init(
         address="local",
         num_cpus=2,  # as many logical CPUs as this 2-core machine has
         include_dashboard=False,
         log_to_driver=False,
-        # The jobs' Ray Train poll interval (mer.cli.connect_ray), so tests train as they do.
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO), **train_poll_env()}},
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
     )
     try:
         yield ray
