@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -161,10 +162,12 @@ def _serve(fd: int) -> None:
         fn, args = request
         try:
             result = fn(*args)
-        except Exception as e:
-            if not isinstance(e, InputError | DecodeError):
-                e = DecodeError(f"{args[-1]}: decoding failed ({type(e).__name__}: {e})")
+        except (InputError, DecodeError) as e:  # the file's fault: the caller records a reject
             conn.send(("error", e))
+            continue
+        except Exception:  # a bug in our code (decord's own errors are DecodeErrors by now)
+            detail = traceback.format_exc()  # the stage fails with it; sent as text: any pickles
+            conn.send(("error", RuntimeError(f"the video decoder process failed:\n{detail}")))
             continue
         if isinstance(result, np.ndarray):
             result = np.ascontiguousarray(result, np.uint8)

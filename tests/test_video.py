@@ -194,6 +194,10 @@ def _crash(*args):
     os._exit(3)
 
 
+def _bug(*args):
+    return len(None)  # a TypeError: what a bug in our own decode code raises
+
+
 def test_hung_decoder_times_out_and_the_next_call_works(mp4, monkeypatch):
     video.read_clip(mp4, 0, 0)  # the decoder process is up: the bound below is decode only
     monkeypatch.setattr(video, "_decode_video", _hang)
@@ -209,6 +213,16 @@ def test_crashed_decoder_is_a_decode_error_and_the_next_call_works(mp4, monkeypa
     monkeypatch.setattr(video, "_decode_video", _crash)
     with pytest.raises(DecodeError, match="crashed"):
         video.read_clip(mp4)
+    monkeypatch.undo()
+    assert len(video.read_clip(mp4)) == 20
+
+
+def test_a_bug_in_the_decoder_process_is_not_a_reject_and_the_next_call_works(mp4, monkeypatch):
+    monkeypatch.setattr(video, "_decode_video", _bug)
+    with pytest.raises(RuntimeError, match="TypeError") as raised:
+        video.read_clip(mp4)
+    assert not isinstance(raised.value, DecodeError | InputError)
+    assert "_bug" in str(raised.value)  # the decoder's traceback comes along
     monkeypatch.undo()
     assert len(video.read_clip(mp4)) == 20
 
