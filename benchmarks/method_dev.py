@@ -10,9 +10,11 @@ earn its place") was made with this script on a development set: the casme2-like
 at another seed (seed 1) than the study's (seed 0), so no figure of the study's folds ever
 shaped a setting. The protocol: the development set's subjects in `--folds` groups (seeded);
 each group is held out once, the others train (prior learning, then target learning, exactly
-the library's `train_prior` and `train_fold_run` in this process on one thread), predictions
+the library's `train_prior` and `train_classifier` in this process on one thread), predictions
 pooled over groups: UF1 and UAR (mer.metrics.summarise). The linear baseline
-(mer.baselines, the leaderboards' `linear`) runs on the same groups.
+(mer.baselines, the leaderboards' `linear`) runs on the same groups. `train_uf1` is the same
+models scored on their own training subjects: how well the network fits what it saw (a model
+that cannot fit its training clips is underfitting, not overfitting).
 
 With prior learning on, it also measures what the prior learnt, per group:
   - pair accuracy of the last epoch (training pairs, as reported during training) and, in
@@ -128,7 +130,8 @@ def pair_accuracy(z, labels, subjects, threshold: float) -> float:
 def run(args) -> dict:
     from mer.baselines import apex_minus_onset, predict_run
     from mer.models import build_siamese
-    from mer.train.finetune import train_fold_run
+    from mer.train.finetune import predict_run as predict_run_
+    from mer.train.finetune import train_classifier
     from mer.train.pretrain import train_prior
 
     torch.set_num_threads(args.threads)
@@ -143,7 +146,7 @@ def run(args) -> dict:
     runs = group_runs(table, args.folds, args.split_seed)
     w = Worker(0, 1, torch.device("cpu"))
     features = apex_minus_onset(table)
-    preds, linear, probes, seconds = [], [], [], []
+    preds, fits, linear, probes, seconds = [], [], [], [], []
     for seed in args.seeds:
         c = config.with_params(cfg, {}, seed)
         for r in runs:
@@ -182,8 +185,11 @@ def run(args) -> dict:
                     probe["test"] = test.tolist()
                     probes.append(probe)
                 if not args.probe_only:
-                    p = train_fold_run(c, table, r, prior, 3, w)
-                    preds.append(p.assign(seed=seed))
+                    model, epochs = train_classifier(c, table, r, prior, 3, w)
+                    preds.append(predict_run_(c, table, r, model, w, epochs).assign(seed=seed))
+                    # how well the same model fits its own training subjects
+                    seen = {**r, "test_subjects": r["train_subjects"]}
+                    fits.append(predict_run_(c, table, seen, model, w, epochs).assign(seed=seed))
             if seed == args.seeds[0]:
                 linear.append(predict_run("linear", table, features, r, 3))
             seconds.append(time.time() - t0)
@@ -210,6 +216,7 @@ def run(args) -> dict:
         out["uar_per_seed"] = [s["uar"] for s in per_seed]
         out["uf1"] = float(np.mean(out["uf1_per_seed"]))
         out["uar"] = float(np.mean(out["uar_per_seed"]))
+        out["train_uf1"] = float(np.mean([summarise(p, 3)["uf1"] for p in _by_seed(fits)]))
     if probes:
         out["prior"] = _probe_summary(probes, table, labels)
     return out
