@@ -55,12 +55,11 @@ def features(table) -> dict[str, np.ndarray]:
         cols = [half[np.arange(n), np.clip(apex + o, 0, k - 1)].reshape(n, -1) for o in offsets]
         return np.concatenate(cols, 1)
 
-    apex_onset = delta[np.arange(n), apex]
     moved = np.abs(delta).sum((2, 3)).argmax(1)
     return {
-        "apex-onset 32 px (the baseline)": apex_onset.reshape(n, -1),
-        "apex-onset 16 px": pool(apex_onset, max(1, s // 16)).reshape(n, -1),
-        "apex-onset 8 px": pool(apex_onset, max(1, s // 8)).reshape(n, -1),
+        "apex-onset 32 px (the baseline)": baselines.apex_minus_onset(table, 32),
+        "apex-onset 16 px": baselines.apex_minus_onset(table, 16),
+        "apex-onset 8 px": baselines.apex_minus_onset(table, 8),
         "apex-1..apex+1, 16 px": around([-1, 0, 1]),
         "apex-2..apex+2, 16 px": around([-2, -1, 0, 1, 2]),
         "all deltas, 16 px (the network's input)": half[:, 1:].reshape(n, -1),
