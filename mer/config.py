@@ -97,6 +97,10 @@ class PretrainConfig:
     # positives across subjects only); mer.train.pretrain.
     pairs: str = "random"
     augment: bool = True
+    # BatchNorm statistics of the saved prior recomputed over the training clips after the
+    # last epoch (mer.train.step.recompute_norms); False keeps the running averages, which a
+    # short run leaves far from the data (benchmarks/README.md, "Prior learning").
+    precise_norms: bool = True
     seed: int = 0  # a search replaces it with each of search.seeds
     # bf16 autocast on GPU. Off until a GPU study of the contrastive loss over whole epochs
     # says it is safe: under CPU autocast its gradient direction disagreed with fp32.

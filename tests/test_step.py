@@ -79,3 +79,28 @@ def test_the_compiled_step_trains_like_the_eager_one():
     assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-5)
     np.testing.assert_allclose(losses[1], losses[0], rtol=0.05)
     assert losses[1][-1] < losses[1][0]  # it learns
+
+
+def test_recomputed_norms_are_the_average_over_the_given_clips():
+    from mer.models import freeze
+    from mer.train.step import recompute_norms
+
+    model = tiny()
+    freeze(model, 1)  # block 0 frozen: its statistics must stay
+    frozen = model.backbone.blocks[0][1]
+    frozen.running_mean.fill_(0.25)
+    frames = np.random.default_rng(0).integers(0, 256, (14, 8, 32, 32, 3), dtype=np.uint8)
+    idx = np.arange(2, 14)  # 12 clips, 3 equal batches of 4
+    model.eval()
+    live = model.backbone.blocks[1][1]  # the first BatchNorm of block 1
+    with torch.no_grad():
+        x = data.to_tensor(frames[idx], None, "delta")
+        seen = model.backbone.blocks[1][0](model.backbone.blocks[0](x)).mean(dim=(0, 2, 3, 4))
+    assert not torch.allclose(live.running_mean, seen)
+    n = recompute_norms(model, model, frames, idx, torch.device("cpu"), input="delta", batch_size=4)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert n == len(norms) - 1  # every norm but the frozen block's
+    torch.testing.assert_close(live.running_mean, seen, rtol=1e-4, atol=1e-6)
+    assert torch.all(frozen.running_mean == 0.25)
+    assert all(m.momentum == 0.1 for m in norms)
+    assert not model.training

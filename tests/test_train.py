@@ -217,3 +217,34 @@ def test_loso_on_synthetic_beats_the_majority_baseline(ray_local, synthetic_keyf
     )
     assert len(pre) == len(table.clips)  # every clip held out once
     assert s_pre["uf1"] >= UF1_THRESHOLD > base["uf1"] + 0.15
+
+
+@pytest.mark.parametrize("precise", [True, False])
+def test_the_saved_prior_carries_its_training_clips_norm_statistics(
+    fake_keyframes, tmp_path, precise
+):
+    """A short prior-learning run leaves BatchNorm running averages near their initial values;
+    with pretrain.precise_norms the saved prior has the training clips' own statistics."""
+    from mer.checkpoints import load_state, prior_file
+    from mer.models import build_siamese
+    from mer.train.pretrain import train_prior
+    from mer.train.runtime import Worker
+    from mer.train.step import recompute_norms
+
+    cfg = small_cfg(tmp_path, "pretrain.epochs=1", f"pretrain.precise_norms={precise}")
+    table = load_table(fake_keyframes)
+    run = outer_runs(fold_specs(table))[0]
+    job = {**run, "seed": 0, "run": run["id"], "dir": str(tmp_path / "prior")}
+    os.makedirs(job["dir"])
+    train_prior(cfg, table, job, Worker(0, 1, torch.device("cpu")), report=lambda *a: None)
+    saved = load_state(prior_file(job["dir"]))
+    model = build_siamese(cfg)
+    model.backbone.load_state_dict(saved)
+    idx = table.indices_of(run["train_subjects"])
+    cpu, batch = torch.device("cpu"), 2 * cfg.pretrain.batch_size
+    recompute_norms(
+        model, model.embed, table.frames, idx, cpu, input=cfg.model.input, batch_size=batch
+    )
+    name = "blocks.1.1.running_mean"
+    recomputed = model.backbone.state_dict()[name]
+    assert torch.allclose(saved[name], recomputed, atol=1e-6) == precise

@@ -50,7 +50,7 @@ from mer.train.runtime import (
     set_threads,
     table_on_device,
 )
-from mer.train.step import train_step
+from mer.train.step import recompute_norms, train_step
 
 
 def pretrain_loop(config: dict) -> None:
@@ -160,6 +160,16 @@ def train_prior(
         report(job["dir"], model, opt, epoch + 1, history, metrics, w)
 
     if w.is_chief:
+        if p.precise_norms:
+            recompute_norms(
+                model,
+                model.embed,
+                frames,
+                idx,
+                w.device,
+                input=cfg.model.input,
+                batch_size=2 * p.batch_size,
+            )
         checkpoints.save_state(model.backbone.state_dict(), checkpoints.prior_file(job["dir"]))
         checkpoints.mark_done(job["dir"], job["train_subjects"], history)
     return model

@@ -62,3 +62,41 @@ def predict(
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+@torch.no_grad()
+def recompute_norms(
+    model: torch.nn.Module,
+    forward,
+    frames,
+    idx: np.ndarray,
+    device: torch.device,
+    *,
+    input: str = "frames",
+    batch_size: int = 32,
+) -> int:
+    """Replace every BatchNorm's running statistics in `model` by their plain average over the
+    clips `idx` of `frames` (a data.Frames or an array), passed through `forward` in train mode
+    ("precise BN"). The running averages a training run leaves (momentum 0.1, starting from
+    mean 0 and variance 1) still carry the initial values after a few dozen steps; with the
+    small onset-delta inputs that variance swamps the real one and every clip looks alike in
+    eval mode. Frozen blocks (already in eval mode) keep theirs. Returns the norms updated."""
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    norms = [m for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    model.train()
+    live = [m for m in norms if m.training]
+    momenta = [m.momentum for m in live]
+    for m in live:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    try:
+        # Near-equal batches: the cumulative average weighs every batch the same.
+        for batch in np.array_split(np.asarray(idx), max(1, -(-len(idx) // batch_size))):
+            if len(batch):
+                forward(to_tensor(frames[batch], device, input))
+    finally:
+        for m, momentum in zip(live, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(live)
