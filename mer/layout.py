@@ -56,6 +56,14 @@ def _section(cfg: PipelineConfig, name: str, drop: tuple[str, ...] = ()) -> dict
     return flatten(name, d)
 
 
+def _pretrain(cfg: PipelineConfig, drop: tuple[str, ...] = ()) -> dict:
+    """The pretrain section as a key. pretrain.precise_norms (added later) only shapes a
+    prior, so without prior learning it is left out and those results keep their key."""
+    if not cfg.pretrain.enabled:
+        drop = (*drop, "precise_norms")
+    return _section(cfg, "pretrain", drop)
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -259,7 +267,7 @@ def experiment_settings(cfg: PipelineConfig) -> dict:
     return {
         **keyframes_settings(cfg),
         **_section(cfg, "model"),
-        **_section(cfg, "pretrain", ("seed",)),
+        **_pretrain(cfg, ("seed",)),
         **_section(cfg, "finetune", ("seed", *searched)),
         **numerics(cfg),
         **_section(cfg, "search", ("experiment",)),
@@ -272,7 +280,7 @@ def finetune_settings(cfg: PipelineConfig, folds: list[str]) -> dict:
     return {
         **keyframes_settings(cfg),
         **_section(cfg, "model"),
-        **_section(cfg, "pretrain"),
+        **_pretrain(cfg),
         **_section(cfg, "finetune"),
         **numerics(cfg),
         "folds": sorted(folds),
@@ -292,15 +300,23 @@ def describe_change(old: dict, new: dict, limit: int = 3) -> str:
 def claim(folder: str, settings: dict, what: str, remedy: str) -> None:
     """Tie `folder` to `settings` (its _settings.json), or refuse when it holds results made
     under other settings."""
-    uri = storage.join(folder, "_settings.json")
-    h = digest(settings)
-    if storage.exists(uri):
-        old = storage.read_json(uri)
-        if old.get("hash") == h:
-            return
-        change = describe_change(old.get("settings", {}), settings)
+    change = made_under_other_settings(folder, settings)
+    if change is not None:
         raise ConfigError(
-            f"{folder} holds {what} made with {change or 'other settings'}; {remedy}, or "
-            "delete that folder"
+            f"{folder} holds {what} made with {change}; {remedy}, or delete that folder"
         )
-    storage.write_json(uri, {"hash": h, "settings": settings})
+    uri = storage.join(folder, "_settings.json")
+    if not storage.exists(uri):
+        storage.write_json(uri, {"hash": digest(settings), "settings": settings})
+
+
+def made_under_other_settings(folder: str, settings: dict) -> str | None:
+    """None when `folder` is unclaimed or claimed with `settings`; otherwise what differs
+    ('finetune.lr=0.0005 (this run: 0.001)')."""
+    uri = storage.join(folder, "_settings.json")
+    if not storage.exists(uri):
+        return None
+    old = storage.read_json(uri)
+    if old.get("hash") == digest(settings):
+        return None
+    return describe_change(old.get("settings", {}), settings) or "other settings"

@@ -208,11 +208,28 @@ def describe(v: Variant) -> str:
 # ---------------------------------------------------------------- the table
 
 
-def _experiment(cfg: PipelineConfig) -> results.Experiment | None:
+def _experiment(cfg: PipelineConfig) -> tuple[results.Experiment | None, str | None]:
+    """(the variant's experiment or None, what differs when it was made under other settings
+    than the config's now: its rows are then stale, never shown as results)."""
+    uri = layout.experiment_uri(cfg)
     try:
-        return results.load_experiment(layout.experiment_uri(cfg))
+        exp = results.load_experiment(uri)
     except InputError:
-        return None
+        return None, None
+    return exp, layout.made_under_other_settings(uri, layout.experiment_settings(cfg))
+
+
+def _stale_row(v: Variant, vcfg: PipelineConfig, change: str) -> dict:
+    return {
+        "variant": v.name,
+        "claim": v.claim,
+        "kind": "full" if v.name == FULL else "variant",
+        "settings": describe(v),
+        "experiment": vcfg.search.experiment,
+        "status": "stale",
+        "stale": f"made with {change}; delete {layout.experiment_uri(vcfg)} and rerun "
+        f"--variants {v.name}",
+    }
 
 
 def _score(s: dict, metric: str) -> dict:
@@ -234,7 +251,9 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
     """Every row (variant configurations, then baselines) with its scores and, where both it
     and the full method are complete, the paired comparison full - row."""
     full_cfg = variant_config(cfg, study, study.variants[0])
-    full_exp = _experiment(full_cfg)
+    full_exp, full_stale = _experiment(full_cfg)
+    if full_stale:
+        full_exp = None  # no comparison and no baseline from results of other settings
     full_id = None
     if full_exp is not None:
         ids = [e for e, kind in full_exp.kinds.items() if kind == "method"]
@@ -271,7 +290,10 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
 
     for v in study.variants:
         vcfg = variant_config(cfg, study, v)
-        exp = _experiment(vcfg)
+        exp, stale = _experiment(vcfg)
+        if stale:
+            rows.append(_stale_row(v, vcfg, stale))
+            continue
         if exp is None:
             rows.append(
                 {
@@ -367,6 +389,10 @@ def markdown(table: dict) -> str:
             f"{_fmt(r.get('uar'))} | {_fmt_diff(d.get('uf1'))} | {_fmt_diff(d.get('uar'))} | "
             f"{verdict} |"
         )
+    stale = [r for r in table["rows"] if r["status"] == "stale"]
+    if stale:
+        lines += ["", "Stale rows (results made under other settings are not shown):", ""]
+        lines += [f"- {r['variant']}: {r['stale']}" for r in stale]
     return "\n".join(lines) + "\n"
 
 

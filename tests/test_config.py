@@ -94,6 +94,14 @@ def test_stage_hashes_change_only_with_the_settings_that_determine_them():
     for change in ("finetune.lr=0.01", "finetune.seed=3", "model.width=0.5", "pretrain.epochs=2"):
         assert layout.run_hash(config.load(None, [change]), run) != h, change
     assert layout.run_hash(base, {**run, "train_subjects": ["a/3"]}) != h
+    # How a prior's norm statistics are made keys the prior and what reads it, and nothing
+    # made without prior learning.
+    precise = ["pretrain.precise_norms=false"]
+    assert layout.prior_hash(config.load(None, precise)) != pt
+    exp = layout.experiment_settings
+    assert exp(config.load(None, precise)) != exp(base)
+    scratch = ["pretrain.enabled=false"]
+    assert exp(config.load(None, [*scratch, *precise])) == exp(config.load(None, scratch))
 
 
 def test_a_named_folder_refuses_other_settings_naming_them(tmp_path):

@@ -227,3 +227,8 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     cfg2, s2 = study.load_study(write_study_config(tmp_path, END), ["finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="study.name"):
         study.run_study(cfg2, s2, progress=lambda line: None)
+    # Its table never shows those results: every row is stale and says what differs.
+    stale = study.study_table(cfg2, s2)
+    assert [r["status"] for r in stale["rows"]] == ["stale", "stale"]
+    assert all("finetune.lr" in r["stale"] and "uf1" not in r for r in stale["rows"])
+    assert not stale["complete"] and "Stale rows" in study.markdown(stale)
