@@ -28,16 +28,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.local_cluster import (  # noqa: E402
-    PLACEMENT,
-    LocalCluster,
+from mer.autoscaler_stand_in import (  # noqa: E402
     fake_autoscaling_config,
-    free_ports,
     node_timeline,
     stage_times,
     stand_in_node_types,
-    wait_until,
 )
+from mer.local_cluster import PLACEMENT, LocalCluster  # noqa: E402
+from mer.local_processes import free_ports, wait_until  # noqa: E402
 
 IDLE_TIMEOUT_MIN = 0.3
 OUT = REPO / "benchmarks" / "cluster_timeline"

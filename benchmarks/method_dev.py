@@ -127,6 +127,30 @@ def pair_accuracy(z, labels, subjects, threshold: float) -> float:
     return 0.5 * (float((d[pos] < threshold).mean()) + float((d[neg] >= threshold).mean()))
 
 
+def pair_auc(z, labels, subjects) -> float:
+    """Threshold-free: the probability that a cross-subject positive pair is nearer than a
+    negative pair (ROC AUC of -distance; 0.5 is chance)."""
+    from scipy.stats import rankdata
+
+    i, j = np.triu_indices(len(z), 1)
+    d = np.linalg.norm(z[i] - z[j], axis=1)
+    same = labels[i] == labels[j]
+    pos = same & (subjects[i] != subjects[j])
+    neg = ~same
+    if not pos.any() or not neg.any():
+        return float("nan")
+    r = rankdata(-np.concatenate([d[pos], d[neg]]))
+    n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    return float((r[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def spread(z) -> float:
+    """Mean distance between two embeddings (L2-normalised: 0 is a collapse to one point,
+    about 1.41 is spread over the sphere)."""
+    i, j = np.triu_indices(len(z), 1)
+    return float(np.linalg.norm(z[i] - z[j], axis=1).mean())
+
+
 def run(args) -> dict:
     from mer.baselines import apex_minus_onset, predict_run
     from mer.models import build_siamese
@@ -172,6 +196,9 @@ def run(args) -> dict:
                     probe["heldout_pair_accuracy"] = pair_accuracy(
                         z_te, labels[test], subject_ids[test], thr
                     )
+                    probe["heldin_pair_auc"] = pair_auc(z_tr, labels[train], subject_ids[train])
+                    probe["heldout_pair_auc"] = pair_auc(z_te, labels[test], subject_ids[test])
+                    probe["heldin_spread"] = spread(z_tr)
                     probe["knn_prior"] = knn_predict(z_tr, labels[train], z_te).tolist()
                     torch.manual_seed(seed)
                     rand = build_siamese(c)
@@ -181,6 +208,9 @@ def run(args) -> dict:
                     probe["knn_random"] = knn_predict(r_tr, labels[train], r_te).tolist()
                     probe["heldout_pair_accuracy_random"] = pair_accuracy(
                         r_te, labels[test], subject_ids[test], thr
+                    )
+                    probe["heldout_pair_auc_random"] = pair_auc(
+                        r_te, labels[test], subject_ids[test]
                     )
                     probe["test"] = test.tolist()
                     probes.append(probe)
@@ -245,6 +275,10 @@ def _probe_summary(probes, table, labels) -> dict:
         "heldin_pair_accuracy",
         "heldout_pair_accuracy",
         "heldout_pair_accuracy_random",
+        "heldin_pair_auc",
+        "heldout_pair_auc",
+        "heldout_pair_auc_random",
+        "heldin_spread",
     ):
         out[key] = float(np.nanmean([p[key] for p in probes]))
     return out

@@ -34,13 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.local_cluster import (  # noqa: E402
-    DECODE,
-    LocalCluster,
-    command_name,
-    free_ports,
-    processes,
-)
+from mer.local_cluster import DECODE, LocalCluster  # noqa: E402
+from mer.local_processes import command_name, free_ports, processes  # noqa: E402
 
 SIZE = [280, 340]  # height, width: CASME II's face crops
 FRAMES = [60, 100]

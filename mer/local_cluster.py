@@ -8,7 +8,7 @@ the token (`ray get-auth-token --generate`) is copied into every node's HOME, as
 cluster.yaml's file_mounts copy it to every machine.
 
 Everything this module starts is found again by a marker variable in the processes'
-environment (inherited by all they start) and stopped by pid: never `ray stop`, which ends
+environment (inherited by all they start) and stopped by pid (mer.local_processes): never `ray stop`, which ends
 every Ray of the user on the machine. Every port is chosen free. Linux only (reads /proc).
 
     from mer.local_cluster import LocalCluster
@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,12 +34,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mer.local_processes import (
+    CLUSTER_MARKER,
+    NODE_MARKER,
+    alive,
+    command_name,
+    free_ports,
+    processes,
+    signal_all,
+    stop_processes,
+    wait_until,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: `ray` and the workers' `python`
 RAY = BIN / "ray"
-CLUSTER_MARKER = "MER_LOCAL_CLUSTER"  # every process of this cluster: its folder
-NODE_MARKER = "MER_LOCAL_NODE"  # the node a process belongs to
-STOP_GRACE_S = 15.0  # per stop stage, before SIGKILL
 
 # Stand-ins for cluster.yaml's worker types on a machine without GPUs: decode nodes carry
 # `decode` as its CPU type does; accelerator nodes carry `accelerator` in place of its GPU.
@@ -53,148 +61,8 @@ PLACEMENT = [
     f"keyframes.resources={{{DECODE}: 1}}",
     f"resources.worker_resources={{{ACCELERATOR}: 0.5}}",
 ]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(condition, timeout: float, interval: float = 0.2) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-# ---------------------------------------------------------------- processes, by marker
-
-
-def _proc_table() -> dict[int, tuple[int, str, list[bytes], str]]:
-    """pid -> (ppid, command line, environment entries, start time) of readable processes."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            try:
-                environ = (d / "environ").read_bytes().split(b"\0")
-            except OSError:
-                environ = []
-            out[int(d.name)] = (int(fields[1]), cmd, environ, fields[19])
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def processes(folder: Path, node: str | None = None) -> dict[int, str]:
-    """pid -> start time of the processes of the cluster in `folder` (of one node, if given):
-    by marker variable or command line, and their descendants. Never this process or its
-    ancestors."""
-    tag = str(folder) if node is None else str(folder / node)
-    marker = f"{CLUSTER_MARKER}={folder}".encode()
-    node_marker = f"{NODE_MARKER}={node}".encode()
-
-    def match(cmd: str, environ: list[bytes]) -> bool:
-        if node is None:
-            return marker in environ or tag in cmd
-        return (marker in environ and node_marker in environ) or f"{tag}/" in cmd
-
-    return matching_processes(match)
-
-
-def matching_processes(match) -> dict[int, str]:
-    """pid -> start time of every process for which `match(command line, environment
-    entries)` holds, and of their descendants. Never this process or its ancestors."""
-    table = _proc_table()
-    ours = {pid for pid, (_, cmd, environ, _) in table.items() if match(cmd, environ)}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, *_rest) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    stack = list(ours)
-    while stack:
-        for c in children.get(stack.pop(), []):
-            if c not in ours:
-                ours.add(c)
-                stack.append(c)
-    protected, pid = set(), os.getpid()
-    while pid > 1 and pid in table:
-        protected.add(pid)
-        pid = table[pid][0]
-    return {p: table[p][3] for p in ours - protected}
-
-
-def alive(pid: int, start: str) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[0] != "Z" and fields[19] == start  # the same process, not a zombie
-
-
-def command_name(pid: int) -> str:
-    """raylet, gcs_server, monitor.py, ray::IDLE, ...: what a process runs."""
-    try:
-        words = [
-            w.decode(errors="replace")
-            for w in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if w
-        ]
-    except OSError:
-        return str(pid)
-    if not words:
-        return str(pid)
-    script = next((w for w in words[1:3] if w.endswith(".py")), "")
-    return Path(script).name if script else Path(words[0]).name if "/" in words[0] else words[0]
-
-
-def _signal_all(procs: dict[int, str], sig: int) -> None:
-    for pid, start in procs.items():
-        if alive(pid, start):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def stop_processes(folder: Path, node: str | None = None) -> list[str]:
-    """Stop the cluster's (or one node's) processes (stop_in_stages)."""
-    return stop_in_stages(lambda: processes(folder, node))
-
-
-def stop_in_stages(find) -> list[str]:
-    """Stop the processes `find()` returns (pid -> start time): raylets, then all but GCS,
-    then GCS (terminated all at once, GCS and the autoscaler's monitor hang ~15 s); SIGKILL
-    what outlives the grace. Returns the names of the processes that needed SIGKILL."""
-    procs = find()
-    for stage in ({"raylet"}, None, {"gcs_server"}):
-        procs.update(find())  # late-comers: workers started while stopping
-        live = {p: s for p, s in procs.items() if alive(p, s)}
-        if stage is None:
-            chosen = {p: s for p, s in live.items() if command_name(p) != "gcs_server"}
-        else:
-            chosen = {p: s for p, s in live.items() if command_name(p) in stage}
-        _signal_all(chosen, signal.SIGTERM)
-        wait_until(lambda c=chosen: not any(alive(p, s) for p, s in c.items()), STOP_GRACE_S)
-    procs.update(find())
-    killed = [command_name(p) for p, s in procs.items() if alive(p, s)]
-    _signal_all(procs, signal.SIGKILL)
-    return killed
+# What the autoscaler's head needs to run the fake provider (as AutoscalingCluster.start).
+FAKE_PROVIDER_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
 
 
 # ---------------------------------------------------------------- the cluster
@@ -439,8 +307,8 @@ class LocalCluster:
         node = self.nodes[name]
         procs = processes(self.folder, name)
         if node.raylet:
-            _signal_all(dict([node.raylet]), signal.SIGKILL)
-        _signal_all(procs, signal.SIGKILL)
+            signal_all(dict([node.raylet]), signal.SIGKILL)
+        signal_all(procs, signal.SIGKILL)
         wait_until(lambda: not any(alive(p, s) for p, s in procs.items()), 10)
         return sorted(procs)
 
@@ -577,128 +445,6 @@ def placement_cluster():
         killed = c.stop()
         shutil.rmtree(c.folder, ignore_errors=True)
         print(f"\ncluster stopped in {time.time() - t1:.0f} s; SIGKILL: {killed or 'none'}")
-
-
-def stand_in_node_types(cluster: dict, cpus: dict[str, float], max_workers: int = 2) -> dict:
-    """cluster.yaml's worker types at this machine's scale, for Ray's fake multi-node
-    provider: `cpus[type]` logical CPUs each, custom resources scaled with the CPUs (a CPU
-    type's decode slots), a GPU replaced by as many `accelerator` (no GPU here), min 0."""
-    head = cluster["head_node_type"]
-    types = {}
-    for name, t in cluster["available_node_types"].items():
-        if name == head:
-            continue
-        res = dict(t["resources"])
-        scale = cpus[name] / res.pop("CPU")
-        gpus = res.pop("GPU", 0)
-        out = {"CPU": cpus[name], **{k: v * scale for k, v in res.items()}}
-        if gpus:
-            out[ACCELERATOR] = gpus
-        types[name] = {
-            "resources": out,
-            "node_config": {},
-            "min_workers": 0,
-            "max_workers": min(max_workers, t["max_workers"]),
-        }
-    return types
-
-
-def fake_autoscaling_config(node_types: dict, idle_timeout_minutes: float) -> dict:
-    """The whole autoscaler config for Ray's fake multi-node provider (Ray 2.60's wheel lacks
-    the example.yaml that ray.cluster_utils.AutoscalingCluster reads), through
-    mer.fake_nodes: worker nodes are raylets on this machine that the autoscaler on the
-    head starts and stops. LocalCluster.start_head adds the GCS address and folder."""
-    return {
-        "cluster_name": "mer-fake",
-        "max_workers": sum(t["max_workers"] for t in node_types.values()),
-        "upscaling_speed": 1.0,
-        "idle_timeout_minutes": idle_timeout_minutes,
-        "provider": {
-            "type": "external",
-            "module": "mer_fake_nodes.PrivateFolderNodeProvider",
-            "use_node_id_as_ip": True,
-            "disable_node_updaters": True,
-            "disable_launch_config_check": True,
-        },
-        "auth": {"ssh_user": "ubuntu"},
-        "available_node_types": {
-            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-            **node_types,
-        },
-        "head_node_type": "ray.head.default",
-        "docker": {},
-        "file_mounts": {},
-        "cluster_synced_files": [],
-        "file_mounts_sync_continuously": False,
-        "rsync_exclude": [],
-        "rsync_filter": [],
-        "initialization_commands": [],
-        "setup_commands": [],
-        "head_setup_commands": [],
-        "worker_setup_commands": [],
-        "head_start_ray_commands": [],
-        "worker_start_ray_commands": [],
-    }
-
-
-# What the autoscaler's head needs to run the fake provider (as AutoscalingCluster.start).
-FAKE_PROVIDER_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
-
-
-def node_timeline(nodes: list[dict], node_types: dict) -> list[dict]:
-    """Ray's node list (`ray list nodes --detail`) as (type, node id, start, end) rows,
-    seconds since the epoch (end None while alive); the type is the node type whose
-    resources it carries."""
-    rows = []
-    for n in nodes:
-        total = n.get("resources_total", {})
-        kind = "head" if n.get("is_head_node") else "?"
-        for name, t in node_types.items():
-            extra = [k for k in t["resources"] if k != "CPU"]
-            if not n.get("is_head_node") and all(k in total for k in extra):
-                kind = name
-        end = _epoch(n.get("end_time_ms"))
-        rows.append(
-            {
-                "type": kind,
-                "node_id": n["node_id"],
-                "state": n["state"],
-                "start": _epoch(n["start_time_ms"]),
-                "end": end if n["state"] == "DEAD" and end else None,
-            }
-        )
-    return sorted(rows, key=lambda r: r["start"])
-
-
-# The progress lines that open and close each stage of jobs/pipeline.py.
-STAGE_LINES = {
-    "keyframes": ("[keyframes]", "[keyframes] done"),
-    "pretrain": ("[pretrain]", "priors learnt"),
-    "search": ("[search]", "[results]"),
-}
-
-
-def stage_times(job: Submission) -> dict[str, tuple[float, float]]:
-    """stage -> (start, end) in seconds since the epoch, from when the job's progress
-    lines reached `ray job submit` (about a second after they were printed)."""
-    out = {}
-    for stage, (first, last) in STAGE_LINES.items():
-        start, end = job.first(first), job.first(last)
-        if start and end:
-            out[stage] = (start, end)
-    return out
-
-
-def _epoch(value) -> float:
-    """Seconds since the epoch of a state API time: milliseconds, or (with --detail) the
-    local time as "YYYY-MM-DD HH:MM:SS[.ffffff]" (datetime.fromtimestamp's str)."""
-    if value is None or value == "":
-        return 0.0
-    if isinstance(value, int | float):
-        return value / 1000
-    from datetime import datetime
-
-    return datetime.fromisoformat(value).timestamp()  # naive: local time, as Ray wrote it
 
 
 def files_under(folder: Path) -> set[str]:

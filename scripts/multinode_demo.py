@@ -36,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster, free_ports  # noqa: E402
+from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster  # noqa: E402
+from mer.local_processes import free_ports  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from tests_paths import REPO
 
-from mer import local_cluster
+from mer import local_processes
 
 pytestmark = [
     pytest.mark.slow,
@@ -115,14 +115,14 @@ def head_processes(tmp: Path) -> dict[int, str]:
     marker, or descent from one of those. Never this test process or its ancestors."""
     tag = str(tmp)
     marker = f"{MARKER}={tag}".encode()
-    return local_cluster.matching_processes(lambda cmd, environ: tag in cmd or marker in environ)
+    return local_processes.matching_processes(lambda cmd, environ: tag in cmd or marker in environ)
 
 
 def stop_head(tmp: Path) -> list[str]:
     """Stop the head in `tmp`: the raylet first, then the rest, then gcs_server; SIGKILL what
-    outlives the grace (mer.local_cluster.stop_in_stages). Returns the command names of the
+    outlives the grace (mer.local_processes.stop_in_stages). Returns the command names of the
     processes that needed SIGKILL."""
-    return local_cluster.stop_in_stages(lambda: head_processes(tmp))
+    return local_processes.stop_in_stages(lambda: head_processes(tmp))
 
 
 def start_head(tmp: Path, env: dict[str, str], attempts: int = 3) -> str:
