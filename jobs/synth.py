@@ -9,7 +9,7 @@
     python jobs/synth.py runs/x --preset demo --option roll=1.0 --option amplitude=[0.5,2]
 
 Presets: simple | demo | casme2-like | megc-like; the flags and --option KEY=VALUE (any
-field of mer.datasets.synthetic_plan.Settings, VALUE in JSON) override the preset's.
+field of mer.datasets.synthetic_settings.Settings, VALUE in JSON) override the preset's.
 See mer/datasets/synthetic.py for what the clips contain; read them back with
 `mer.datasets.load_manifest("synthetic", <out>)` (megc-like: also "megc2019").
 """

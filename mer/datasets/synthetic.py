@@ -6,7 +6,7 @@ intensity rises from the onset to the apex and falls back by the offset, plus th
 a real recording has: sensor noise, head drift, illumination changes and blinks. The onset
 frame carries no class information; only the motion does.
 
-Presets (named sets of options, see `mer.datasets.synthetic_plan` for every option and for
+Presets (named sets of options, see `mer.datasets.synthetic_settings` for every option and for
 where its numbers come from; explicit options override the preset's):
   simple       v1, the default: one AU template per class (negative AU4+15, positive AU12,
                surprise AU1+2(+26)), 8 subjects x 6 clips, every subject shows every class.
@@ -65,15 +65,13 @@ from mer.datasets.synthetic_faces import (  # noqa: F401 (re-exported)
     render_clip,
     vary_face,
 )
-from mer.datasets.synthetic_plan import (  # noqa: F401 (re-exported)
+from mer.datasets.synthetic_plan import FOLDERS, ClipPlan, plan_clips  # noqa: F401 (re-exported)
+from mer.datasets.synthetic_settings import (  # noqa: F401 (re-exported)
     CLASS_PRIOR,
-    FOLDERS,
     LAYOUTS,
     PRESETS,
-    ClipPlan,
     Settings,
     Subset,
-    plan_clips,
     record,
     settings,
 )
@@ -380,7 +378,7 @@ def generate(out: str, *, preset: str = "simple", mapper=None, **options) -> dic
     """Write a synthetic dataset under `out` (a local path or s3:// URI); return a summary.
 
     `preset` is simple | demo | casme2-like | megc-like; `options` are any fields of
-    `mer.datasets.synthetic_plan.Settings` and override the preset's (subjects,
+    `mer.datasets.synthetic_settings.Settings` and override the preset's (subjects,
     clips_per_subject, seed, layout, size=(height, width), frames=(min, max) length, fps,
     label_noise, amplitude=(min, max) px, roll, ...). The same settings give byte-identical
     files. An earlier synthetic tree in `out` is replaced; a folder holding anything else is

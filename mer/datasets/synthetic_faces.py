@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mer.datasets.synthetic_plan import REFERENCE_SIZE, ClipPlan
+from mer.datasets.synthetic_plan import ClipPlan
+from mer.datasets.synthetic_settings import REFERENCE_SIZE
 
 # ---------------------------------------------------------------------------------------------
 # Faces: drawn once per subject.
