@@ -14,8 +14,12 @@ reconstruction (configurable in `PretrainConfig`), with a contrastive loss (Hads
   half not, drawn from any subjects (data.sample_pairs).
 Both draw afresh each epoch from a seeded generator; pair accuracy (same class iff the
 distance is under margin / 2; balanced over positives and negatives) is reported per epoch.
-benchmarks/README.md ("Prior learning and the method on casme2-like") has what each rule
-learnt there: neither got above chance yet.
+After the last epoch the prior's BatchNorm statistics are recomputed over its training clips
+(`pretrain.precise_norms`): the running averages of a short run still carry their initial
+variance, which with the small onset-delta inputs made every clip embed alike in eval mode
+(and froze stale statistics into blocks that target learning keeps frozen).
+benchmarks/README.md ("Prior learning and the method on casme2-like") has what each rule and
+budget learnt there.
 
 A prior-learning job is one (seed, fold run): it learns on the run's training subjects and
 writes its checkpoints to `mer.layout.prior_dir` (format: mer.checkpoints). Jobs are split
