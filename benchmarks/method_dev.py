@@ -230,7 +230,7 @@ def run(args) -> dict:
     out = {
         "name": args.name,
         "settings": args.set,
-        "pairs": args.pairs or "episodic",
+        "pairs": cfg.pretrain.pairs,
         "gain": args.gain if args.gain is not None else data.DELTA_GAIN,
         "keyframes": args.keyframes,
         "folds": args.folds,
