@@ -91,20 +91,6 @@ def embed(model, frames: np.ndarray, input: str) -> np.ndarray:
     return np.concatenate(out)
 
 
-@torch.no_grad()
-def calibrate_norms(model, frames: np.ndarray, input: str) -> None:
-    """BatchNorm running statistics = the plain average over `frames` (a random-init net's
-    are the identity otherwise)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for i in range(0, len(frames), 32):
-        model.embed(data.to_tensor(frames[i : i + 32], None, input))
-    model.eval()
-
-
 def knn_predict(train_z, train_y, test_z, k: int = KNN) -> np.ndarray:
     sim = test_z @ train_z.T
     near = np.argsort(-sim, axis=1)[:, :k]
@@ -114,14 +100,17 @@ def knn_predict(train_z, train_y, test_z, k: int = KNN) -> np.ndarray:
     return votes.argmax(1)
 
 
+def _pairs(z, labels, subjects):
+    """(distances, cross-subject positives, negatives) over the pairs i < j of the clips."""
+    i, j = np.triu_indices(len(z), 1)
+    same = labels[i] == labels[j]
+    return np.linalg.norm(z[i] - z[j], axis=1), same & (subjects[i] != subjects[j]), ~same
+
+
 def pair_accuracy(z, labels, subjects, threshold: float) -> float:
     """Balanced accuracy of 'same class iff distance < threshold' over cross-subject
     positives and all negatives among the clips given."""
-    i, j = np.triu_indices(len(z), 1)
-    d = np.linalg.norm(z[i] - z[j], axis=1)
-    same = labels[i] == labels[j]
-    pos = same & (subjects[i] != subjects[j])
-    neg = ~same
+    d, pos, neg = _pairs(z, labels, subjects)
     if not pos.any() or not neg.any():
         return float("nan")
     return 0.5 * (float((d[pos] < threshold).mean()) + float((d[neg] >= threshold).mean()))
@@ -130,18 +119,13 @@ def pair_accuracy(z, labels, subjects, threshold: float) -> float:
 def pair_auc(z, labels, subjects) -> float:
     """Threshold-free: the probability that a cross-subject positive pair is nearer than a
     negative pair (ROC AUC of -distance; 0.5 is chance)."""
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
-    i, j = np.triu_indices(len(z), 1)
-    d = np.linalg.norm(z[i] - z[j], axis=1)
-    same = labels[i] == labels[j]
-    pos = same & (subjects[i] != subjects[j])
-    neg = ~same
+    d, pos, neg = _pairs(z, labels, subjects)
     if not pos.any() or not neg.any():
         return float("nan")
-    r = rankdata(-np.concatenate([d[pos], d[neg]]))
-    n_pos, n_neg = int(pos.sum()), int(neg.sum())
-    return float((r[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    keep = pos | neg
+    return float(roc_auc_score(pos[keep], -d[keep]))
 
 
 def spread(z) -> float:
@@ -157,6 +141,7 @@ def run(args) -> dict:
     from mer.train.finetune import predict_run as predict_run_
     from mer.train.finetune import train_classifier
     from mer.train.pretrain import train_prior
+    from mer.train.step import recompute_norms
 
     torch.set_num_threads(args.threads)
     if args.gain is not None:  # the delta input's gain (mer.train.data.DELTA_GAIN)
@@ -202,7 +187,10 @@ def run(args) -> dict:
                     probe["knn_prior"] = knn_predict(z_tr, labels[train], z_te).tolist()
                     torch.manual_seed(seed)
                     rand = build_siamese(c)
-                    calibrate_norms(rand, table.frames[train], c.model.input)
+                    # BatchNorm statistics of the training clips, as a saved prior has them
+                    recompute_norms(
+                        rand, rand.embed, table.frames, train, w.device, input=c.model.input
+                    )
                     r_tr = embed(rand, table.frames[train], c.model.input)
                     r_te = embed(rand, table.frames[test], c.model.input)
                     probe["knn_random"] = knn_predict(r_tr, labels[train], r_te).tolist()

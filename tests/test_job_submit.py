@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,19 +45,6 @@ BIN = Path(sys.executable).parent
 RAY = BIN / "ray"
 MARKER = "MER_TEST_RAY_HEAD"  # set in the head's environment; inherited by all it starts
 JOB_DEADLINE_S = 600
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _client_env(home: Path, **extra: str) -> dict[str, str]:
@@ -134,7 +120,9 @@ def start_head(tmp: Path, env: dict[str, str], attempts: int = 3) -> str:
     """
     out = ""
     for _ in range(attempts):
-        gcs, dash, client, agent_http, agent_grpc, env_agent, metrics = _free_ports(7)
+        gcs, dash, client, agent_http, agent_grpc, env_agent, metrics = local_processes.free_ports(
+            7
+        )
         args = [
             "start",
             "--head",
