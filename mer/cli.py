@@ -207,6 +207,10 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
     """Join the cluster a job was submitted to, or start a local Ray for this process."""
     import ray
 
+    # Ctrl+C stops the job. Tune's own handler would save its state and return from fit() as
+    # if it had finished, and the job would go on to its next stage (a study to its next
+    # variant) from a partial search. Stopped here, a rerun resumes as after a kill.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     if ray.is_initialized():
         return
     verbose = getattr(args, "verbose", False)
@@ -250,6 +254,12 @@ def main(fn) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         fn()
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished work is kept; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     except MERError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -164,6 +164,53 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
     assert len(board) == 2 and (board["folds_done"] == 4).all()
 
 
+def test_interrupted_search_stops_the_job_unfinished_and_resumes(ray_local, tmp_path):
+    # Ctrl+C: Tune saves its state and returns from fit() as if done; the job must stop there
+    # (not go on to its next stage) and the experiment must not be marked finished.
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg = tiny_cfg(
+        tmp_path, "search.experiment=stop", "finetune.epochs=3", "resources.max_concurrent=1"
+    )
+    write_fake_keyframes(layout.keyframes_uri(cfg))
+    cfg_path.write_text(cfg.to_yaml())
+    address = ray_local.get_runtime_context().gcs_address
+    args = ["jobs/tune.py", "--config", str(cfg_path), "--address", address]
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folds_dir = tmp_path / "tune" / "stop" / "configs"
+    try:
+        wait_until(
+            lambda: any(folds_dir.glob("*/seed-*/*.parquet")) or proc.poll() is not None,
+            timeout=300,
+        )
+        assert proc.poll() is None, "the driver ended before its first fold run"
+        proc.send_signal(signal.SIGINT)  # the driver only, as Ctrl+C in its terminal
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted:" in err and "rerun the same command to resume" in err
+    done = {str(f): f.stat().st_mtime for f in folds_dir.glob("*/seed-*/*.parquet")}
+    assert 1 <= len(done) < 8, f"{len(done)} of 8 fold runs: the interrupt came too late"
+    exp_uri = str(tmp_path / "tune" / "stop")
+    assert storage.read_json(f"{exp_uri}/_experiment.json")["status"] == "running"
+    assert results.summary(results.load_experiment(exp_uri))["partial"]
+
+    rerun = run_job(args, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert all(os.path.getmtime(f) == t for f, t in done.items()), "finished fold runs rerun"
+    assert storage.read_json(f"{exp_uri}/_experiment.json")["status"] == "finished"
+    assert "partial" not in results.summary(results.load_experiment(exp_uri))
+
+
 def test_experiment_on_s3_queried_from_another_process(s3_endpoint, ray_local):
     root = "s3://mer-test/search-run"
     kf = write_fake_keyframes(f"{root}/keyframes/synthetic")
