@@ -1,4 +1,6 @@
-"""A content digest of a key-frame table: clip names, labels, key-frame positions and pixels.
+"""A content digest of a key-frame table (clip names, labels, key-frame positions and pixels),
+with how many positions are fractional (interpolated) and how many clips' key frames hold the
+apex frame.
 
     .venv/bin/python benchmarks/keyframes_digest.py runs/study/keyframes/synthetic/<hash>
 
@@ -18,25 +20,33 @@ import numpy as np
 import pandas as pd
 
 
-def digest(folder: str) -> tuple[str, int]:
+def read(folder: str) -> pd.DataFrame:
     parts = sorted(glob.glob(os.path.join(folder, "part-*.parquet")))
     if not parts:
         raise SystemExit(f"error: no key-frame table (part-*.parquet) under {folder}")
-    cols = ["dataset", "subject", "clip", "label", "keyframe_indices", "frames"]
-    t = pd.concat(pd.read_parquet(p, columns=cols) for p in parts)
+    cols = ["dataset", "subject", "clip", "label", "apex", "keyframe_indices", "frames"]
+    return pd.concat(pd.read_parquet(p, columns=cols) for p in parts)
+
+
+def digest(t: pd.DataFrame) -> str:
     h = hashlib.sha256()
     for r in t.sort_values(["dataset", "subject", "clip"]).itertuples():
         h.update(f"{r.dataset}/{r.subject}/{r.clip}/{r.label}".encode())
         h.update(np.asarray(r.keyframe_indices, dtype=np.float64).tobytes())
         h.update(np.asarray(r.frames, dtype=np.uint8).tobytes())
-    return h.hexdigest()[:16], len(t)
+    return h.hexdigest()[:16]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", help="a key-frame table's folder")
-    d, n = digest(p.parse_args().table)
-    print(f"{d}  ({n} clips)")
+    t = read(p.parse_args().table)
+    idx = np.stack(t.keyframe_indices.to_numpy())
+    fractional = int((np.abs(idx - np.round(idx)) > 1e-6).sum())
+    apex = sum(a in set(np.round(i).astype(int)) for a, i in zip(t.apex, idx, strict=True))
+    print(f"{digest(t)}  ({len(t)} clips)")
+    print(f"fractional key-frame positions: {fractional} of {idx.size}")
+    print(f"clips whose key frames hold the apex frame: {apex} of {len(t)}")
 
 
 if __name__ == "__main__":
