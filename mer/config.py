@@ -131,7 +131,8 @@ class FinetuneConfig:
 class ResourcesConfig:
     workers: int = 1  # Ray Train workers per run (DDP)
     # CPUs per worker and concurrent runs (Tune trials); 0 = derived from the cluster so
-    # that every run's reservation fits at once (mer.train.runtime.plan_resources).
+    # that every run's reservation fits at once, the same for one run as for many (a run's
+    # CPUs are its torch thread count; mer.train.runtime.plan_resources).
     cpus_per_worker: float = 0.0
     gpus_per_worker: float = 0.0  # fractions share a GPU between concurrent runs
     max_concurrent: int = 0

@@ -154,7 +154,7 @@ def plan_resources(resources, runs: int, cluster: dict | None = None):
     if cpus == 0 or nodes > 1:
         r.cpus_per_worker = r.cpus_per_worker or 1.0
         return r, r.max_concurrent or runs
-    fit_gpu = runs
+    fit_gpu = math.inf
     if r.gpus_per_worker > 0:
         fit_gpu = math.floor(gpus / (w * r.gpus_per_worker) + 1e-9)
         if fit_gpu < 1:
@@ -163,14 +163,18 @@ def plan_resources(resources, runs: int, cluster: dict | None = None):
                 f"(resources.workers x resources.gpus_per_worker) but the cluster has {gpus:g}"
             )
     if not r.cpus_per_worker:
-        n = r.max_concurrent or min(runs, fit_gpu, max(1, math.floor(cpus / w)))
+        # Sized for as many runs as the node holds, not for how many there are: a run's CPUs
+        # set its torch thread count, and the same fold run gives other numbers on another
+        # thread count, so a config's results must not depend on how many runs it came with
+        # (a one-configuration search, the last prior of a resumed stage).
+        n = r.max_concurrent or min(fit_gpu, max(1, math.floor(cpus / w)))
         r.cpus_per_worker = math.floor(100 * (cpus / n - TRIAL_CPU) / w) / 100
         if r.cpus_per_worker <= 0:
             raise ConfigError(
                 f"config resources.max_concurrent={n} leaves no CPU for each of its runs' "
                 f"{w} worker(s) on this cluster's {cpus:g} CPUs; lower it or leave it 0"
             )
-        return r, n
+        return r, min(n, runs)
     per_run = w * r.cpus_per_worker + TRIAL_CPU
     fit = math.floor(cpus / per_run + 1e-9)
     if fit < 1:
@@ -186,7 +190,7 @@ def plan_resources(resources, runs: int, cluster: dict | None = None):
             f"{TRIAL_CPU} each) but the cluster has {cpus:g}, so one would wait for CPUs "
             f"that never free up; use at most {min(fit, fit_gpu)} or leave it 0"
         )
-    return r, r.max_concurrent or min(runs, fit, fit_gpu)
+    return r, min(r.max_concurrent or min(fit, fit_gpu), runs)
 
 
 def scaling_config(resources) -> ray.train.ScalingConfig:  # noqa: F821
