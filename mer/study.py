@@ -247,6 +247,37 @@ def _versus(c: dict) -> dict:
     }
 
 
+def keyframe_facts(uri: str) -> dict | None:
+    """What a variant's key frames are, from its finished table (positions only, no pixels):
+    how many key-frame positions are interpolated (fractional) and how many clips' key frames
+    hold their apex frame. Two tables with no interpolated position and the same positions
+    hold the same frames, so a row that only changes the interpolator then repeats another's.
+    None when the table is not there (the variant has not built it)."""
+    from mer.table import read_keyframes
+
+    try:
+        _, df, _ = read_keyframes(uri, frames=False)
+    except InputError:
+        return None
+    idx = [np.asarray(i, dtype=np.float64) for i in df["keyframe_indices"]]
+    held = sum(int(a) in set(np.round(i).astype(int)) for a, i in zip(df["apex"], idx, strict=True))
+    return {
+        "table": uri.rstrip("/").rsplit("/", 1)[-1],
+        "clips": len(df),
+        "positions": int(sum(i.size for i in idx)),
+        "interpolated": int(sum((np.abs(i - np.round(i)) > 1e-6).sum() for i in idx)),
+        "apex_held": int(held),
+    }
+
+
+def _threads(exp: results.Experiment, entry: str) -> list[int]:
+    """The torch thread counts its fold runs computed with (results can move with it)."""
+    p = exp.outer(entry)
+    if "threads" not in p.columns:
+        return []
+    return sorted({int(t) for t in p["threads"].dropna()})
+
+
 def study_table(cfg: PipelineConfig, study: Study) -> dict:
     """Every row (variant configurations, then baselines) with its scores and, where both it
     and the full method are complete, the paired comparison full - row."""
@@ -281,6 +312,8 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
             "uar": _score(s, "uar"),
             "per_seed": s["per_seed"],
         }
+        if kind != "baseline":
+            r["threads"] = _threads(exp, entry)
         if kind == "variant" and v.space:
             r["swept"] = {k: params.get(k) for k in v.space}
             r["settings"] += " (" + ", ".join(f"{k}={x}" for k, x in r["swept"].items()) + ")"
@@ -288,8 +321,13 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
             r["full_minus_row"] = _versus(results.compare(full_exp, full_id, exp, entry))
         return r
 
+    keyframes: dict[str, dict] = {}  # key-frame table URI -> its facts and variants
     for v in study.variants:
         vcfg = variant_config(cfg, study, v)
+        uri = layout.keyframes_uri(vcfg)
+        if uri not in keyframes:
+            keyframes[uri] = {"variants": [], **(keyframe_facts(uri) or {"table": None})}
+        keyframes[uri]["variants"].append(v.name)
         exp, stale = _experiment(vcfg)
         if stale:
             rows.append(_stale_row(v, vcfg, stale))
@@ -325,6 +363,7 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
         "seeds": list(cfg.search.seeds),
         "full": {"experiment": full_cfg.search.experiment, "config_id": full_id},
         "rows": rows,
+        "keyframes": list(keyframes.values()),
         "complete": all(r["status"] == "complete" for r in rows),
     }
 
@@ -389,11 +428,57 @@ def markdown(table: dict) -> str:
             f"{_fmt(r.get('uar'))} | {_fmt_diff(d.get('uf1'))} | {_fmt_diff(d.get('uar'))} | "
             f"{verdict} |"
         )
+    lines += _threads_text(table["rows"]) + _keyframes_text(table.get("keyframes") or [])
     stale = [r for r in table["rows"] if r["status"] == "stale"]
     if stale:
         lines += ["", "Stale rows (results made under other settings are not shown):", ""]
         lines += [f"- {r['variant']}: {r['stale']}" for r in stale]
     return "\n".join(lines) + "\n"
+
+
+def _threads_text(rows: list[dict]) -> list[str]:
+    """One line on the torch thread counts: the same config and seeds can score differently
+    on another thread count (floating-point reduction order), so a row whose fold runs used
+    another count than the full method's is named."""
+    full = next((r.get("threads") for r in rows if r["kind"] == "full"), None)
+    if not full:
+        return []
+    other = [
+        r["variant"]
+        + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
+        + f" ({', '.join(map(str, r['threads']))})"
+        for r in rows
+        if r.get("threads") and r["threads"] != full and r["kind"] != "full"
+    ]
+    counts = ", ".join(map(str, full))
+    text = f"Torch threads per fold run: full {counts}"
+    if other:
+        text += "; on other counts (can move a score by itself): " + "; ".join(other)
+    else:
+        text += "; every other method row the same"
+    return ["", text + "."]
+
+
+def _keyframes_text(keyframes: list[dict]) -> list[str]:
+    built = [k for k in keyframes if k.get("table")]
+    if not built:
+        return []
+    lines = [
+        "",
+        "Key-frame tables (which clips' key frames hold the apex frame, how many "
+        "key-frame positions are interpolated):",
+        "",
+    ]
+    lines += [
+        "| variants | table | clips | apex held | interpolated positions |",
+        "|---|---|---|---|---|",
+    ]
+    for k in built:
+        lines.append(
+            f"| {', '.join(k['variants'])} | {k['table']} | {k['clips']} | "
+            f"{k['apex_held']} of {k['clips']} | {k['interpolated']} of {k['positions']} |"
+        )
+    return lines
 
 
 def _data_text(data: dict) -> str:

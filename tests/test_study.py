@@ -132,6 +132,13 @@ def test_the_interpolation_study_renders_many_key_frames_between_two_frames(tmp_
     idx = np.stack(load_table(layout.keyframes_uri(cfg)).clips["keyframe_indices"].to_numpy())
     fractional = np.abs(idx - np.round(idx)) > 1e-6
     assert fractional.any(axis=1).all() and fractional.mean() > 0.3
+    # The study table's key-frame facts count the same positions (and apex coverage).
+    clips = load_table(layout.keyframes_uri(cfg)).clips
+    held = sum(a in set(np.round(i).astype(int)) for a, i in zip(clips.apex, idx, strict=True))
+    facts = study.keyframe_facts(layout.keyframes_uri(cfg))
+    assert facts["interpolated"] == fractional.sum() and facts["positions"] == idx.size
+    assert facts["clips"] == len(idx) and facts["apex_held"] == held
+    assert study.keyframe_facts(str(tmp_path / "no-table")) is None
 
 
 # The end-to-end study is smaller still: 3 subjects (3 folds), no prior learning (priors are
@@ -161,9 +168,10 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     cfg, s = study.load_study(write_study_config(tmp_path, END))
     # Fake key-frame tables where each variant's stage would write them (different content
     # for the uniform variant's), so the data and key-frame stages have nothing to do.
-    tables = set()
+    tables, tables_by_variant = set(), {}
     for v in s.variants:
         uri = layout.keyframes_uri(study.variant_config(cfg, s, v))
+        tables_by_variant[v.name] = uri.rsplit("/", 1)[-1]
         if uri not in tables:
             write_random_keyframes(uri, subjects=3, clips=3)
             tables.add(uri)
@@ -210,8 +218,31 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
                 assert got[k] == pytest.approx(c[m][k]), (r["variant"], m, k)
             assert got["ci_low"] <= got["difference"] <= got["ci_high"]
     md = (out / "study.md").read_text()
-    assert md.count("\n| ") == len(rows) + 1 and "[" in md and "p=" in md
+    main_table = md.split("\n\n")[4]
+    assert main_table.count("\n| ") == len(rows) and "[" in md and "p=" in md
     assert "fixed by hand for the test" in md
+    # Each fold run's thread count and each key-frame table's facts are in the outputs.
+    assert [r.get("threads") for r in rows] == [[1], [1], [1], None, None]
+    assert "Torch threads per fold run: full 1; every other method row the same." in md
+    assert doc["keyframes"] == [
+        {
+            "variants": ["full"],
+            "table": tables_by_variant["full"],
+            "clips": 9,
+            "positions": 72,
+            "interpolated": 0,
+            "apex_held": 9,
+        },
+        {
+            "variants": ["uniform"],
+            "table": tables_by_variant["uniform"],
+            "clips": 9,
+            "positions": 72,
+            "interpolated": 0,
+            "apex_held": 9,
+        },
+    ]
+    assert "| uniform | " + tables_by_variant["uniform"] + " | 9 | 9 of 9 | 0 of 72 |" in md
     csv = (out / "study.csv").read_text().splitlines()
     assert len(csv) == 1 + len(rows) and "full_minus_row_uf1_ci_low" in csv[0]
 
@@ -222,6 +253,17 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     again = study.run_study(cfg, s, progress=lambda line: None)
     assert again["rows"][1]["uf1"] == table["rows"][1]["uf1"]
     assert mtimes == {p: p.stat().st_mtime for p in preds}
+
+    # A row one of whose fold runs computed on another thread count is named in the table.
+    import pyarrow.parquet as pq
+
+    one = next(p for p in preds if "tiny-uniform" in str(p))
+    t = pq.read_table(one)
+    t = t.set_column(t.schema.get_field_index("threads"), "threads", [[2] * len(t)])
+    pq.write_table(t, one)
+    flagged = study.markdown(study.study_table(cfg, s))
+    swept = json.loads((one.parents[1] / "params.json").read_text())["gamma"]
+    assert f"on other counts (can move a score by itself): uniform gamma={swept} (1, 2)" in flagged
 
     # The same study name under another base setting is refused, naming study.name.
     cfg2, s2 = study.load_study(write_study_config(tmp_path, END), ["finetune.lr=0.01"])
