@@ -270,12 +270,16 @@ def keyframe_facts(uri: str) -> dict | None:
     }
 
 
-def _threads(exp: results.Experiment, entry: str) -> list[int]:
-    """The torch thread counts its fold runs computed with (results can move with it)."""
+def _computed_with(exp: results.Experiment, entry: str) -> dict:
+    """The torch thread counts and platforms its fold runs computed with (either can move a
+    score by itself); [] where not recorded (outputs made before they were)."""
     p = exp.outer(entry)
-    if "threads" not in p.columns:
-        return []
-    return sorted({int(t) for t in p["threads"].dropna()})
+    threads = p["threads"].dropna() if "threads" in p.columns else []
+    platforms = p["platform"].dropna() if "platform" in p.columns else []
+    return {
+        "threads": sorted({int(t) for t in threads}),
+        "platforms": sorted({str(x) for x in platforms}),
+    }
 
 
 def study_table(cfg: PipelineConfig, study: Study) -> dict:
@@ -313,7 +317,7 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
             "per_seed": s["per_seed"],
         }
         if kind != "baseline":
-            r["threads"] = _threads(exp, entry)
+            r.update(_computed_with(exp, entry))
         if kind == "variant" and v.space:
             r["swept"] = {k: params.get(k) for k in v.space}
             r["settings"] += " (" + ", ".join(f"{k}={x}" for k, x in r["swept"].items()) + ")"
@@ -428,7 +432,8 @@ def markdown(table: dict) -> str:
             f"{_fmt(r.get('uar'))} | {_fmt_diff(d.get('uf1'))} | {_fmt_diff(d.get('uar'))} | "
             f"{verdict} |"
         )
-    lines += _threads_text(table["rows"]) + _keyframes_text(table.get("keyframes") or [])
+    lines += _threads_text(table["rows"]) + _platforms_text(table["rows"])
+    lines += _keyframes_text(table.get("keyframes") or [])
     stale = [r for r in table["rows"] if r["status"] == "stale"]
     if stale:
         lines += ["", "Stale rows (results made under other settings are not shown):", ""]
@@ -457,6 +462,23 @@ def _threads_text(rows: list[dict]) -> list[str]:
     else:
         text += "; every other method row the same"
     return ["", text + "."]
+
+
+def _platforms_text(rows: list[dict]) -> list[str]:
+    """Which platforms (CPU model and kernels, or GPU, and torch) the method rows ran on."""
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        if r["kind"] == "baseline" or "platforms" not in r:
+            continue
+        name = r["variant"] + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
+        by.setdefault(" + ".join(r["platforms"]) or "not recorded", []).append(name)
+    if not any(p != "not recorded" for p in by):
+        return []
+    text = "; ".join(f"{', '.join(names)}: {p}" for p, names in by.items())
+    return [
+        "",
+        f"Platforms the fold runs computed on (another can move a score by itself): {text}.",
+    ]
 
 
 def _keyframes_text(keyframes: list[dict]) -> list[str]:

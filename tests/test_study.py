@@ -7,11 +7,13 @@ import json
 import os
 
 import pytest
+import torch
 from tests_paths import REPO
 
 from mer import layout, results, study
 from mer.errors import ConfigError
 from mer.testing import write_random_keyframes
+from mer.train.runtime import platform
 
 TINY = {
     "root": "ROOT",
@@ -224,6 +226,10 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     # Each fold run's thread count and each key-frame table's facts are in the outputs.
     assert [r.get("threads") for r in rows] == [[1], [1], [1], None, None]
     assert "Torch threads per fold run: full 1; every other method row the same." in md
+    here = platform(torch.device("cpu"))
+    assert [r.get("platforms") for r in rows] == [[here]] * 3 + [None, None]
+    assert "computed on (another can move a score by itself): full, uniform gamma=" in md
+    assert md.count(here) == 1
     assert doc["keyframes"] == [
         {
             "variants": ["full"],

@@ -16,6 +16,7 @@ from mer.testing import kill_once_at_report, record_parameters
 from mer.train import data
 from mer.train.finetune import init_classifier, run_finetune
 from mer.train.pretrain import pretrain_loop, prior_jobs, run_pretraining
+from mer.train.runtime import platform
 
 SMALL = [
     "keyframes.k=8",
@@ -96,6 +97,7 @@ def test_killed_worker_is_replaced_and_resumes_from_last_checkpoint(
     done = json.loads(open(os.path.join(layout.prior_dir(cfg, run["id"]), "_done.json")).read())
     history = done["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]  # same epochs, none repeated
+    assert {h["platform"] for h in history} == {platform(torch.device("cpu"))}
     pids = [h["worker_pid"] for h in history]
     # Epochs 1-2 by the killed worker (restored from its checkpoint), epoch 3 by the new one.
     assert pids[0] == pids[1] == killed_pid != pids[2]
@@ -139,6 +141,9 @@ def test_finetune_writes_per_clip_predictions_and_skips_them_on_rerun(
     runs = outer_runs(fold_specs(load_table(fake_keyframes)))[:2]
     preds = run_finetune(cfg, fake_keyframes, runs, "ft")
     assert set(preds["threads"]) == {1}
+    # ... and on which platform (CPU model and kernels, torch), as the priors record too.
+    assert set(preds["platform"]) == {platform(torch.device("cpu"))}
+    assert torch.__version__ in preds["platform"].iloc[0]
     assert sorted(preds["run"].unique()) == sorted(r["id"] for r in runs)
     for r in runs:
         p = preds[preds["run"] == r["id"]]

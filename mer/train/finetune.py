@@ -36,6 +36,7 @@ from mer.train.runtime import (
     compile_model,
     mean_over_workers,
     place,
+    platform,
     ray_worker,
     set_threads,
     table_on_device,
@@ -76,6 +77,7 @@ def finetune_loop(config: dict) -> None:
             preds = train_fold_run(cfg, table, unit["run"], unit["prior"], num_classes, w)
             preds["seconds"] = time.time() - t0
             preds["threads"] = torch.get_num_threads()  # what the fold run computed with
+            preds["platform"] = platform(w.device)
             preds["seed"] = unit["seed"]
             preds["config_id"] = config.get("config_id", "")
             preds["run_hash"] = unit["hash"]

@@ -50,6 +50,7 @@ from mer.train.runtime import (
     compile_model,
     mean_over_workers,
     place,
+    platform,
     ray_worker,
     set_threads,
     table_on_device,
@@ -158,6 +159,7 @@ def train_prior(
             * (tot["pos_hit"] / max(tot["pos"], 1) + tot["neg_hit"] / max(tot["neg"], 1)),
             "epoch_seconds": time.time() - t0,
             "threads": torch.get_num_threads(),
+            "platform": platform(w.device),
             "worker_pid": os.getpid(),
         }
         history.append(metrics)
