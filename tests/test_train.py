@@ -15,8 +15,8 @@ from mer.table import fold_specs, load_table, outer_runs
 from mer.testing import kill_once_at_report, record_parameters
 from mer.train import data
 from mer.train.finetune import init_classifier, run_finetune
-from mer.train.pretrain import pretrain_loop, prior_jobs, run_pretraining
-from mer.train.runtime import platform
+from mer.train.pretrain import pretrain_loop, prior_jobs, run_pretraining, train_prior
+from mer.train.runtime import Worker, platform
 
 SMALL = [
     "keyframes.k=8",
@@ -101,6 +101,20 @@ def test_killed_worker_is_replaced_and_resumes_from_last_checkpoint(
     pids = [h["worker_pid"] for h in history]
     # Epochs 1-2 by the killed worker (restored from its checkpoint), epoch 3 by the new one.
     assert pids[0] == pids[1] == killed_pid != pids[2]
+    # The resumed prior is the one an uninterrupted run learns, to the last bit: the
+    # checkpoint carries the random state dropout draws from. (Here in-process, on the one
+    # thread the 0.99-CPU worker computed with.)
+    job = {**prior_jobs(cfg, [run], [cfg.pretrain.seed])[0], "dir": str(tmp_path / "straight")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu = Worker(0, 1, torch.device("cpu"))
+        train_prior(cfg, load_table(fake_keyframes), job, cpu, report=lambda *a, **k: None)
+    finally:
+        torch.set_num_threads(threads)
+    straight = json.loads((tmp_path / "straight" / "_done.json").read_text())["history"]
+    assert cfg.model.dropout > 0 and len(straight) == 3
+    assert [h["loss"] for h in straight] == [h["loss"] for h in history]
 
 
 def test_target_learning_starts_from_the_priors_backbone_weights(

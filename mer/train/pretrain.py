@@ -99,6 +99,10 @@ def train_prior(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], json.loads(state["history"])
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and w.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], w.device)
     place(model, w, cfg.resources.channels_last)
     ddp = model
     if w.world > 1:
@@ -212,7 +216,12 @@ def _report_epoch(folder, model, opt, epoch, history, metrics, w) -> None:
         "optimizer": opt.state_dict(),
         "epoch": epoch,
         "history": json.dumps(history),
+        # Dropout draws from the global generator: a resumed run continues its sequence, so
+        # it learns the prior an uninterrupted run learns (every rank holds the same state).
+        "rng": torch.get_rng_state(),
     }
+    if w.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(w.device)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, os.path.join(tmp, "state.pt"))
         with open(os.path.join(tmp, "pointer.json"), "w") as f:
