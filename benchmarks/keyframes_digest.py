@@ -15,9 +15,13 @@ import argparse
 import glob
 import hashlib
 import os
+import sys
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mer.study import keyframe_facts  # noqa: E402
 
 
 def read(folder: str) -> pd.DataFrame:
@@ -40,13 +44,13 @@ def digest(t: pd.DataFrame) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", help="a key-frame table's folder")
-    t = read(p.parse_args().table)
-    idx = np.stack(t.keyframe_indices.to_numpy())
-    fractional = int((np.abs(idx - np.round(idx)) > 1e-6).sum())
-    apex = sum(a in set(np.round(i).astype(int)) for a, i in zip(t.apex, idx, strict=True))
+    folder = p.parse_args().table
+    t = read(folder)
+    facts = keyframe_facts(folder) or {}  # the study table's counts (None: no _meta.json)
     print(f"{digest(t)}  ({len(t)} clips)")
-    print(f"fractional key-frame positions: {fractional} of {idx.size}")
-    print(f"clips whose key frames hold the apex frame: {apex} of {len(t)}")
+    if facts:
+        print(f"fractional key-frame positions: {facts['interpolated']} of {facts['positions']}")
+        print(f"clips whose key frames hold the apex frame: {facts['apex_held']} of {len(t)}")
 
 
 if __name__ == "__main__":

@@ -441,6 +441,11 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _label(r: dict) -> str:
+    """A row's variant name with its swept settings (freeze=2)."""
+    return r["variant"] + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
+
+
 def _threads_text(rows: list[dict]) -> list[str]:
     """One line on the torch thread counts: the same config and seeds can score differently
     on another thread count (floating-point reduction order), so a row whose fold runs used
@@ -449,9 +454,7 @@ def _threads_text(rows: list[dict]) -> list[str]:
     if not full:
         return []
     other = [
-        r["variant"]
-        + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
-        + f" ({', '.join(map(str, r['threads']))})"
+        f"{_label(r)} ({', '.join(map(str, r['threads']))})"
         for r in rows
         if r.get("threads") and r["threads"] != full and r["kind"] != "full"
     ]
@@ -470,8 +473,7 @@ def _platforms_text(rows: list[dict]) -> list[str]:
     for r in rows:
         if r["kind"] == "baseline" or "platforms" not in r:
             continue
-        name = r["variant"] + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
-        by.setdefault(" + ".join(r["platforms"]) or "not recorded", []).append(name)
+        by.setdefault(" + ".join(r["platforms"]) or "not recorded", []).append(_label(r))
     if not any(p != "not recorded" for p in by):
         return []
     text = "; ".join(f"{', '.join(names)}: {p}" for p, names in by.items())
@@ -535,7 +537,7 @@ def plot(table: dict) -> bytes:
         )
     labels = []
     for r in rows:
-        label = r["variant"] + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
+        label = _label(r)
         labels.append(label if r["status"] == "complete" else label + " (partial)")
     ax.set_yticks(range(len(rows))[::-1], labels, fontsize=8)
     full = next((r for r in rows if r["kind"] == "full"), None)

@@ -11,6 +11,7 @@ TorchTrainer, the Ray Train V2 pattern).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -127,6 +128,7 @@ def platform(device: torch.device) -> str:
     return f"{name}, torch {torch.__version__}"
 
 
+@functools.cache
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
