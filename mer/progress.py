@@ -26,36 +26,72 @@ def emit(line: str) -> None:
 
 
 class Counter:
-    """Units of work done out of a total, with elapsed time and a linear ETA."""
+    """Units of work done out of a total, with elapsed time and a linear ETA.
+
+    Units a resumed run finds already done count towards `done` but not towards the rate:
+    elapsed time and ETA are this process's, from the units it computed itself.
+    """
 
     def __init__(self, stage: str, total: int, emit: Callable[[str], None] = emit) -> None:
         self.stage, self.total, self.emit = stage, max(1, total), emit
         self.done = 0
+        self.reused = 0  # units found done (a resumed run), not computed here
         self.start = time.monotonic()
 
-    def add(self, n: int = 1, note: str = "") -> None:
+    def add(self, n: int = 1, note: str = "", reused: int = 0) -> None:
         self.done += n
+        self.reused += reused
         elapsed = time.monotonic() - self.start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        tail = f", ETA {duration(eta)}" if self.done < self.total else ""
+        computed = self.done - self.reused
+        tail = ""
+        if self.done < self.total and computed > 0:
+            tail = f", ETA {duration(elapsed / computed * (self.total - self.done))}"
+        kept = f", {self.reused} kept from before" if self.reused else ""
         self.emit(
             f"[{self.stage}] {self.done}/{self.total}{' ' + note if note else ''} "
-            f"({duration(elapsed)}{tail})"
+            f"({duration(elapsed)}{kept}{tail})"
         )
 
 
-def tune_progress(counter: Counter, describe: Callable[[dict, dict], str | None]):
+# The counters of this process's Tune runs, by key. A Tune callback holds only its key: Tune
+# pickles its callbacks with the experiment and `Tuner.restore` unpickles them in the next
+# driver, where a callback holding the counter itself would count on the dead driver's clock
+# and tally. Unpickled, a callback finds the counter the new driver registered under its key.
+_LIVE: dict[str, tuple[Counter, Callable[[dict, dict], str | None]]] = {}
+
+
+def tune_progress(
+    counter: Counter, describe: Callable[[dict, dict], str | None], key: str | None = None
+):
     """A Tune callback that counts each trial result `describe(config, result)` names (None:
-    not a unit of work) and prints it through `counter`."""
+    not a unit of work) and prints it through `counter`. A result's `units_new` (default 1)
+    is how many units it covers, `units_reused` how many of those were found done. `key`
+    names the run across restores (the experiment's URI); by default a fresh one."""
+    import uuid
+
+    key = key or uuid.uuid4().hex
+    _LIVE[key] = (counter, describe)
+    return _callback(key)
+
+
+def _callback(key: str):
     import ray.tune
 
     class _Progress(ray.tune.Callback):
+        def __reduce__(self):  # pickled as its key (see _LIVE)
+            return _callback, (key,)
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            if key not in _LIVE:  # restored by a driver that registered no counter
+                return
+            counter, describe = _LIVE[key]
             note = describe(trial.config, result)
             if note is not None:
-                counter.add(1, note)
+                counter.add(result.get("units_new", 1), note, result.get("units_reused", 0))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            counter.emit(f"[{counter.stage}] a run failed: {trial.error_file or trial}")
+            if key in _LIVE:
+                counter = _LIVE[key][0]
+                counter.emit(f"[{counter.stage}] a run failed: {trial.error_file or trial}")
 
     return _Progress()

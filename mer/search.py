@@ -143,19 +143,17 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     counter = Counter("search", n_trials * len(runs) * len(seeds), progress)
 
     def describe(config, result):
-        counter.done += result.get("units_new", 1) - 1
-        if "uf1" not in result:
-            return None
+        so_far = f" (pooled UF1 so far {result['uf1']:.3f})" if "uf1" in result else ""
         return (
             f"fold runs: config {config_id(dict(config))} seed {result['seed']} "
-            f"{result['run']} (pooled UF1 so far {result['uf1']:.3f})"
+            f"{result['run']}{so_far}"
         )
 
     trainable = trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
     fs, path = storage.pyarrow_filesystem(exp)
     tune_path = storage.join(path, "_tune") if "://" in path else f"{path}/_tune"
     run_config = tune_run_config(
-        exp, "_tune", [tune_progress(counter, describe)], resources.max_failures
+        exp, "_tune", [tune_progress(counter, describe, exp)], resources.max_failures
     )
     if ray.tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
         progress(f"[search] resuming {exp}: finished fold runs are kept")

@@ -68,9 +68,10 @@ def finetune_loop(config: dict) -> None:
     table = load_table(config["keyframes"])
     num_classes = NUM_CLASSES[base.data.protocol]
     tally = Tally(num_classes, config["units"])
-    new = 0
+    new = reused = 0  # units since the last report; of them, found done (a resume)
     for i, unit in enumerate(config["units"]):
         preds = finished(unit)
+        reused += preds is not None
         if preds is None:
             cfg = with_params(base, config["params"], unit["seed"])
             t0 = time.time()
@@ -90,11 +91,12 @@ def finetune_loop(config: dict) -> None:
                 {
                     **tally.metrics(),
                     "units_new": new,
+                    "units_reused": reused,
                     "seed": unit["seed"],
                     "run": unit["run"]["id"],
                 }
             )
-            new = 0
+            new = reused = 0
 
 
 def finished(unit: dict) -> pd.DataFrame | None:
@@ -321,7 +323,6 @@ def run_finetune(
     counter = Counter("finetune", len(units), progress)
 
     def describe(_config, result):
-        counter.done += result.get("units_new", 1) - 1
         return f"fold runs: {result['run']} (pooled UF1 so far {result['uf1']:.3f})"
 
     fan_out(

@@ -287,9 +287,12 @@ def run_pretraining(
 
     seeds = seeds if seeds is not None else [cfg.pretrain.seed]
     jobs = prior_jobs(cfg, runs, seeds)
+    if not cfg.pretrain.enabled:
+        progress("[pretrain] off (pretrain.enabled: false): target learning starts from scratch")
+        return {"trained": 0, "jobs": len(jobs)}
     todo = [j for j in jobs if not checkpoints.is_done(j["dir"], j["train_subjects"])]
     progress(f"[pretrain] {len(jobs) - len(todo)}/{len(jobs)} priors already learnt")
-    if not todo or not cfg.pretrain.enabled:
+    if not todo:
         return {"trained": 0, "jobs": len(jobs)}
     per_run = cfg.resources.folds_per_run
     if not per_run:  # as many runs as can train at once, jobs dealt evenly between them
