@@ -181,6 +181,12 @@ def run_study(
             continue
         vcfg = variant_config(cfg, study, v)
         progress(f"[study] variant {i + 1}/{len(study.variants)}: {v.name} ({describe(v)})")
+        exp, _ = _experiment(vcfg)
+        full_uri = layout.keyframes_uri(variant_config(cfg, study, study.variants[0]))
+        untestable = repeats_full(v, keyframe_facts(full_uri)) if exp is None else None
+        if untestable:
+            progress(f"[study] {v.name}: {untestable}; not run")
+            continue
         ensure_data(vcfg, progress)
         if vcfg.keyframes.interpolation == "adaconv":
             from mer.train.interpolate import run_interpolator
@@ -270,6 +276,27 @@ def keyframe_facts(uri: str) -> dict | None:
     }
 
 
+def repeats_full(v: Variant, full_facts: dict | None) -> str | None:
+    """Why the variant cannot test its claim on this set, or None: a variant that changes
+    only the interpolation (`keyframes.interpolation`, `interpolator.*`) has the full method's
+    key-frame positions, and where none of those is between two frames every key frame is a
+    whole frame, rendered the same by every interpolation. Its fold runs would then repeat
+    the full method's (same frames, settings and seeds), so it is not run."""
+    if v.name == FULL or v.space or not v.overrides:
+        return None
+    if any(
+        k != "keyframes.interpolation" and not k.startswith("interpolator.") for k in v.overrides
+    ):
+        return None
+    if not full_facts or full_facts.get("table") is None or full_facts["interpolated"]:
+        return None
+    return (
+        f"not testable on this set: none of the full method's {full_facts['positions']} "
+        "key-frame positions is between two frames, so every interpolation gives the same key "
+        "frames and this variant's fold runs would repeat the full method's"
+    )
+
+
 def _computed_with(exp: results.Experiment, entry: str) -> dict:
     """The torch thread counts and platforms its fold runs computed with (either can move a
     score by itself); [] where not recorded (outputs made before they were)."""
@@ -326,13 +353,16 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
         return r
 
     keyframes: dict[str, dict] = {}  # key-frame table URI -> its facts and variants
+    full_facts = keyframe_facts(layout.keyframes_uri(full_cfg))
     for v in study.variants:
         vcfg = variant_config(cfg, study, v)
-        uri = layout.keyframes_uri(vcfg)
-        if uri not in keyframes:
-            keyframes[uri] = {"variants": [], **(keyframe_facts(uri) or {"table": None})}
-        keyframes[uri]["variants"].append(v.name)
         exp, stale = _experiment(vcfg)
+        untestable = repeats_full(v, full_facts) if exp is None and not stale else None
+        uri = layout.keyframes_uri(vcfg)
+        if untestable is None:  # (an untestable variant's table is never built)
+            if uri not in keyframes:
+                keyframes[uri] = {"variants": [], **(keyframe_facts(uri) or {"table": None})}
+            keyframes[uri]["variants"].append(v.name)
         if stale:
             rows.append(_stale_row(v, vcfg, stale))
             continue
@@ -344,7 +374,8 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
                     "kind": "variant",
                     "settings": describe(v),
                     "experiment": vcfg.search.experiment,
-                    "status": "not run",
+                    "status": "untestable" if untestable else "not run",
+                    **({"reason": untestable} if untestable else {}),
                 }
             )
             continue
@@ -368,7 +399,7 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
         "full": {"experiment": full_cfg.search.experiment, "config_id": full_id},
         "rows": rows,
         "keyframes": list(keyframes.values()),
-        "complete": all(r["status"] == "complete" for r in rows),
+        "complete": all(r["status"] in ("complete", "untestable") for r in rows),
     }
 
 
@@ -434,6 +465,10 @@ def markdown(table: dict) -> str:
         )
     lines += _threads_text(table["rows"]) + _platforms_text(table["rows"])
     lines += _keyframes_text(table.get("keyframes") or [])
+    untestable = [r for r in table["rows"] if r["status"] == "untestable"]
+    if untestable:
+        lines += ["", "Rows not run because this set cannot test them:", ""]
+        lines += [f"- {r['variant']}: {r['reason']}." for r in untestable]
     stale = [r for r in table["rows"] if r["status"] == "stale"]
     if stale:
         lines += ["", "Stale rows (results made under other settings are not shown):", ""]

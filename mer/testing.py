@@ -24,9 +24,11 @@ def write_random_keyframes(
     dataset: str = "fake",
     part_size: int = 0,
     per_subject: bool = True,
+    positions: list[float] | None = None,
 ) -> str:
     """A finished key-frame table (parts and `_meta.json`, as mer.preprocess writes them) of
     random frames whose colour encodes the label (clip i: label i % 3, that channel at 255).
+    Every clip's key frames are at `positions` (default: frames 0..k-1).
 
     `clips` per subject (per_subject), or `clips` in all spread round-robin over `subjects`.
     `part_size` clips per Parquet part (0: one part). Seeded: the same arguments give the
@@ -56,7 +58,7 @@ def write_random_keyframes(
                 "apex": k // 2,
                 "offset": k - 1,
                 "apex_source": "annotated",
-                "keyframe_indices": [float(j) for j in range(k)],
+                "keyframe_indices": [float(j) for j in (positions or range(k))],
                 "frames": frames,
                 "source": "none",
                 "fps": 200.0,

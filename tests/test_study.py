@@ -143,6 +143,49 @@ def test_the_interpolation_study_renders_many_key_frames_between_two_frames(tmp_
     assert study.keyframe_facts(str(tmp_path / "no-table")) is None
 
 
+INTERP = {
+    **TINY,
+    "study": {
+        "name": "interp",
+        "variants": [
+            {"name": "flow", "claim": "interpolation", "set": {"keyframes.interpolation": "flow"}},
+            {"name": "uniform", "claim": "key frames", "set": {"keyframes.method": "uniform"}},
+        ],
+    },
+}
+
+
+def test_an_interpolation_variant_is_not_run_where_no_key_frame_is_interpolated(
+    tmp_path, monkeypatch
+):
+    cfg, s = study.load_study(write_study_config(tmp_path, INTERP))
+    full_uri = layout.keyframes_uri(study.variant_config(cfg, s, s.variants[0]))
+    write_random_keyframes(full_uri, subjects=3, clips=3)  # every position a whole frame
+    ran: list[str] = []
+    monkeypatch.setattr("mer.pipeline.ensure_data", lambda cfg, progress=None: "")
+    monkeypatch.setattr("mer.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
+    monkeypatch.setattr(
+        "mer.pipeline.run_search_stage", lambda cfg, progress: ran.append(cfg.search.experiment)
+    )
+    lines: list[str] = []
+    table = study.run_study(cfg, s, progress=lines.append, only=["flow", "uniform"])
+    assert ran == ["interp-uniform"]  # flow's fold runs would repeat the full method's
+    assert any(x.startswith("[study] flow: not testable on this set") for x in lines)
+    flow = next(r for r in table["rows"] if r["variant"] == "flow")
+    assert flow["status"] == "untestable" and "none of the full method's 72" in flow["reason"]
+    assert "flow" not in [v for k in table["keyframes"] for v in k["variants"]]
+    md = (tmp_path / "study" / "interp" / "study.md").read_text()
+    assert "- flow: not testable on this set" in md
+    assert next(r for r in table["rows"] if r["variant"] == "uniform")["status"] == "not run"
+
+    # One key-frame position between two frames: the interpolation matters, flow is run.
+    write_random_keyframes(full_uri, subjects=3, clips=3, positions=[0, 1, 2, 3, 4, 5, 5.5, 7])
+    ran.clear()
+    table = study.run_study(cfg, s, progress=lines.append, only=["flow"])
+    assert ran == ["interp-flow"]
+    assert next(r for r in table["rows"] if r["variant"] == "flow")["status"] == "not run"
+
+
 # The end-to-end study is smaller still: 3 subjects (3 folds), no prior learning (priors are
 # the pipeline's, tested in test_train/test_search), and one variant, a sweep on its own
 # key-frame table. Each variant is its own Tune run, the test's main cost.
