@@ -28,25 +28,41 @@ def emit(line: str) -> None:
 class Counter:
     """Units of work done out of a total, with elapsed time and a linear ETA.
 
-    Units a resumed run finds already done count towards `done` but not towards the rate:
-    elapsed time and ETA are this process's, from the units it computed itself.
+    Units may be named (`keys`): a named unit counts once, however often it is reported (a
+    resumed trial reports again the units it finds done). Units a resumed run found done
+    before it started (`keep`) count towards `done` but not towards the rate: elapsed time
+    and ETA are this process's, from the units it computed itself.
     """
 
     def __init__(self, stage: str, total: int, emit: Callable[[str], None] = emit) -> None:
         self.stage, self.total, self.emit = stage, max(1, total), emit
         self.done = 0
-        self.reused = 0  # units found done (a resumed run), not computed here
+        self.kept = 0  # units done before this process started
+        self.seen: set[str] = set()
         self.start = time.monotonic()
 
-    def add(self, n: int = 1, note: str = "", reused: int = 0) -> None:
+    def keep(self, keys) -> None:
+        """Units found done before this process started (a resumed run)."""
+        new = set(keys) - self.seen
+        self.seen |= new
+        self.done += len(new)
+        self.kept += len(new)
+
+    def add(self, n: int = 1, note: str = "", keys=None) -> None:
+        """`n` units done, or the units named `keys` (those not counted yet)."""
+        if keys is not None:
+            new = [k for k in keys if k not in self.seen]
+            if not new:
+                return
+            self.seen.update(new)
+            n = len(new)
         self.done += n
-        self.reused += reused
         elapsed = time.monotonic() - self.start
-        computed = self.done - self.reused
+        computed = self.done - self.kept
         tail = ""
         if self.done < self.total and computed > 0:
             tail = f", ETA {duration(elapsed / computed * (self.total - self.done))}"
-        kept = f", {self.reused} kept from before" if self.reused else ""
+        kept = f", {self.kept} done before" if self.kept else ""
         self.emit(
             f"[{self.stage}] {self.done}/{self.total}{' ' + note if note else ''} "
             f"({duration(elapsed)}{kept}{tail})"
@@ -64,9 +80,9 @@ def tune_progress(
     counter: Counter, describe: Callable[[dict, dict], str | None], key: str | None = None
 ):
     """A Tune callback that counts each trial result `describe(config, result)` names (None:
-    not a unit of work) and prints it through `counter`. A result's `units_new` (default 1)
-    is how many units it covers, `units_reused` how many of those were found done. `key`
-    names the run across restores (the experiment's URI); by default a fresh one."""
+    not a unit of work) and prints it through `counter`. A result's `units` names the units
+    it covers (each counted once); without it a result is one unit. `key` names the run
+    across restores (the experiment's URI); by default a fresh one."""
     import uuid
 
     key = key or uuid.uuid4().hex
@@ -87,7 +103,7 @@ def _callback(key: str):
             counter, describe = _LIVE[key]
             note = describe(trial.config, result)
             if note is not None:
-                counter.add(result.get("units_new", 1), note, result.get("units_reused", 0))
+                counter.add(1, note, result.get("units"))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             if key in _LIVE:

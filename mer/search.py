@@ -122,7 +122,7 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     import ray.tune
 
     from mer.progress import Counter, tune_progress
-    from mer.train.finetune import finetune_loop, fold_units, loop_config
+    from mer.train.finetune import finetune_loop, fold_units, loop_config, unit_key
     from mer.train.runtime import plan_resources, trainer_trial, tune_run_config
 
     exp = layout.experiment_uri(cfg)
@@ -141,6 +141,8 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     n_trials = trial_count(cfg)
     resources, concurrency = plan_resources(cfg.resources, n_trials)
     counter = Counter("search", n_trials * len(runs) * len(seeds), progress)
+    found, configs = storage.filesystem(storage.join(exp, "configs"))  # fold runs done before
+    counter.keep(unit_key(f) for f in found.glob(f"{configs.rstrip('/')}/*/seed-*/*.parquet"))
 
     def describe(config, result):
         so_far = f" (pooled UF1 so far {result['uf1']:.3f})" if "uf1" in result else ""
@@ -156,7 +158,10 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
         exp, "_tune", [tune_progress(counter, describe, exp)], resources.max_failures
     )
     if ray.tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
-        progress(f"[search] resuming {exp}: finished fold runs are kept")
+        progress(
+            f"[search] resuming {exp}: {counter.kept} of {counter.total} fold runs were done "
+            "before and are kept"
+        )
         tuner = ray.tune.Tuner.restore(
             tune_path,
             trainable,

@@ -10,21 +10,26 @@ import cloudpickle
 from mer import progress
 
 
-def test_units_kept_from_before_count_but_do_not_set_the_eta():
+def test_units_done_before_count_but_do_not_set_the_eta():
     lines: list[str] = []
     c = progress.Counter("search", 10, lines.append)
+    c.keep(["a", "b", "c", "d"])  # a resumed run: 4 fold runs found done
     c.start = time.monotonic() - 60  # this process has worked one minute
-    c.add(5, "fold runs", reused=4)  # a resumed run: 4 found done, 1 computed in that minute
-    assert lines[-1].startswith("[search] 5/10 fold runs (1m00s, 4 kept from before, ETA 5m")
-    c.add(1)
-    assert "ETA 2m0" in lines[-1]  # 2 computed in a minute: 4 to go at 30 s each
+    c.add(1, "fold runs", keys=["d", "e"])  # "d" reported again by its resumed trial
+    assert lines == ["[search] 5/10 fold runs (1m00s, 4 done before, ETA 5m00s)"]
+    c.add(1, keys=["e"])  # nothing new: no line
+    c.add(1, keys=["f"])
+    assert len(lines) == 2 and "6/10" in lines[-1] and "ETA 2m00s" in lines[-1]
 
 
-def test_nothing_computed_yet_gives_no_eta():
+def test_a_report_of_units_done_before_only_gives_no_eta():
     lines: list[str] = []
     c = progress.Counter("search", 10, lines.append)
-    c.add(3, reused=3)
-    assert "ETA" not in lines[-1] and "3 kept from before" in lines[-1]
+    c.keep(["a", "b"])
+    c.add(1, keys=["a", "b"])  # a resumed trial's first report: nothing new
+    assert lines == [] and c.done == 2
+    c.add(0)  # a line with nothing computed in this process: no rate, so no ETA
+    assert lines == ["[search] 2/10 (0s, 2 done before)"]
 
 
 def test_a_restored_callback_counts_on_the_new_drivers_counter():
@@ -40,11 +45,12 @@ def test_a_restored_callback_counts_on_the_new_drivers_counter():
     )
     new: list[str] = []
     counter = progress.Counter("search", 8, new.append)
+    counter.keep(["a/seed-0/s00.parquet", "a/seed-0/s01.parquet"])
     progress.tune_progress(counter, describe, "exp-uri")  # the new driver, before restoring
     restored = cloudpickle.loads(blob)
     trial = SimpleNamespace(config={"c": "a"})
-    restored.on_trial_result(0, [trial], trial, {"run": "s01", "units_new": 3, "units_reused": 2})
-    assert old == []
-    assert counter.done == 3 and counter.reused == 2
-    assert new == [new[0]] and new[0].startswith("[search] 3/8 config a run s01 (")
-    assert "2 kept from before" in new[0]
+    units = ["a/seed-0/s00.parquet", "a/seed-0/s01.parquet", "a/seed-0/s02.parquet"]
+    restored.on_trial_result(0, [trial], trial, {"run": "s02", "units": units})
+    assert old == [] and counter.done == 3
+    assert len(new) == 1 and new[0].startswith("[search] 3/8 config a run s02 (")
+    assert "2 done before" in new[0]

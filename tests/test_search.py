@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,6 +160,14 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for f, mtime in done_before.items():
         assert os.path.getmtime(f) == mtime, f"{f} was rerun"
+    # The new driver says how many fold runs it keeps and counts each fold run once, on its
+    # own clock (the ETA from what it computes).
+    kept = re.search(r"resuming .*: (\d+) of 8 fold runs were done before", rerun.stdout)
+    assert kept and int(kept.group(1)) >= len(done_before), rerun.stdout
+    lines = [x for x in rerun.stdout.splitlines() if x.startswith("[search] ") and "/8 " in x]
+    assert lines[-1].startswith("[search] 8/8 ") and "done before" in lines[-1], lines
+    counts = [int(x.split()[1].split("/")[0]) for x in lines]
+    assert counts == sorted(set(counts)), lines  # every fold run counted once
     board = results.leaderboard(results.load_experiment(str(tmp_path / "tune" / "resume")))
     board = board[board["kind"] == "method"]
     assert len(board) == 2 and (board["folds_done"] == 4).all()

@@ -68,10 +68,9 @@ def finetune_loop(config: dict) -> None:
     table = load_table(config["keyframes"])
     num_classes = NUM_CLASSES[base.data.protocol]
     tally = Tally(num_classes, config["units"])
-    new = reused = 0  # units since the last report; of them, found done (a resume)
+    covered: list[str] = []  # the units since the last report (progress counts each once)
     for i, unit in enumerate(config["units"]):
         preds = finished(unit)
-        reused += preds is not None
         if preds is None:
             cfg = with_params(base, config["params"], unit["seed"])
             t0 = time.time()
@@ -85,18 +84,22 @@ def finetune_loop(config: dict) -> None:
             if w.is_chief:
                 storage.write_parquet(_to_arrow(preds), unit["uri"])
         tally.add(preds)
-        new += 1
+        covered.append(unit_key(unit["uri"]))
         if preds.attrs.get("trained", True) or i == len(config["units"]) - 1:
             ray.train.report(
                 {
                     **tally.metrics(),
-                    "units_new": new,
-                    "units_reused": reused,
+                    "units": covered,
                     "seed": unit["seed"],
                     "run": unit["run"]["id"],
                 }
             )
-            new = reused = 0
+            covered = []
+
+
+def unit_key(uri: str) -> str:
+    """A fold run's name in progress counts: <config>/seed-<s>/<run>.parquet of its URI."""
+    return "/".join(uri.rstrip("/").rsplit("/", 3)[-3:])
 
 
 def finished(unit: dict) -> pd.DataFrame | None:
@@ -321,6 +324,7 @@ def run_finetune(
     storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
     units = fold_units(cfg, runs, [cfg.finetune.seed], out)
     counter = Counter("finetune", len(units), progress)
+    counter.keep(unit_key(u["uri"]) for u in units if storage.exists(u["uri"]))
 
     def describe(_config, result):
         return f"fold runs: {result['run']} (pooled UF1 so far {result['uf1']:.3f})"
