@@ -10,7 +10,7 @@ import pytest
 import torch
 from tests_paths import REPO
 
-from mer import layout, results, study
+from mer import layout, results, study, study_report
 from mer.errors import ConfigError
 from mer.testing import write_random_keyframes
 from mer.train.runtime import platform
@@ -310,7 +310,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     t = pq.read_table(one)
     t = t.set_column(t.schema.get_field_index("threads"), "threads", [[2] * len(t)])
     pq.write_table(t, one)
-    flagged = study.markdown(study.study_table(cfg, s))
+    flagged = study_report.markdown(study.study_table(cfg, s))
     swept = json.loads((one.parents[1] / "params.json").read_text())["gamma"]
     assert f"on other counts (can move a score by itself): uniform gamma={swept} (1, 2)" in flagged
 
@@ -322,4 +322,4 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     stale = study.study_table(cfg2, s2)
     assert [r["status"] for r in stale["rows"]] == ["stale", "stale"]
     assert all("finetune.lr" in r["stale"] and "uf1" not in r for r in stale["rows"])
-    assert not stale["complete"] and "Stale rows" in study.markdown(stale)
+    assert not stale["complete"] and "Stale rows" in study_report.markdown(stale)
