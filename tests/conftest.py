@@ -68,7 +68,12 @@ def ray_local(s3_endpoint):
     ray.init(
         address="local",
         num_cpus=2,  # as many logical CPUs as this 2-core machine has
-        include_dashboard=False,
+        # With the dashboard, as on a cluster: Ray Train's PlacementGroupCleaner asks the
+        # state API whether a Train controller is alive and frees the workers' placement
+        # group of one that died with its driver (Ctrl+C, a kill). Without it the cleaner
+        # cannot ask, a leaked group keeps its CPUs, and the next search waits for them
+        # forever (seen: the interrupted-search test's rerun, then every later test).
+        include_dashboard=True,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
     )
