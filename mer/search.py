@@ -122,7 +122,7 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     import ray.tune
 
     from mer.progress import Counter, tune_progress
-    from mer.train.finetune import finetune_loop, fold_units, loop_config, unit_key
+    from mer.train.finetune import finetune_loop, finished_keys, fold_units, loop_config
     from mer.train.runtime import plan_resources, trainer_trial, tune_run_config
 
     exp = layout.experiment_uri(cfg)
@@ -141,8 +141,7 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     n_trials = trial_count(cfg)
     resources, concurrency = plan_resources(cfg.resources, n_trials)
     counter = Counter("search", n_trials * len(runs) * len(seeds), progress)
-    found, configs = storage.filesystem(storage.join(exp, "configs"))  # fold runs done before
-    counter.keep(unit_key(f) for f in found.glob(f"{configs.rstrip('/')}/*/seed-*/*.parquet"))
+    counter.keep(finished_keys(storage.join(exp, "configs"), "*/seed-*/*.parquet"))
 
     def describe(config, result):
         so_far = f" (pooled UF1 so far {result['uf1']:.3f})" if "uf1" in result else ""

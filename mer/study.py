@@ -180,9 +180,10 @@ def run_study(
             continue
         vcfg = variant_config(cfg, study, v)
         progress(f"[study] variant {i + 1}/{len(study.variants)}: {v.name} ({describe(v)})")
-        exp, _ = _experiment(vcfg)
-        full_uri = layout.keyframes_uri(variant_config(cfg, study, study.variants[0]))
-        untestable = repeats_full(v, keyframe_facts(full_uri)) if exp is None else None
+        untestable = None
+        if interpolation_only(v) and _experiment(vcfg)[0] is None:  # (reads full's table)
+            full_uri = layout.keyframes_uri(variant_config(cfg, study, study.variants[0]))
+            untestable = repeats_full(v, keyframe_facts(full_uri))
         if untestable:
             progress(f"[study] {v.name}: {untestable}; not run")
             continue
@@ -275,17 +276,20 @@ def keyframe_facts(uri: str) -> dict | None:
     }
 
 
+def interpolation_only(v: Variant) -> bool:
+    """Whether the variant changes nothing but how key frames between two frames are made."""
+    if v.name == FULL or v.space or not v.overrides:
+        return False
+    return all(k == "keyframes.interpolation" or k.startswith("interpolator.") for k in v.overrides)
+
+
 def repeats_full(v: Variant, full_facts: dict | None) -> str | None:
     """Why the variant cannot test its claim on this set, or None: a variant that changes
     only the interpolation (`keyframes.interpolation`, `interpolator.*`) has the full method's
     key-frame positions, and where none of those is between two frames every key frame is a
     whole frame, rendered the same by every interpolation. Its fold runs would then repeat
     the full method's (same frames, settings and seeds), so it is not run."""
-    if v.name == FULL or v.space or not v.overrides:
-        return None
-    if any(
-        k != "keyframes.interpolation" and not k.startswith("interpolator.") for k in v.overrides
-    ):
+    if not interpolation_only(v):
         return None
     if not full_facts or full_facts.get("table") is None or full_facts["interpolated"]:
         return None
@@ -352,7 +356,8 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
         return r
 
     keyframes: dict[str, dict] = {}  # key-frame table URI -> its facts and variants
-    full_facts = keyframe_facts(layout.keyframes_uri(full_cfg))
+    full_uri = layout.keyframes_uri(full_cfg)
+    full_facts = keyframe_facts(full_uri)
     for v in study.variants:
         vcfg = variant_config(cfg, study, v)
         exp, stale = _experiment(vcfg)
@@ -360,7 +365,8 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
         uri = layout.keyframes_uri(vcfg)
         if untestable is None:  # (an untestable variant's table is never built)
             if uri not in keyframes:
-                keyframes[uri] = {"variants": [], **(keyframe_facts(uri) or {"table": None})}
+                facts = full_facts if uri == full_uri else keyframe_facts(uri)
+                keyframes[uri] = {"variants": [], **(facts or {"table": None})}
             keyframes[uri]["variants"].append(v.name)
         if stale:
             rows.append(_stale_row(v, vcfg, stale))

@@ -102,6 +102,12 @@ def unit_key(uri: str) -> str:
     return "/".join(uri.rstrip("/").rsplit("/", 3)[-3:])
 
 
+def finished_keys(folder: str, pattern: str) -> list[str]:
+    """The unit keys of the fold runs already written under `folder` (one listing)."""
+    fs, path = storage.filesystem(folder)
+    return [unit_key(f) for f in fs.glob(f"{path.rstrip('/')}/{pattern}")]
+
+
 def finished(unit: dict) -> pd.DataFrame | None:
     """A unit's saved predictions, None if it has not run; refuses predictions made under
     other settings (never mixes them in)."""
@@ -324,7 +330,7 @@ def run_finetune(
     storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
     units = fold_units(cfg, runs, [cfg.finetune.seed], out)
     counter = Counter("finetune", len(units), progress)
-    counter.keep(unit_key(u["uri"]) for u in units if storage.exists(u["uri"]))
+    counter.keep(finished_keys(out, "seed-*/*.parquet"))
 
     def describe(_config, result):
         return f"fold runs: {result['run']} (pooled UF1 so far {result['uf1']:.3f})"
