@@ -27,6 +27,7 @@ def main() -> None:
     args = p.parse_args()
 
     from mer import study as study_mod
+    from mer.study_report import markdown
 
     overrides = list(args.set) + ([f"root={args.root}"] if args.root else [])
     cfg, study = study_mod.load_study(args.config, overrides)
@@ -37,7 +38,7 @@ def main() -> None:
         cli.connect_ray(args, cfg)
         table = study_mod.run_study(cfg, study, only=args.variants)
     print()
-    print(study_mod.markdown(table))
+    print(markdown(table))
 
 
 if __name__ == "__main__":

@@ -312,6 +312,14 @@ def _computed_with(exp: results.Experiment, entry: str) -> dict:
     }
 
 
+def _sweep_order(v: Variant, params: dict) -> tuple:
+    """A swept variant's rows in the order its space lists the values (freeze 1, 2, ...)."""
+    return tuple(
+        vals.index(params.get(k)) if isinstance(vals, list) and params.get(k) in vals else 0
+        for k, vals in v.space.items()
+    )
+
+
 def study_table(cfg: PipelineConfig, study: Study) -> dict:
     """Every row (variant configurations, then baselines) with its scores and, where both it
     and the full method are complete, the paired comparison full - row."""
@@ -384,9 +392,9 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
                 }
             )
             continue
-        for entry, kind in sorted(exp.kinds.items()):
-            if kind == "method":
-                rows.append(row(v, exp, entry, "full" if v.name == FULL else "variant"))
+        entries = [e for e, kind in sorted(exp.kinds.items()) if kind == "method"]
+        for entry in sorted(entries, key=lambda e: _sweep_order(v, exp.params[e])):
+            rows.append(row(v, exp, entry, "full" if v.name == FULL else "variant"))
     if full_exp is not None:
         for name in ("linear", "majority"):
             if name in full_exp.params:

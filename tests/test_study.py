@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -210,7 +212,8 @@ END = {
 
 
 def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
-    cfg, s = study.load_study(write_study_config(tmp_path, END))
+    path = write_study_config(tmp_path, END)
+    cfg, s = study.load_study(path)
     # Fake key-frame tables where each variant's stage would write them (different content
     # for the uniform variant's), so the data and key-frame stages have nothing to do.
     tables, tables_by_variant = set(), {}
@@ -244,6 +247,8 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
         "baseline: linear",
         "baseline: majority",
     ]
+    # A swept variant's rows in the order its space lists the values.
+    assert [r["swept"] for r in rows[1:3]] == [{"gamma": 0.0}, {"gamma": 2.0}]
     full_exp = results.load_experiment(str(tmp_path / "tune" / "tiny-full"))
     full_id = doc["full"]["config_id"]
     for r in rows:
@@ -294,6 +299,18 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     assert "| uniform | " + tables_by_variant["uniform"] + " | 9 | 9 of 9 | 0 of 72 |" in md
     csv = (out / "study.csv").read_text().splitlines()
     assert len(csv) == 1 + len(rows) and "full_minus_row_uf1_ci_low" in csv[0]
+
+    # The job script's --report prints the same table from what has run.
+    job = subprocess.run(
+        [sys.executable, "jobs/study.py", "--config", path, "--report"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert main_table in job.stdout
 
     # A rerun finds every fold run done and leaves them.
     preds = sorted((tmp_path / "tune").glob("*/configs/*/seed-*/*.parquet"))
