@@ -160,7 +160,7 @@ def _decode_video(
         )
     try:
         frames = reader.get_batch(list(range(first, last + 1))).asnumpy()
-    except Exception as e:
+    except Exception as e:  # decord's C++ errors (DECORDError, RuntimeError) on a bad stream
         raise DecodeError(
             f"{source}: decoding frames {first}..{last} failed ({_first_line(e)}); "
             "the file may be truncated or corrupt"
@@ -172,7 +172,7 @@ def _probe_video(video: str | bytes, source: str) -> dict[str, Any]:
     reader = _open_video(video, source)
     try:
         height, width = reader[0].shape[:2]
-    except Exception as e:
+    except Exception as e:  # decord: DECORDError / RuntimeError, IndexError with no frame
         raise DecodeError(f"{source}: cannot decode the first frame ({_first_line(e)})") from None
     n = len(reader)
     fps = float(reader.get_avg_fps())
