@@ -22,13 +22,13 @@ def main() -> None:
     cfg = cli.load_config(args)
     t0 = time.time()
     cli.connect_ray(args, cfg)
-    from mer import layout, results
+    from mer import layout, results, results_report
     from mer.pipeline import run_pipeline
 
     run_pipeline(cfg)
     exp = results.load_experiment(layout.experiment_uri(cfg))
     print()
-    print(results.format_table(exp))
+    print(results_report.format_table(exp))
     print(f"\npipeline finished in {time.time() - t0:.0f} s; outputs under {cfg.root}")
     print(f"query again with: python jobs/results.py {exp.uri}")
 

@@ -39,11 +39,11 @@ def main() -> None:
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
     args = p.parse_args()
 
-    from mer import results
+    from mer import results, results_report
 
     exp = results.load_experiment(results.resolve(args.experiment, args.root))
     if args.plots:
-        for uri in results.plots(exp, args.plots):
+        for uri in results_report.plots(exp, args.plots):
             print(f"wrote {uri}", file=sys.stderr)
     if args.compare:
         (exp_a, a), (exp_b, b) = (entry(exp, name, args.root) for name in args.compare)
@@ -66,11 +66,13 @@ def main() -> None:
             print(json.dumps(top, indent=2, default=str))
         else:
             print(f"top configuration {top['config_id']} {top['params']} ({results.SEARCH_NOTE})")
-            print(f"UF1 {results._interval(top, 'uf1')}  UAR {results._interval(top, 'uar')}")
+            print(
+                f"UF1 {results_report.interval_text(top, 'uf1')}  UAR {results_report.interval_text(top, 'uar')}"
+            )
             print(f"tied with it (intervals overlap): {', '.join(top['tied']) or 'none'}")
         return
     if args.format == "table":
-        print(results.format_table(exp))
+        print(results_report.format_table(exp))
     elif args.format == "json":
         print(json.dumps(results.summary(exp), indent=2, default=str))
     else:

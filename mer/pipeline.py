@@ -78,7 +78,7 @@ def run_search_stage(cfg: PipelineConfig, progress=emit, keyframes: str | None =
 
 
 def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
-    from mer import results
+    from mer import results, results_report
     from mer.preprocess import build_keyframes_dataset
 
     t0 = time.time()
@@ -91,7 +91,7 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     build_keyframes_dataset(cfg, progress=progress)
     exp = run_search_stage(cfg, progress)
     out = layout.results_uri(cfg)
-    summary = results.write_report(results.load_experiment(exp), out)
+    summary = results_report.write_report(results.load_experiment(exp), out)
     if cfg.export.enabled:
         from mer.export import export_model
 

@@ -149,6 +149,9 @@ def _data_text(data: dict) -> str:
 
 def plot(table: dict) -> bytes:
     """UF1 with its interval per row, the full method's mean as a reference line (PNG)."""
+    from mer.results_report import private_matplotlib_cache
+
+    private_matplotlib_cache()  # a study on a cluster leaves no font cache in ~/.cache
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from mer import results, stats, storage
+from mer import results, results_report, stats, storage
 
 SUBJECTS = [f"s{i:02d}" for i in range(10)]
 CLIPS = 4  # per subject
@@ -109,7 +109,7 @@ def test_leaderboard_ranks_complete_configurations_only_and_marks_ties(experimen
     assert "partial" not in {r["config_id"] for r in summary["leaderboard"]}
     assert summary["top"]["tied"] == ["near"]
     assert all(len(r["per_seed"]) == 3 for r in summary["leaderboard"])
-    text = results.format_table(experiment)
+    text = results_report.format_table(experiment)
     assert "best" not in text and "baseline: linear" in text and "PARTIAL" in text
 
 
