@@ -7,7 +7,7 @@ One synthetic dataset (mer.datasets.synthetic.generate, `video` layout: MPEG-4 f
 340x280, 16 subjects x 16 clips = 256 clips, seed 0), predicted whole-clip (interval = the
 whole file, apex spotted: what `jobs/predict.py --input DIR` does). The model is the
 demo's (configs/demo.yaml: K=8, S=32, C3D width 0.125, delta input) with random weights,
-packaged as a model folder (mer.export.package); throughput does not depend on the
+packaged as a model folder (mer.model_folder.package); throughput does not depend on the
 weights' values. Ray is started here with num_cpus=2 (this machine's cores). Measured:
 - key frames alone: the pipeline's key-frame stage by itself (the same KeyFrames actors,
   two of them with one CPU each: all the CPUs), its output consumed and dropped;
@@ -58,7 +58,8 @@ def model_folder(work: Path, overrides: list[str]) -> str:
 
     from mer import config
     from mer.checkpoints import save_state
-    from mer.export import WEIGHTS, final_run, package
+    from mer.export import final_run
+    from mer.model_folder import WEIGHTS, package
     from mer.models import build_classifier
     from mer.testing import write_random_keyframes
 
@@ -107,7 +108,7 @@ def model_alone(overrides: list[str], clips: int) -> float:
     import torch
 
     from mer import config
-    from mer.export import plain_classifier
+    from mer.model_folder import plain_classifier
     from mer.models import build_classifier
     from mer.train.runtime import Worker, place
     from mer.train.step import predict
@@ -137,8 +138,8 @@ def main() -> None:
     from keyframes import machine_parallelism, uptime
 
     from mer.datasets.synthetic import generate
-    from mer.export import read_card
     from mer.inference import find_clips, plan_keyframe_pool, predict_clips
+    from mer.model_folder import read_card
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,7 @@ out, one row per clip.
           spotted; or the rows of a CSV (`path, onset, offset[, apex]`)
     -> KeyFrames actors (CPU): mer.preprocess.build_record, the function that built the
        training key frames, with the key-frame settings the model card records
-    -> Predictor actors (CPU or a share of a GPU): the model (mer.export.load_model) on
+    -> Predictor actors (CPU or a share of a GPU): the model (mer.model_folder.load_model) on
        batches of key frames through mer.train.step.predict, the normalisation and forward
        pass of training-time evaluation
     -> <out>/predictions.parquet, .csv   one row per clip: path, source, onset, apex, offset,
@@ -17,7 +17,7 @@ out, one row per clip.
                                         offset, stage, reason
        <out>/_summary.json              model, input, counts, seconds
 A clip that cannot be decoded, whose interval lies outside its frames, or that is shorter
-than mer.export.MIN_FRAMES frames is a reject with its reason; nothing aborts the batch.
+than mer.model_card.MIN_FRAMES frames is a reject with its reason; nothing aborts the batch.
 Frames stay on the workers: the driver receives probabilities only.
 """
 
@@ -257,7 +257,7 @@ class Predictor:
     """Ray Data actor holding the model: a batch of key frames -> class probabilities."""
 
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, cpus: float = 1):
-        from mer.export import load_model
+        from mer.model_folder import load_model
         from mer.train.runtime import set_threads
 
         set_threads(cpus)
@@ -328,7 +328,7 @@ def predict_clips(
 ) -> dict:
     """Predict every clip under `input` (or listed in the CSV `clips`) with the model folder
     `model`; writes <out>/predictions.*, rejects.* and _summary.json. Returns the summary."""
-    from mer.export import read_card
+    from mer.model_folder import read_card
 
     for name, value in (("--batch-size", batch_size), ("--predictors", predictors)):
         if value < 1:

@@ -20,7 +20,8 @@ from mer import config, layout, results, search, storage
 from mer.baselines import run_baselines
 from mer.checkpoints import load_state
 from mer.errors import ConfigError, InputError
-from mer.export import PORTABLE_TOLERANCE, choose_config, export_model, final_run, load_model
+from mer.export import choose_config, export_model, final_run
+from mer.model_folder import PORTABLE_TOLERANCE, load_model
 from mer.models import build_classifier
 from mer.table import load_table, select_folds
 from mer.train.step import predict

@@ -16,7 +16,7 @@ from tests_paths import REPO
 
 from mer import config, layout, storage
 from mer.errors import InputError
-from mer.export import load_model, package, train_weights
+from mer.export import train_weights
 from mer.inference import (
     UNSET,
     clip_record,
@@ -26,6 +26,7 @@ from mer.inference import (
     read_clip_list,
     read_output,
 )
+from mer.model_folder import load_model, package
 from mer.table import fold_specs, load_table, outer_runs
 
 # Inference and training-time evaluation run the same float32 operations on byte-identical
