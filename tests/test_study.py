@@ -95,6 +95,13 @@ def test_the_shipped_study_config_resolves_every_variant():
     assert methods == {"adaptive", "uniform", "onset-apex"}
     interpolations = {study.variant_config(cfg, s, v).keyframes.interpolation for v in s.variants}
     assert interpolations == {"linear", "flow", "adaconv"}
+    # Freezing a prior that learns reuses dev-prior's priors (same prior hash) and sweeps depth.
+    by_name = {v.name: study.variant_config(cfg, s, v) for v in s.variants}
+    dev_prior, frozen = by_name["dev-prior"], by_name["dev-prior-freeze"]
+    assert layout.prior_hash(frozen) == layout.prior_hash(dev_prior)
+    assert layout.prior_hash(dev_prior) != layout.prior_hash(by_name["full"])
+    assert frozen.search.space["freeze"] == [1, 2, 3, 4, 5]
+    assert dev_prior.search.space["freeze"] == [0]
 
 
 def test_the_small_study_config_resolves_every_variant():
