@@ -5,7 +5,7 @@ and accelerator nodes for training, and removes them when idle.
     .venv/bin/python benchmarks/cluster_timeline.py --plot-only   # redraw from the JSON
 
 The scenario of tests/test_autoscaling.py: a head with 0 CPUs running Ray's autoscaler with
-the fake multi-node provider (mer.fake_nodes; worker nodes are raylets on this machine),
+the fake multi-node provider (mer.testing.fake_nodes; worker nodes are raylets on this machine),
 node types from cluster.yaml at this machine's scale (a 1-CPU decode type with `decode`,
 a 3-CPU accelerator type with `accelerator` in place of the GPU; both min 0, max 2), idle
 timeout 0.3 min; S3 is a moto server. The tiny pipeline (one search configuration) is
@@ -28,14 +28,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.autoscaler_stand_in import (  # noqa: E402
+from mer.testing.autoscaler_stand_in import (  # noqa: E402
     fake_autoscaling_config,
     node_timeline,
     stage_times,
     stand_in_node_types,
 )
-from mer.local_cluster import PLACEMENT, LocalCluster  # noqa: E402
-from mer.local_processes import free_ports, wait_until  # noqa: E402
+from mer.testing.local_cluster import PLACEMENT, LocalCluster  # noqa: E402
+from mer.testing.local_processes import free_ports, wait_until  # noqa: E402
 
 IDLE_TIMEOUT_MIN = 0.3
 OUT = REPO / "benchmarks" / "cluster_timeline"

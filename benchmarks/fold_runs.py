@@ -39,9 +39,9 @@ def bare(cfg, table, runs) -> float:
     import numpy as np
     import torch
 
-    from mer.losses import FocalLoss, class_balance_alpha
-    from mer.models import build_classifier, freeze
     from mer.train.data import to_tensor
+    from mer.train.losses import FocalLoss, class_balance_alpha
+    from mer.train.models import build_classifier, freeze
 
     ft = cfg.finetune
     labels = table.clips["label"].to_numpy()
@@ -89,9 +89,9 @@ def step_speed(cfg, table, batch: int, seconds: float = 4.0) -> float:
     """Training clips per second of the bare step at one batch size."""
     import torch
 
-    from mer.losses import FocalLoss
-    from mer.models import build_classifier
     from mer.train.data import to_tensor
+    from mer.train.losses import FocalLoss
+    from mer.train.models import build_classifier
 
     x = to_tensor(table.frames[:batch], None, cfg.model.input)
     x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -124,8 +124,8 @@ def main() -> None:
     import torch
 
     from mer import config
-    from mer.table import fold_specs, load_table, outer_runs
-    from mer.testing import write_random_keyframes
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
+    from mer.testing.fakes import write_random_keyframes
     from mer.train.finetune import run_finetune
 
     torch.set_num_threads(1)

@@ -9,7 +9,7 @@
 # The key-frame stage of the UF1 part needs decord2 and openpyxl: on a machine without a package
 # registry, install their wheels first (benchmarks/README.md, "GPU").
 # The tests and the step benchmark need torch with CUDA, pytest and numpy (they import only
-# mer.models and mer.losses); the loops need requirements.txt, installed here when missing. When torch is missing or CPU-only it tries
+# mer.train.models and mer.train.losses); the loops need requirements.txt, installed here when missing. When torch is missing or CPU-only it tries
 # `pip install torch==2.13.0` (PyPI's default Linux wheel is the CUDA build) and says so.
 # Dry run on a CPU machine (no install; tests skip; benchmark at tiny sizes, no compile):
 #   SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu.sh

@@ -63,7 +63,7 @@ def variant_name(precision: str, channels_last: bool, compile: bool) -> str:
 
 
 def build_model(args):
-    from mer.models import C3D, ClassifierC3D
+    from mer.train.models import C3D, ClassifierC3D
 
     backbone = C3D(frames=args.k, size=args.size, width=args.width, batch_norm=True)
     return ClassifierC3D(backbone, num_classes=3, hidden=256, dropout=0.5)
@@ -73,8 +73,8 @@ def measure(args, precision: str, channels_last: bool, compile: bool) -> dict:
     """Build the model, warm up, time training steps; one variant, in this process."""
     import torch
 
-    from mer.losses import FocalLoss, class_balance_alpha
-    from mer.models import count_flops
+    from mer.train.losses import FocalLoss, class_balance_alpha
+    from mer.train.models import count_flops
     from mer.train.step import train_step
 
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
@@ -245,7 +245,7 @@ def main() -> None:
     started = time.perf_counter()
     env = environment(args)
     print(json.dumps(env), flush=True)
-    from mer.models import count_flops
+    from mer.train.models import count_flops
 
     flops = count_flops(build_model(args), args.k, args.size)
     rows: list[dict] = []

@@ -16,7 +16,7 @@ library's own loops, so what is measured is what trains:
   timed between CUDA synchronisations: an upper bound);
 - UF1 of the fast path and of fp32 on the same LOSO folds and seed: the synthetic "simple"
   set (8 subjects x 6 clips) at K=16, S=112, built here without Ray.
-MFU = 3 x forward FLOPs (mer.models.count_flops) x clips/s / the GPU's dense bf16 peak
+MFU = 3 x forward FLOPs (mer.train.models.count_flops) x clips/s / the GPU's dense bf16 peak
 (benchmarks/gpu_bench.py's table). Prior learning in bf16 is `pretrain.amp` (off by
 default until a study of its loss curves says it is safe); it is timed here with it on.
 """
@@ -87,9 +87,9 @@ def measure(args, fast: bool, uri: str) -> dict:
     import numpy as np
 
     from mer import config
-    from mer.models import build_classifier, count_flops
-    from mer.table import fold_specs, load_table, outer_runs
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
     from mer.train import data, finetune, pretrain
+    from mer.train.models import build_classifier, count_flops
     from mer.train.runtime import local_worker
 
     cfg = config.load(None, settings(args, fast))
@@ -142,8 +142,8 @@ def loso_uf1(args, fast: bool, uri: str, seed: int) -> dict:
     import pandas as pd
 
     from mer import config
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
     from mer.metrics import summarise
-    from mer.table import fold_specs, load_table, outer_runs
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import local_worker
 
@@ -172,9 +172,9 @@ def prior_precision(args, uri: str, amp: bool) -> dict:
     import torch
 
     from mer import config
-    from mer.models import build_siamese
-    from mer.table import fold_specs, load_table, outer_runs
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
     from mer.train import pretrain
+    from mer.train.models import build_siamese
     from mer.train.runtime import local_worker
 
     cfg = config.load(
@@ -254,7 +254,7 @@ def _packing_worker(rank, argv, uri, active, idle, phase, stop, out) -> None:
     """One process training the fast-path classifier for ever; each epoch start waits while
     its rank is inactive, and each finished epoch is reported as (rank, phase, start, end)."""
     from mer import config
-    from mer.table import fold_specs, load_table, outer_runs
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
     from mer.train import data, finetune
     from mer.train.runtime import local_worker
 
@@ -294,7 +294,7 @@ def packing(args, uri: str, counts=(1, 2, 4), window: float = 12.0) -> dict:
 
     import numpy as np
 
-    from mer.table import fold_specs, load_table
+    from mer.keyframes.table import fold_specs, load_table
 
     table = load_table(uri)
     n_train = len(table.indices_of(fold_specs(table)[0]["train_subjects"]))
@@ -386,8 +386,8 @@ def megc_sized(args, deadline: float) -> dict:
     import numpy as np
 
     from mer import config
-    from mer.table import fold_specs, load_table, outer_runs
-    from mer.testing import write_random_keyframes
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
+    from mer.testing.fakes import write_random_keyframes
     from mer.train import finetune, pretrain
     from mer.train.runtime import local_worker
 
@@ -537,9 +537,9 @@ def main() -> None:
     import torch
 
     from mer import config, layout
-    from mer.datasets.synthetic import generate
-    from mer.preprocess import build_keyframes_dataset
-    from mer.testing import write_random_keyframes
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.preprocess import build_keyframes_dataset
+    from mer.testing.fakes import write_random_keyframes
 
     started = time.perf_counter()
     deadline = started + args.budget

@@ -3,15 +3,15 @@ alone, on the same clips and CPUs.
 
     .venv/bin/python benchmarks/inference.py    # table on stdout, figures in inference.json
 
-One synthetic dataset (mer.datasets.synthetic.generate, `video` layout: MPEG-4 files,
+One synthetic dataset (mer.datasets.synthetic.generator.generate, `video` layout: MPEG-4 files,
 340x280, 16 subjects x 16 clips = 256 clips, seed 0), predicted whole-clip (interval = the
 whole file, apex spotted: what `jobs/predict.py --input DIR` does). The model is the
 demo's (configs/demo.yaml: K=8, S=32, C3D width 0.125, delta input) with random weights,
-packaged as a model folder (mer.model_folder.package); throughput does not depend on the
+packaged as a model folder (mer.serving.model_folder.package); throughput does not depend on the
 weights' values. Ray is started here with num_cpus=2 (this machine's cores). Measured:
 - key frames alone: the pipeline's key-frame stage by itself (the same KeyFrames actors,
   two of them with one CPU each: all the CPUs), its output consumed and dropped;
-- predict: mer.inference.predict_clips end to end (key-frame actors, the model in a
+- predict: mer.serving.inference.predict_clips end to end (key-frame actors, the model in a
   Predictor actor pool with --cpus-per-predictor 0.25, Parquet/CSV written);
 - the model alone: its forward pass on ready key frames (mer.train.step.predict, as the
   Predictor runs it), in this process, one thread, for the demo's model and for the default
@@ -57,11 +57,11 @@ def model_folder(work: Path, overrides: list[str]) -> str:
     import torch
 
     from mer import config
-    from mer.checkpoints import save_state
-    from mer.export import final_run
-    from mer.model_folder import WEIGHTS, package
-    from mer.models import build_classifier
-    from mer.testing import write_random_keyframes
+    from mer.serving.export import final_run
+    from mer.serving.model_folder import WEIGHTS, package
+    from mer.testing.fakes import write_random_keyframes
+    from mer.train.checkpoints import save_state
+    from mer.train.models import build_classifier
 
     cfg = config.load(None, [f"root={work}", *overrides])
     kf = write_random_keyframes(
@@ -81,7 +81,7 @@ def keyframes_alone(items: list[dict], kf: dict, actors: int) -> float:
 
     import ray
 
-    from mer.inference import KEYFRAME_BATCH, KeyFrames
+    from mer.serving.inference import KEYFRAME_BATCH, KeyFrames
 
     t0 = time.perf_counter()
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / KEYFRAME_BATCH))
@@ -108,8 +108,8 @@ def model_alone(overrides: list[str], clips: int) -> float:
     import torch
 
     from mer import config
-    from mer.model_folder import plain_classifier
-    from mer.models import build_classifier
+    from mer.serving.model_folder import plain_classifier
+    from mer.train.models import build_classifier
     from mer.train.runtime import Worker, place
     from mer.train.step import predict
 
@@ -137,9 +137,9 @@ def main() -> None:
     import ray
     from keyframes import machine_parallelism, uptime
 
-    from mer.datasets.synthetic import generate
-    from mer.inference import find_clips, plan_keyframe_pool, predict_clips
-    from mer.model_folder import read_card
+    from mer.datasets.synthetic.generator import generate
+    from mer.serving.inference import find_clips, plan_keyframe_pool, predict_clips
+    from mer.serving.model_folder import read_card
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

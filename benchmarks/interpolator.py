@@ -3,17 +3,17 @@ flow warp.
 
     .venv/bin/python benchmarks/interpolator.py   # table on stdout, figures in benchmarks/interpolator.json
 
-One synthetic dataset (mer.datasets.synthetic.generate, CASME II layout, 6 subjects x 4
+One synthetic dataset (mer.datasets.synthetic.generator.generate, CASME II layout, 6 subjects x 4
 clips of 40-60 frames at 340x280, seed 0). Every frame of every clip is centre-cropped to
 280x280 and resampled to S x S RGB the way the key-frame stage resamples
-(mer.keyframes.scale_frame; no registration, so the synthetic head drift is part of the motion),
-at S = 32 and 64. Subjects 1-4 train one `mer.interpolator.Interpolator` per S (default
+(mer.keyframes.construction.scale_frame; no registration, so the synthetic head drift is part of the motion),
+at S = 32 and 64. Subjects 1-4 train one `mer.keyframes.interpolator.Interpolator` per S (default
 InterpolatorConfig: kernel 7, base 16, 3 levels; triplets with gaps up to --max-gap 16,
 batch 16, --steps32 / --steps64 steps on one CPU thread). Subjects 5-6 are held out: for
 gaps of 2, 4, 8 and 16 frames, every non-overlapping window (a, a + g) of each clip and every frame strictly
 inside it is a target at t = (c - a) / g. Each is rendered by the linear blend (what
 keyframes.interpolation "linear" does), the project's Farneback warp
-(mer.keyframes._flow_blend, "flow") and the learned interpolator. Scores per target on
+(mer.keyframes.construction._flow_blend, "flow") and the learned interpolator. Scores per target on
 uint8: PSNR, and SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K = 0.01/0.03,
 mean of the three channels), averaged over targets; t = 0.5 and the other t are listed apart.
 Most pixels barely change between frames of a micro-expression, so whole-frame scores sit
@@ -44,11 +44,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from mer.datasets import load_manifest  # noqa: E402
-from mer.datasets.synthetic import generate  # noqa: E402
-from mer.interpolator import Interpolator, InterpolatorConfig, train_interpolator  # noqa: E402
-from mer.keyframes import _flow_blend, scale_frame  # noqa: E402
-from mer.motion import FARNEBACK  # noqa: E402
-from mer.video import read_clip  # noqa: E402
+from mer.datasets.synthetic.generator import generate  # noqa: E402
+from mer.keyframes.construction import _flow_blend, scale_frame  # noqa: E402
+from mer.keyframes.interpolator import Interpolator, InterpolatorConfig, train_interpolator  # noqa: E402
+from mer.keyframes.motion import FARNEBACK  # noqa: E402
+from mer.keyframes.video import read_clip  # noqa: E402
 
 GAPS = (2, 4, 8, 16)
 # Grey levels: |b - a| above this is motion, not the clips' noise (p99 of |d| at gap 1 is 3).

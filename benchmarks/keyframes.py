@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/keyframes.py      # table on stdout, figures in benchmarks/keyframes.json
 
-One run, on one synthetic dataset (mer.datasets.synthetic.generate, CASME II layout: JPEG
+One run, on one synthetic dataset (mer.datasets.synthetic.generator.generate, CASME II layout: JPEG
 frame folders, default frame size 340x280, 16 subjects x 16 clips = 256, about CASME II's
 255; seed 0), measures clips/s for:
-- decode: `mer.video.read_clip` over each clip's onset..offset at full size, in this process;
-- construction: `mer.preprocess.build_record` with the default `keyframes` config (decode at
+- decode: `mer.keyframes.video.read_clip` over each clip's onset..offset at full size, in this process;
+- construction: `mer.keyframes.clip_records.build_record` with the default `keyframes` config (decode at
   the reduced scale it picks, motion curve, registration, `build_keyframes`), in this
   process, once with OpenCV's default thread count and once with `cv2.setNumThreads(1)`
   (what one core does); then, to show where the time goes, with full-size decoding (the
@@ -116,9 +116,10 @@ def main() -> None:
 
     from mer import config
     from mer.datasets import load_manifest
-    from mer.datasets.synthetic import generate
-    from mer.preprocess import build_keyframes_dataset, build_record, manifest_rows
-    from mer.video import read_clip
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.clip_records import build_record
+    from mer.keyframes.preprocess import build_keyframes_dataset, manifest_rows
+    from mer.keyframes.video import read_clip
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -177,22 +178,22 @@ def main() -> None:
     decoded_frames = dec["frames"]
 
     # Where the construction time goes: the same pass with the costly optional steps off.
-    # Not the default config (diff spots apexes less well; see mer/motion.py).
+    # Not the default config (diff spots apexes less well; see mer/keyframes/motion.py).
     variants = {}
-    import mer.video
+    import mer.keyframes.video
 
     def full_size_decode(fn):
-        """fn with frames kept at full size: mer.video's read_clip ignoring min_side and
+        """fn with frames kept at full size: mer.keyframes.video's read_clip ignoring min_side and
         reduce_frames doing nothing (build_record looks both up per call)."""
 
         def run(row):
-            read, reduce = mer.video.read_clip, mer.video.reduce_frames
-            mer.video.read_clip = lambda *a, min_side=None, **k: read(*a, **k)
-            mer.video.reduce_frames = lambda frames, min_side: frames
+            read, reduce = mer.keyframes.video.read_clip, mer.keyframes.video.reduce_frames
+            mer.keyframes.video.read_clip = lambda *a, min_side=None, **k: read(*a, **k)
+            mer.keyframes.video.reduce_frames = lambda frames, min_side: frames
             try:
                 return fn(row)
             finally:
-                mer.video.read_clip, mer.video.reduce_frames = read, reduce
+                mer.keyframes.video.read_clip, mer.keyframes.video.reduce_frames = read, reduce
 
         return run
 

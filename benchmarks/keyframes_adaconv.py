@@ -39,11 +39,11 @@ def main() -> None:
     import torch
 
     from mer import layout
-    from mer.datasets.synthetic import generate
-    from mer.interpolator import Interpolator, InterpolatorConfig
-    from mer.preprocess import build_keyframes_dataset
-    from mer.study import load_study
-    from mer.table import load_table
+    from mer.datasets.synthetic.generator import generate
+    from mer.evaluation.study import load_study
+    from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
+    from mer.keyframes.preprocess import build_keyframes_dataset
+    from mer.keyframes.table import load_table
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="mer-kf-adaconv-"))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mer.study import keyframe_facts  # noqa: E402
+from mer.evaluation.study import keyframe_facts  # noqa: E402
 
 
 def read(folder: str) -> pd.DataFrame:

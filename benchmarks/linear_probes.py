@@ -3,7 +3,7 @@ the same key frames, on the development set's groups (benchmarks/method_dev.py's
 
     .venv/bin/python benchmarks/linear_probes.py --keyframes runs/study/keyframes/synthetic/<dev hash>
 
-The linear baseline (mer.baselines) reads ONE difference image per clip, the key frame
+The linear baseline (mer.evaluation.baselines) reads ONE difference image per clip, the key frame
 nearest the annotated apex minus the onset key frame. The network reads all K key frames
 minus the onset and must find the apex itself. Each probe below is the baseline's regression
 (standardised, class-balanced, C by grouped CV over the training subjects only) on another
@@ -30,9 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from method_dev import group_runs  # noqa: E402
 
-from mer import baselines  # noqa: E402
+from mer.evaluation import baselines  # noqa: E402
+from mer.keyframes.table import load_table  # noqa: E402
 from mer.metrics import summarise  # noqa: E402
-from mer.table import load_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -39,7 +39,7 @@ def main() -> None:
 
     import torch
 
-    from mer.models import C3D
+    from mer.train.models import C3D
 
     torch.set_num_threads(args.threads)
     results = []

@@ -12,7 +12,7 @@ shaped a setting. The protocol: the development set's subjects in `--folds` grou
 each group is held out once, the others train (prior learning, then target learning, exactly
 the library's `train_prior` and `train_classifier` in this process on one thread), predictions
 pooled over groups: UF1 and UAR (mer.metrics.summarise). The linear baseline
-(mer.baselines, the leaderboards' `linear`) runs on the same groups. `train_uf1` is the same
+(mer.evaluation.baselines, the leaderboards' `linear`) runs on the same groups. `train_uf1` is the same
 models scored on their own training subjects: how well the network fits what it saw (a model
 that cannot fit its training clips is underfitting, not overfitting).
 
@@ -43,8 +43,8 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mer import config  # noqa: E402
+from mer.keyframes.table import load_table  # noqa: E402
 from mer.metrics import summarise  # noqa: E402
-from mer.table import load_table  # noqa: E402
 from mer.train import data  # noqa: E402
 from mer.train.runtime import Worker  # noqa: E402
 
@@ -136,10 +136,10 @@ def spread(z) -> float:
 
 
 def run(args) -> dict:
-    from mer.baselines import apex_minus_onset, predict_run
-    from mer.models import build_siamese
+    from mer.evaluation.baselines import apex_minus_onset, predict_run
     from mer.train.finetune import predict_run as predict_run_
     from mer.train.finetune import train_classifier
+    from mer.train.models import build_siamese
     from mer.train.pretrain import train_prior
     from mer.train.step import recompute_norms
 

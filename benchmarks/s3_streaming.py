@@ -5,17 +5,17 @@
 
 For each dataset (synthetic clips of CASME II's size, 340 x 280 px, 60-100 frames, as
 MPEG-4 videos or as JPEG frame folders) a moto S3 server holds the data and the run root,
-and a mer.local_cluster cluster runs the key-frame stage: a head with 0 CPUs and two decode
+and a mer.testing.local_cluster cluster runs the key-frame stage: a head with 0 CPUs and two decode
 nodes of 1 CPU, each its own raylet with its own HOME, TMPDIR and Ray temp dir.
 `jobs/preprocess.py` is submitted with `ray job submit`; its driver (on the head) generates
 the data onto S3, then two key-frame actors, one per decode node, read each clip's objects
-from S3 into memory and decode them there (mer.video: a video's bytes go to decord as a
+from S3 into memory and decode them there (mer.keyframes.video: a video's bytes go to decord as a
 file-like object, a folder's frames are fetched concurrently and decoded one by one).
 
 While the job runs, every process of each decode node (raylet, agents, the key-frame actor
 and its decoder helper) is sampled every 0.25 s from /proc: the node's memory is the sum of
 their resident sets (VmRSS), and each process's peak is its VmHWM. After the job, the
-nodes' working directories, HOMEs and TMPDIRs are listed (mer.local_cluster.
+nodes' working directories, HOMEs and TMPDIRs are listed (mer.testing.local_cluster.
 LocalCluster.files_outside_storage). Figures go to benchmarks/s3_streaming.json.
 """
 
@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.local_cluster import DECODE, LocalCluster  # noqa: E402
-from mer.local_processes import command_name, free_ports, processes  # noqa: E402
+from mer.testing.local_cluster import DECODE, LocalCluster  # noqa: E402
+from mer.testing.local_processes import command_name, free_ports, processes  # noqa: E402
 
 SIZE = [280, 340]  # height, width: CASME II's face crops
 FRAMES = [60, 100]
@@ -55,14 +55,14 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _label(pid: int) -> str:
-    """key-frame actor, decoder (its helper process: mer.decoder), or the command."""
+    """key-frame actor, decoder (its helper process: mer.keyframes.decoder), or the command."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "?"
     if b"ChunkWorker" in cmd:
         return "key-frame actor"
-    if b"mer.decoder" in cmd:
+    if b"mer.keyframes.decoder" in cmd:
         return "decoder"
     return command_name(pid)
 

@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/synthetic_baselines.py --presets megc-like --seed 1
     .venv/bin/python benchmarks/synthetic_baselines.py --presets casme2-like --size 170x140
 
-For each preset the script generates the set (timed; mer.datasets.synthetic.generate) and
+For each preset the script generates the set (timed; mer.datasets.synthetic.generator.generate) and
 scores, over LOSO folds keyed dataset/subject, pooled UF1 and UAR (mer.metrics.summarise;
 UF1 is the macro F1 over the 3 classes of all folds' predictions pooled) of:
   majority  the most frequent class among the training subjects' clips.
   linear    logistic regression on the apex-minus-onset grey difference: the onset and
-            apex frames read with mer.video.read_clip, grey, resized to 32 x 32 (area),
+            apex frames read with mer.keyframes.video.read_clip, grey, resized to 32 x 32 (area),
             apex minus onset, 1024 numbers. The apex is the ground truth's (the sheet's,
             where it gives one).
   oracle    'oracle region energy': logistic regression on two numbers per clip, the log
@@ -44,9 +44,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mer.datasets.synthetic import PRESETS, generate  # noqa: E402
+from mer.datasets.synthetic.generator import PRESETS, generate  # noqa: E402
+from mer.keyframes.video import read_clip  # noqa: E402
 from mer.metrics import summarise, uf1  # noqa: E402
-from mer.video import read_clip  # noqa: E402
 
 GRID = (0.01, 0.1, 1.0)
 SIDE = 32

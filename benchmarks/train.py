@@ -59,7 +59,7 @@ def uptime() -> str:
 
 def write_table(uri: str, *, subjects: int, clips: int, k: int, s: int, per_subject: bool = True):
     """A finished key-frame table of random frames (label in the colour), parts of 16 clips."""
-    from mer.testing import write_random_keyframes
+    from mer.testing.fakes import write_random_keyframes
 
     shutil.rmtree(uri, ignore_errors=True)
     return write_random_keyframes(
@@ -75,7 +75,7 @@ def write_table(uri: str, *, subjects: int, clips: int, k: int, s: int, per_subj
 
 
 def fold_run(uri: str) -> dict:
-    from mer.table import fold_specs, load_table, outer_runs
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
 
     return outer_runs(fold_specs(load_table(uri)))[0]
 
@@ -119,7 +119,7 @@ def timed_finetune_loop(config: dict) -> None:
 def run_plain(cfg, uri: str, run: dict) -> dict:
     import torch
 
-    from mer.table import load_table
+    from mer.keyframes.table import load_table
     from mer.train import data
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import Worker, set_threads
@@ -155,7 +155,7 @@ def data_loop(config: dict) -> None:
     import numpy as np
     import ray.train
 
-    from mer.table import load_table
+    from mer.keyframes.table import load_table
 
     res = {}
     # (a) per-worker load of the Parquet table, then index the fold (what mer.train does).
@@ -188,7 +188,7 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int) -> dic
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from mer.config import ResourcesConfig
-    from mer.table import read_keyframes
+    from mer.keyframes.table import read_keyframes
     from mer.train.runtime import scaling_config
 
     meta, clips, _ = read_keyframes(uri)  # warm the page cache for both ways

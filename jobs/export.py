@@ -32,8 +32,8 @@ def main() -> None:
     cfg = cli.load_config(args)
     cli.connect_ray(args, cfg)
     from mer import storage
-    from mer.export import export_model
-    from mer.model_folder import CARD
+    from mer.serving.export import export_model
+    from mer.serving.model_folder import CARD
 
     folder = export_model(
         cfg, args.experiment, config_id=args.config_id, name=args.name, seed=args.seed

@@ -24,8 +24,8 @@ def main() -> None:
     cli.connect_ray(args, cfg)
     from mer import layout
     from mer.config import NUM_CLASSES
-    from mer.pipeline import print_scores
-    from mer.table import load_table, outer_runs, select_folds
+    from mer.evaluation.stage import print_scores
+    from mer.keyframes.table import load_table, outer_runs, select_folds
     from mer.train.finetune import run_finetune
 
     kf = layout.keyframes_uri(cfg)

@@ -43,12 +43,12 @@ def main() -> None:
     p.add_argument("--out", help="output folder (default <root>/inspect/<hash or 'dataset'>)")
     args = p.parse_args()
     cfg = cli.load_config(args)
-    from mer import inspection
+    from mer.keyframes import inspection
 
     uri = args.keyframes or layout.keyframes_uri(cfg)
     finished = storage.exists(storage.join(uri, "_meta.json"))
     if not args.dataset and (finished or args.keyframes):
-        from mer.table import read_meta
+        from mer.keyframes.table import read_meta
 
         out = args.out or storage.join(cfg.root, "inspect", read_meta(uri)["hash"])
         summary = inspection.inspect_keyframes(uri, out, args.clips, names=args.clip, seed=cfg.seed)
@@ -56,7 +56,7 @@ def main() -> None:
         if not args.dataset:
             print(f"[inspect] no key-frame table at {uri} yet; inspecting the dataset root")
         if cfg.data.dataset == "synthetic" and not storage.exists(layout.data_root(cfg)):
-            from mer.pipeline import ensure_data
+            from mer.datasets.stage import ensure_data
 
             ensure_data(cfg)  # generated as jobs/preprocess.py would; an existing one is read
         out = args.out or storage.join(cfg.root, "inspect", "dataset")

@@ -20,7 +20,7 @@ def main() -> None:
     cli.add_resource_args(p)
     args = p.parse_args()
     cfg = cli.load_config(args)
-    from mer.pipeline import ensure_data
+    from mer.datasets.stage import ensure_data
 
     ensure_data(cfg)
     cli.connect_ray(args, cfg)

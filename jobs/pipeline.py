@@ -22,7 +22,8 @@ def main() -> None:
     cfg = cli.load_config(args)
     t0 = time.time()
     cli.connect_ray(args, cfg)
-    from mer import layout, results, results_report
+    from mer import layout
+    from mer.evaluation import results, results_report
     from mer.pipeline import run_pipeline
 
     run_pipeline(cfg)

@@ -54,7 +54,7 @@ def main() -> None:
             check_reachable(getattr(args, name), f"--{name}")
     # Ray's own logs go to <out>/logs/ (a temporary folder for an s3:// --out).
     cli.connect_ray(args, PipelineConfig(root=args.out))
-    from mer.inference import predict_clips, read_output
+    from mer.serving.inference import predict_clips, read_output
 
     summary = predict_clips(
         args.model,

@@ -18,8 +18,8 @@ from mer import cli
 def main() -> None:
     args = cli.parser(__doc__).parse_args()
     cfg = cli.load_config(args)
-    from mer.pipeline import ensure_data
-    from mer.preprocess import build_keyframes_dataset
+    from mer.datasets.stage import ensure_data
+    from mer.keyframes.preprocess import build_keyframes_dataset
 
     ensure_data(cfg)
     cli.connect_ray(args, cfg)

@@ -21,7 +21,7 @@ def main() -> None:
     cfg = cli.load_config(args)
     cli.connect_ray(args, cfg)
     from mer import layout
-    from mer.table import load_table, outer_runs, select_folds
+    from mer.keyframes.table import load_table, outer_runs, select_folds
     from mer.train.pretrain import run_pretraining
 
     kf = layout.keyframes_uri(cfg)

@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
     args = p.parse_args()
 
-    from mer import results, results_report
+    from mer.evaluation import results, results_report
 
     exp = results.load_experiment(results.resolve(args.experiment, args.root))
     if args.plots:
@@ -81,7 +81,7 @@ def main() -> None:
 
 def entry(exp, name: str, root: str | None):
     """(experiment, entry id) of a --compare argument: ID, or EXPERIMENT:ID."""
-    from mer import results
+    from mer.evaluation import results
 
     if ":" in name and not name.startswith("s3:"):
         other, _, eid = name.rpartition(":")

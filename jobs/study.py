@@ -26,8 +26,8 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="write the table from what has run")
     args = p.parse_args()
 
-    from mer import study as study_mod
-    from mer.study_report import markdown
+    from mer.evaluation import study as study_mod
+    from mer.evaluation.study_report import markdown
 
     overrides = list(args.set) + ([f"root={args.root}"] if args.root else [])
     cfg, study = study_mod.load_study(args.config, overrides)

@@ -9,8 +9,8 @@
     python jobs/synth.py runs/x --preset demo --option roll=1.0 --option amplitude=[0.5,2]
 
 Presets: simple | demo | casme2-like | megc-like; the flags and --option KEY=VALUE (any
-field of mer.datasets.synthetic_settings.Settings, VALUE in JSON) override the preset's.
-See mer/datasets/synthetic.py for what the clips contain; read them back with
+field of mer.datasets.synthetic.settings.Settings, VALUE in JSON) override the preset's.
+See mer/datasets/synthetic/generator.py for what the clips contain; read them back with
 `mer.datasets.load_manifest("synthetic", <out>)` (megc-like: also "megc2019").
 """
 
@@ -20,7 +20,7 @@ import time
 
 import _bootstrap  # noqa: F401  (before mer: the repository, not jobs/, on sys.path)
 
-from mer.datasets.synthetic import LAYOUTS, PRESETS, generate
+from mer.datasets.synthetic.generator import LAYOUTS, PRESETS, generate
 from mer.errors import MERError
 
 

@@ -25,7 +25,7 @@ def main() -> None:
     )
     cfg = cli.load_config(args, extra)
     cli.connect_ray(args, cfg)
-    from mer.pipeline import run_search_stage
+    from mer.evaluation.stage import run_search_stage
 
     run_search_stage(cfg)
 

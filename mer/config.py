@@ -26,7 +26,7 @@ class DataConfig:
     annotations: str | None = None  # sheet or MEGC2019 list; None = the dataset's default
     protocol: str = "3class"  # 3class | 5class
     options: dict = field(default_factory=dict)  # extra adapter arguments (megc2019 roots)
-    # Generator settings (mer.datasets.synthetic.generate's keyword arguments: a preset and
+    # Generator settings (mer.datasets.synthetic.generator.generate's keyword arguments: a preset and
     # options on top), used when dataset == "synthetic"; made once per distinct settings.
     synthetic: dict = field(default_factory=lambda: {"preset": "simple"})
 
@@ -42,7 +42,7 @@ class KeyframeConfig:
     stabilize: bool = True  # register frames to the onset frame (global head motion)
     # Where the registration's head shifts come from: "motion", the shifts the motion curve
     # measures anyway (flow median; interpolated between its samples), or "phase", phase
-    # correlation of each frame the key frames use (mer.align).
+    # correlation of each frame the key frames use (mer.keyframes.align).
     registration: str = "motion"
     decode_timeout: float = 60.0  # seconds before a hung decode is abandoned
     # Execution (not part of the output hash).
@@ -60,7 +60,7 @@ class KeyframeConfig:
 
 @dataclass
 class InterpolatorStageConfig:
-    """The learned key-frame interpolator (mer.interpolator), trained when
+    """The learned key-frame interpolator (mer.keyframes.interpolator), trained when
     keyframes.interpolation is adaconv, on the dataset's own frames (no labels)."""
 
     kernel_size: int = 7  # per-pixel 1-D kernels: reach (k - 1) / 2 px per frame
@@ -174,7 +174,7 @@ class SearchConfig:
 
 @dataclass
 class ExportConfig:
-    enabled: bool = True  # pipeline: after the search, train the final model (mer.export)
+    enabled: bool = True  # pipeline: after the search, train the final model (mer.serving.export)
     name: str = ""  # <root>/models/<name>/; "" = search.experiment
     config_id: str = ""  # "" = the nested-LOSO choice, else the leaderboard's top
 

@@ -14,6 +14,9 @@ import dataclasses
 import math
 from typing import Any
 
+# The data stage's registry and generator settings: both import nothing above mer.errors.
+from mer.datasets import DATASETS
+from mer.datasets.synthetic.settings import settings as synthetic_settings
 from mer.errors import ConfigError
 
 NUM_CLASSES = {"3class": 3, "5class": 5}
@@ -75,8 +78,6 @@ def _positive(name: str, value: float) -> None:
 def validate(cfg) -> None:
     """Range checks of a mer.config.PipelineConfig a user can trip; one sentence naming the
     setting and its allowed range."""
-    from mer.datasets import DATASETS
-
     if not cfg.root:
         raise ConfigError("config root is empty: give a local folder or s3://bucket/prefix")
     d = cfg.data
@@ -204,10 +205,8 @@ def check_finetune(ft, name: str, num_classes: int) -> None:
 
 
 def _check_synthetic(options: dict) -> None:
-    from mer.datasets.synthetic import settings
-
     try:
-        settings(**options)
+        synthetic_settings(**options)
     except ConfigError as e:
         raise ConfigError(f"config data.synthetic: {e}") from None
     except TypeError as e:  # e.g. a preset given twice

@@ -24,12 +24,17 @@ finished work.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
 
+import pandas as pd
+
 from mer import storage
 from mer.config import PipelineConfig
+from mer.datasets.synthetic.settings import VERSION as GENERATOR_VERSION
+from mer.datasets.synthetic.settings import settings as synthetic_settings
 from mer.errors import ConfigError
 
 # keyframes.* settings that change speed or run control, not the key frames written.
@@ -70,15 +75,11 @@ def _pretrain(cfg: PipelineConfig, drop: tuple[str, ...] = ()) -> dict:
 def data_settings(cfg: PipelineConfig) -> dict:
     d = cfg.data
     if d.dataset == "synthetic":
-        import dataclasses
-
-        from mer.datasets.synthetic import VERSION, settings
-
         # The resolved generator settings: a preset and the same values spelt out are one set.
-        resolved = dataclasses.asdict(settings(**d.synthetic))
+        resolved = dataclasses.asdict(synthetic_settings(**d.synthetic))
         return {
             "data.dataset": "synthetic",
-            "data.generator_version": VERSION,
+            "data.generator_version": GENERATOR_VERSION,
             "data.protocol": d.protocol,
             **flatten("data.synthetic", resolved),
         }
@@ -218,8 +219,6 @@ def predictions_uri(out: str, seed: int, run_id: str) -> str:
 def read_predictions(out: str):
     """Every finished unit's per-clip predictions under `out` (seed-*/<run>.parquet) as one
     pandas DataFrame; empty if none yet."""
-    import pandas as pd
-
     frames = []
     for folder in storage.listdir(out):
         if not folder.startswith("seed-"):

@@ -6,13 +6,13 @@
 
 What it does (tests/test_distributed.py checks the same, with assertions):
 1. starts a local S3 endpoint (moto server) with a bucket `mer-demo`;
-2. starts a Ray cluster of separate raylets (mer.local_cluster), each node in its own
+2. starts a Ray cluster of separate raylets (mer.testing.local_cluster), each node in its own
    folder under /tmp/mer-c-*/ with its own working dir, HOME, TMPDIR and Ray temp dir:
    a head with 0 CPUs (job driver, GCS, dashboard), decode-1 and decode-2 (1 CPU and one
    `decode` slot each: cluster.yaml's CPU type) and accel-1 (3 CPUs and one
    `accelerator`, standing in for the GPU type's GPU). Token authentication is on;
 3. submits `jobs/pipeline.py --root s3://mer-demo/run` with `ray job submit --working-dir .`
-   and the settings that keep each stage on its node type (mer.local_cluster.PLACEMENT);
+   and the settings that keep each stage on its node type (mer.testing.local_cluster.PLACEMENT);
 4. prints where the key-frame tasks and the training workers ran (Ray's state API), the
    files the run left on the nodes' disks (none expected) and the leaderboard, queried
    from a fresh process through S3;
@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster  # noqa: E402
-from mer.local_processes import free_ports  # noqa: E402
+from mer.testing.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster  # noqa: E402
+from mer.testing.local_processes import free_ports  # noqa: E402
 
 
 def main() -> None:

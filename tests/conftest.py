@@ -85,7 +85,7 @@ def ray_local(s3_endpoint):
 
 def write_fake_keyframes(uri: str, subjects: int = 4, clips: int = 6, k: int = 8, s: int = 32):
     """A finished key-frame table of random frames whose colour encodes the label (no video)."""
-    from mer.testing import write_random_keyframes
+    from mer.testing.fakes import write_random_keyframes
 
     return write_random_keyframes(uri, subjects=subjects, clips=clips, k=k, s=s)
 
@@ -99,9 +99,9 @@ def fake_keyframes(tmp_path_factory):
 def synthetic_keyframes(tmp_path_factory):
     """Synthetic micro-expressions (8 subjects x 6 clips) as a finished key-frame table."""
     from mer import config
-    from mer.datasets.synthetic import generate
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.preprocess import build_keyframes_dataset
     from mer.layout import keyframes_uri
-    from mer.preprocess import build_keyframes_dataset
 
     root = tmp_path_factory.mktemp("synthetic-run")
     data = root / "data"

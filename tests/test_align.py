@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mer.align import estimate_shifts, stabilize
 from mer.errors import InputError
+from mer.keyframes.align import estimate_shifts, stabilize
 
 
 def _face(h=170, w=140, seed=0):
@@ -48,7 +48,7 @@ def _drifting(base, steps):
 
 
 def test_registered_key_frames_lose_the_drift():
-    from mer.keyframes import build_keyframes
+    from mer.keyframes.construction import build_keyframes
 
     base = _face(340, 280)  # halved once before the shifts are measured
     frames = _drifting(base, [(0.3 * t, -0.2 * t) for t in range(12)])  # up to 3.3 px
@@ -65,7 +65,7 @@ def test_registered_key_frames_lose_the_drift():
 
 
 def test_key_frame_resampling_moves_content_by_the_shift():
-    from mer.keyframes import scale_frame
+    from mer.keyframes.construction import scale_frame
 
     base = _face(340, 280)
     shifted = _drifting(base, [(0, 0), (4.0, -2.0)])  # content 4 px right, 2 px up
@@ -78,7 +78,7 @@ def test_key_frame_resampling_moves_content_by_the_shift():
 
 
 def test_reduced_gray_and_source_frames():
-    from mer.align import reduce_gray, source_frames
+    from mer.keyframes.align import reduce_gray, source_frames
 
     frames = np.zeros((3, 301, 260, 3), np.uint8)
     gray, factor = reduce_gray(frames)
@@ -97,7 +97,7 @@ def test_large_shift_is_found_from_the_coarse_peak():
 
 
 def test_translate_is_warp_affine_bicubic():
-    from mer.align import translate
+    from mer.keyframes.align import translate
 
     base = _face(170, 140)
     h, w = base.shape[:2]
@@ -124,11 +124,11 @@ def test_translate_is_warp_affine_bicubic():
 
 
 def test_motion_drift_follows_the_head_and_registers_key_frames():
-    # The head shifts the motion curve measures (mer.motion.measure_motion) serve as the
+    # The head shifts the motion curve measures (mer.keyframes.motion.measure_motion) serve as the
     # registration: known drift, sub-pixel, measured on the grey copy the pipeline uses.
-    from mer.align import reduce_gray
-    from mer.keyframes import build_keyframes
-    from mer.motion import measure_motion
+    from mer.keyframes.align import reduce_gray
+    from mer.keyframes.construction import build_keyframes
+    from mer.keyframes.motion import measure_motion
 
     base = _face(340, 280)
     steps = [(0.15 * t, -0.1 * t + 0.05 * t * t / 12) for t in range(24)]  # up to 3.5 px
@@ -157,8 +157,8 @@ def test_motion_drift_reports_a_head_jump_it_cannot_follow():
     # A sudden jump within reach is followed (after the sample interval it falls in); a
     # larger one is reported as lost (drift None), so build_record registers that clip by
     # phase correlation instead.
-    from mer.align import reduce_gray
-    from mer.motion import measure_motion
+    from mer.keyframes.align import reduce_gray
+    from mer.keyframes.motion import measure_motion
 
     base = _face(340, 280)
     for jump, followed in ((16, True), (40, False)):

@@ -2,10 +2,10 @@
 stage and accelerator nodes for training, and removes every worker node once idle.
 
 The head runs the autoscaler with Ray's fake multi-node provider (worker nodes are raylets
-on this machine, each in its own folders: mer.fake_nodes), started by pid as in
-mer.local_cluster, never with ray.cluster_utils.AutoscalingCluster (its start and shutdown
+on this machine, each in its own folders: mer.testing.fake_nodes), started by pid as in
+mer.testing.local_cluster, never with ray.cluster_utils.AutoscalingCluster (its start and shutdown
 run `ray stop --force`, which ends every Ray of the user on the machine). The node types
-are cluster.yaml's worker types at this machine's scale (mer.autoscaler_stand_in.
+are cluster.yaml's worker types at this machine's scale (mer.testing.autoscaler_stand_in.
 stand_in_node_types: a 1-CPU decode type carrying `decode`, a 3-CPU accelerator type
 carrying `accelerator` in place of the GPU), both from 0, idle timeout 0.3 min. The tiny
 pipeline (one search configuration) is submitted with the placement settings of a cluster
@@ -29,13 +29,13 @@ import pytest
 import yaml
 from tests_paths import REPO, wait_until
 
-from mer.autoscaler_stand_in import (
+from mer.testing.autoscaler_stand_in import (
     fake_autoscaling_config,
     node_timeline,
     stage_times,
     stand_in_node_types,
 )
-from mer.local_cluster import PLACEMENT, LocalCluster
+from mer.testing.local_cluster import PLACEMENT, LocalCluster
 
 pytestmark = [
     pytest.mark.slow,

@@ -321,8 +321,8 @@ def test_rayjob_only_the_cpu_group_decodes(rayjob):
 
 def test_stand_in_node_types_follow_cluster_yaml(cluster):
     """The autoscaling test's node types are cluster.yaml's, scaled to this machine."""
-    from mer.autoscaler_stand_in import stand_in_node_types
-    from mer.local_cluster import ACCELERATOR
+    from mer.testing.autoscaler_stand_in import stand_in_node_types
+    from mer.testing.local_cluster import ACCELERATOR
 
     types = stand_in_node_types(cluster, {"ray.worker.cpu": 1, "ray.worker.gpu": 3})
     assert types["ray.worker.cpu"]["resources"] == {"CPU": 1, DECODE: 1}

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from mer import storage
 from mer.datasets import load_manifest
-from mer.datasets.synthetic import (
+from mer.datasets.synthetic.generator import (
     CLASS_PRIOR,
     generate,
     ground_truth,
@@ -415,7 +415,7 @@ def test_au_mixture_same_seed_same_bytes(tmp_path):
 
 
 def test_synthetic_json_records_every_setting(tmp_path):
-    from mer.datasets.synthetic import settings
+    from mer.datasets.synthetic.settings import settings
 
     root = str(tmp_path)
     generate(root, preset="casme2-like", seed=4, label_noise=0.1, roll=1.0, **SMALL)

@@ -1,12 +1,12 @@
 """The pipeline on several Ray nodes with S3 as the only shared storage.
 
 A head that does no work (0 CPUs) and three worker nodes, each its own raylet with its own
-working directory, HOME, TMPDIR and Ray temp dir (mer.local_cluster): two decode nodes
+working directory, HOME, TMPDIR and Ray temp dir (mer.testing.local_cluster): two decode nodes
 carrying `decode`, as cluster.yaml's CPU worker type does, and one accelerator node carrying
 `accelerator` in place of the GPU type's GPU. Data and run root are on a moto S3 server and
 nowhere else. The tiny pipeline is submitted with `ray job submit --working-dir .` under
 token authentication, with the settings a cluster run uses to keep each stage on its node
-type (mer.local_cluster.PLACEMENT). Then Ray's state API says where the work ran, every
+type (mer.testing.local_cluster.PLACEMENT). Then Ray's state API says where the work ran, every
 node's disk is searched for files the run wrote outside S3, and the results are queried
 from a fresh process through S3 alone.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from tests_paths import REPO
 
-from mer.local_cluster import ACCELERATOR, PLACEMENT, placement_cluster
+from mer.testing.local_cluster import ACCELERATOR, PLACEMENT, placement_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,7 +42,7 @@ TRAIN_WORKER = "RayTrainWorker"
 
 @pytest.fixture(scope="module")
 def cluster(s3_endpoint):
-    """mer.local_cluster.placement_cluster; nodes inherit the AWS_* settings of s3_endpoint."""
+    """mer.testing.local_cluster.placement_cluster; nodes inherit the AWS_* settings of s3_endpoint."""
     with placement_cluster() as c:
         yield c
 

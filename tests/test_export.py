@@ -16,14 +16,15 @@ import pytest
 import torch
 from tests_paths import REPO
 
-from mer import config, layout, results, search, storage
-from mer.baselines import run_baselines
-from mer.checkpoints import load_state
+from mer import config, layout, storage
 from mer.errors import ConfigError, InputError
-from mer.export import choose_config, export_model, final_run
-from mer.model_folder import PORTABLE_TOLERANCE, load_model
-from mer.models import build_classifier
-from mer.table import load_table, select_folds
+from mer.evaluation import results, search
+from mer.evaluation.baselines import run_baselines
+from mer.keyframes.table import load_table, select_folds
+from mer.serving.export import choose_config, export_model, final_run
+from mer.serving.model_folder import PORTABLE_TOLERANCE, load_model
+from mer.train.checkpoints import load_state
+from mer.train.models import build_classifier
 from mer.train.step import predict
 
 TINY = [

@@ -1,4 +1,4 @@
-"""mer.faces: Haar face box, one square crop per clip, the no-face fallback."""
+"""mer.keyframes.faces: Haar face box, one square crop per clip, the no-face fallback."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mer.faces import crop, detect_face_box, face_crop_box
+from mer.keyframes.faces import crop, detect_face_box, face_crop_box
 
 
 def _drawn_face(side: int) -> np.ndarray:
@@ -83,9 +83,9 @@ def test_grayscale_frame_is_accepted():
 
 
 def test_eye_boxes_on_synthetic_faces():
-    from mer.datasets.synthetic_faces import draw_face
-    from mer.faces import EYE_MAX_SHARE, detect_eye_boxes
-    from mer.video import halve
+    from mer.datasets.synthetic.faces import draw_face
+    from mer.keyframes.faces import EYE_MAX_SHARE, detect_eye_boxes
+    from mer.keyframes.video import halve
 
     found = 0
     for seed in range(6):

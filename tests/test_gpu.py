@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mer.losses import FocalLoss, class_balance_alpha
-from mer.models import C3D, ClassifierC3D, freeze
+from mer.train.losses import FocalLoss, class_balance_alpha
+from mer.train.models import C3D, ClassifierC3D, freeze
 from mer.train.step import forward_loss, train_step
 
 pytestmark = [
@@ -159,11 +159,11 @@ def test_training_input_on_cuda_matches_cpu(cuda):
 
 def test_key_frame_interpolator_on_cuda_renders_the_cpus_frames(cuda, tmp_path):
     # keyframes.gpus > 0: the key-frame actors load the learned interpolator onto their GPU
-    # (mer.clip_records.load_interpolator); its frames may differ from the CPU's by rounding.
+    # (mer.keyframes.clip_records.load_interpolator); its frames may differ from the CPU's by rounding.
     import numpy as np
 
-    from mer.clip_records import load_interpolator
-    from mer.interpolator import Interpolator, InterpolatorConfig
+    from mer.keyframes.clip_records import load_interpolator
+    from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
 
     torch.manual_seed(0)
     uri = str(tmp_path / "ip.pt")

@@ -16,8 +16,9 @@ from tests_paths import REPO
 
 from mer import config, layout, storage
 from mer.errors import InputError
-from mer.export import train_weights
-from mer.inference import (
+from mer.keyframes.table import fold_specs, load_table, outer_runs
+from mer.serving.export import train_weights
+from mer.serving.inference import (
     UNSET,
     clip_record,
     find_clips,
@@ -26,8 +27,7 @@ from mer.inference import (
     read_clip_list,
     read_output,
 )
-from mer.model_folder import load_model, package
-from mer.table import fold_specs, load_table, outer_runs
+from mer.serving.model_folder import load_model, package
 
 # Inference and training-time evaluation run the same float32 operations on byte-identical
 # key frames; only the batch composition (and so, possibly, the kernels' blocking) may
@@ -53,8 +53,8 @@ SMALL = [
 def fold_model(ray_local, tmp_path_factory):
     """One real fold run on synthetic videos (3 subjects x 3 clips): its weights and its
     saved held-out predictions, packaged as a model folder."""
-    from mer.datasets.synthetic import generate
-    from mer.preprocess import build_keyframes_dataset
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.preprocess import build_keyframes_dataset
 
     root = tmp_path_factory.mktemp("fold-model")
     data = root / "data"
@@ -342,10 +342,10 @@ def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
 
 
 def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
-    import mer.video
+    import mer.keyframes.video
 
     info = {"frames": 20000, "fps": 30.0, "height": 480, "width": 640, "first": 0, "last": 19999}
-    monkeypatch.setattr(mer.video, "probe", lambda source, timeout=None: info)
+    monkeypatch.setattr(mer.keyframes.video, "probe", lambda source, timeout=None: info)
     clip = {"path": "long.mp4", "source": "long.mp4", "onset": UNSET, "apex": UNSET}
     with pytest.raises(InputError, match="too long to decode whole .*--clips"):
         clip_record({**clip, "offset": UNSET}, {"decode_timeout": 1})
@@ -354,13 +354,13 @@ def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
 def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     """Key frames rendered by the learned interpolator (keyframes.interpolation adaconv):
     the model folder carries it, and inference renders with it as training did."""
-    from mer.checkpoints import save_state
-    from mer.export import final_run
-    from mer.inference import KeyFrames, keyframe_settings
-    from mer.interpolator import Interpolator, InterpolatorConfig
-    from mer.models import build_classifier
-    from mer.preprocess import build_record
-    from mer.testing import write_random_keyframes
+    from mer.keyframes.clip_records import build_record
+    from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
+    from mer.serving.export import final_run
+    from mer.serving.inference import KeyFrames, keyframe_settings
+    from mer.testing.fakes import write_random_keyframes
+    from mer.train.checkpoints import save_state
+    from mer.train.models import build_classifier
 
     cfg = config.load(None, [f"root={tmp_path}", *SMALL, "keyframes.interpolation=adaconv"])
     torch.manual_seed(0)

@@ -16,8 +16,9 @@ from tests_paths import REPO
 
 from mer import config
 from mer.datasets import load_manifest
-from mer.datasets.synthetic import generate
-from mer.inspection import (
+from mer.datasets.synthetic.generator import generate
+from mer.keyframes.construction import adaptive_positions
+from mer.keyframes.inspection import (
     choose_clips,
     clip_motion,
     contact_sheet,
@@ -27,10 +28,9 @@ from mer.inspection import (
     reason_kind,
     summarise_dataset,
 )
-from mer.keyframes import adaptive_positions
+from mer.keyframes.preprocess import build_keyframes_dataset
+from mer.keyframes.table import read_keyframes, read_rejects
 from mer.layout import keyframes_uri
-from mer.preprocess import build_keyframes_dataset
-from mer.table import read_keyframes, read_rejects
 
 SETTINGS = ["keyframes.k=8", "keyframes.size=32"]
 
@@ -204,9 +204,9 @@ def test_contact_sheet_without_motion_curve(tmp_path):
 
 
 def test_table_of_several_parts_whose_sources_are_gone(tmp_path):
-    from mer.inspection import _read_frames
-    from mer.table import read_meta
-    from mer.testing import write_random_keyframes
+    from mer.keyframes.inspection import _read_frames
+    from mer.keyframes.table import read_meta
+    from mer.testing.fakes import write_random_keyframes
 
     uri = write_random_keyframes(str(tmp_path / "kf"), subjects=2, clips=3, part_size=2)
     summary = inspect_keyframes(uri, str(tmp_path / "out"), clips=4, progress=lambda s: None)

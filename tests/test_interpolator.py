@@ -1,4 +1,4 @@
-"""mer.interpolator: the separable local convolution, learning on synthetic translations,
+"""mer.keyframes.interpolator: the separable local convolution, learning on synthetic translations,
 exact endpoints, triplet sampling, and one-sentence errors on load."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mer.errors import ConfigError, InputError
-from mer.interpolator import (
+from mer.keyframes.interpolator import (
     Interpolator,
     InterpolatorConfig,
     sample_triplets,
@@ -160,7 +160,9 @@ def test_load_mismatched_or_foreign_checkpoint_is_one_sentence(tmp_path):
     state = Interpolator(SMALL).state_dict()
     config = {**vars(SMALL), "kernel_size": 7}
     buf = io.BytesIO()
-    torch.save({"format": "mer.interpolator/1", "config": config, "state_dict": state}, buf)
+    torch.save(
+        {"format": "mer.keyframes.interpolator/1", "config": config, "state_dict": state}, buf
+    )
     mismatched = tmp_path / "mismatched.pt"
     mismatched.write_bytes(buf.getvalue())
     foreign = tmp_path / "foreign.pt"

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from mer import config, layout, storage
-from mer.datasets.synthetic import generate
+from mer.datasets.synthetic.generator import generate
 from mer.errors import ConfigError, InputError
-from mer.preprocess import build_keyframes_dataset
-from mer.table import read_keyframes
+from mer.keyframes.preprocess import build_keyframes_dataset
+from mer.keyframes.table import read_keyframes
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_interpolator_is_keyed_and_chained_into_the_key_frames(tmp_path):
 
 
 def test_a_gpu_share_keys_only_the_learned_interpolators_frames_and_needs_a_gpu(tmp_path):
-    from mer.clip_records import load_interpolator
-    from mer.interpolator import Interpolator, InterpolatorConfig
+    from mer.keyframes.clip_records import load_interpolator
+    from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
 
     data = str(tmp_path)
     adaconv = cfg_for(tmp_path, data, "keyframes.interpolation=adaconv")
@@ -87,7 +87,7 @@ def test_key_frames_without_a_trained_interpolator_say_so(tmp_path, data):
 
 
 def test_trained_on_ray_and_used_for_fractional_key_frames(ray_local, tmp_path, data):
-    from mer.interpolator import Interpolator
+    from mer.keyframes.interpolator import Interpolator
     from mer.train.interpolate import run_interpolator
 
     cfg = cfg_for(tmp_path, data, "keyframes.interpolation=adaconv")

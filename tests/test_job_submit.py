@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from tests_paths import REPO
 
-from mer import local_processes
+from mer.testing import local_processes
 
 pytestmark = [
     pytest.mark.slow,
@@ -106,7 +106,7 @@ def head_processes(tmp: Path) -> dict[int, str]:
 
 def stop_head(tmp: Path) -> list[str]:
     """Stop the head in `tmp`: the raylet first, then the rest, then gcs_server; SIGKILL what
-    outlives the grace (mer.local_processes.stop_in_stages). Returns the command names of the
+    outlives the grace (mer.testing.local_processes.stop_in_stages). Returns the command names of the
     processes that needed SIGKILL."""
     return local_processes.stop_in_stages(lambda: head_processes(tmp))
 

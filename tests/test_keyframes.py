@@ -1,4 +1,4 @@
-"""mer.keyframes: apex spotting on synthetic clips, adaptive key frames, interpolation."""
+"""mer.keyframes.construction: apex spotting on synthetic clips, adaptive key frames, interpolation."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer.datasets.synthetic import generate
+from mer.datasets.synthetic.generator import generate
 from mer.errors import ConfigError, InputError
-from mer.faces import crop, face_crop_box
-from mer.keyframes import KeyFrames, adaptive_positions, build_keyframes, motion_curve, spot_apex
-from mer.video import read_clip
+from mer.keyframes.construction import (
+    KeyFrames,
+    adaptive_positions,
+    build_keyframes,
+    motion_curve,
+    spot_apex,
+)
+from mer.keyframes.faces import crop, face_crop_box
+from mer.keyframes.video import read_clip
 
 # Apex spotting is measured on the synthetic generator's clips, whose true apex is known:
 # 48 clips (8 subjects x 6) at half the CASME II size, blinks, drift, flicker and noise as
@@ -58,7 +64,7 @@ def test_spotted_apex_is_within_5_percent_for_90_percent_of_clips(clips, flow_cu
 
 
 def test_diff_mode_spots_most_apexes(clips):
-    # "diff" is the cheaper, less blink-robust mode (see mer/motion.py).
+    # "diff" is the cheaper, less blink-robust mode (see mer/keyframes/motion.py).
     spotted = [spot_apex(face, 0, mode="diff") for face, _, _ in clips]
     assert _hit_rate(spotted, clips) >= 0.75
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mer.errors import ConfigError
-from mer.losses import ContrastiveLoss, EpisodeContrastiveLoss, FocalLoss, class_balance_alpha
+from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss, FocalLoss, class_balance_alpha
 
 
 def _focal_by_hand(logits, target, gamma, alpha):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mer.errors import ConfigError
-from mer.models import (
+from mer.train.models import (
     C3D,
     ClassifierC3D,
     SiameseC3D,

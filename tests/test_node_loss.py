@@ -1,7 +1,7 @@
 """A worker node lost as a spot interruption would lose it: its raylet and every process on
 it killed (SIGKILL), once during the key-frame stage and once during training.
 
-Cluster (mer.local_cluster): a head that does no work, decode-1 and decode-2 (1 CPU and one
+Cluster (mer.testing.local_cluster): a head that does no work, decode-1 and decode-2 (1 CPU and one
 `decode` slot each, as cluster.yaml's CPU type), accel-1 (3 CPUs, `accelerator` in place
 of the GPU type's GPU); S3 (moto) is the only shared storage. After each kill a replacement
 node of the same type joins, as the autoscaler would start one. Each job is submitted with
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from tests_paths import REPO, wait_until
 
-from mer.local_cluster import ACCELERATOR, DECODE, PLACEMENT, placement_cluster
+from mer.testing.local_cluster import ACCELERATOR, DECODE, PLACEMENT, placement_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,7 +44,7 @@ SNAPSHOT = "/checkpoint_manager_snapshot.json"  # Ray Train's list of registered
 
 @pytest.fixture(scope="module")
 def cluster(s3_endpoint):
-    """mer.local_cluster.placement_cluster; nodes inherit the AWS_* settings of s3_endpoint."""
+    """mer.testing.local_cluster.placement_cluster; nodes inherit the AWS_* settings of s3_endpoint."""
     with placement_cluster() as c:
         yield c
 
@@ -135,7 +135,7 @@ def test_decode_node_lost_during_the_keyframe_stage(cluster):
 
 def test_accelerator_node_lost_during_training(cluster):
     from mer import config, layout, storage
-    from mer.testing import write_random_keyframes
+    from mer.testing.fakes import write_random_keyframes
 
     run = f"tr-{uuid.uuid4().hex[:8]}"
     root = f"s3://mer-test/{run}"

@@ -11,16 +11,16 @@ import pytest
 
 from mer import config, storage
 from mer.datasets import load_manifest
-from mer.datasets.synthetic import generate
-from mer.layout import keyframes_uri
-from mer.preprocess import (
+from mer.datasets.synthetic.generator import generate
+from mer.keyframes.preprocess import (
     _chunk_name,
     build_keyframes_dataset,
     chunk_items,
     manifest_rows,
     process_chunk,
 )
-from mer.table import read_keyframes
+from mer.keyframes.table import read_keyframes
+from mer.layout import keyframes_uri
 
 SCHEMA = {
     "dataset": "string",
@@ -79,7 +79,7 @@ def with_corrupt_clips(manifest: pd.DataFrame, folder) -> pd.DataFrame:
     frames.mkdir(exist_ok=True)
     import cv2
 
-    from mer.video import read_clip
+    from mer.keyframes.video import read_clip
 
     clip = read_clip(good["source"], 0, 5)
     for i, f in enumerate(clip):
@@ -190,7 +190,7 @@ def test_too_many_rejects_stop_the_run_with_their_reasons(ray_local, video_data,
 
 
 def test_a_bug_in_our_code_fails_the_stage_instead_of_rejecting(video_data, tmp_path, monkeypatch):
-    import mer.preprocess as pp
+    import mer.keyframes.preprocess as pp
 
     cfg = cfg_for(tmp_path, video_data)
     rows = manifest_rows(load_manifest("synthetic", video_data))
@@ -239,11 +239,11 @@ def test_output_on_s3(ray_local, s3_endpoint, video_data):
 def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
     """With face_crop on, the crop is halved by means as often as it stays at least
     MIN_SIDE px (here once) and gives the key frames a full-size build would."""
-    from mer.align import reduce_gray
-    from mer.faces import crop, face_crop_box
-    from mer.keyframes import build_keyframes, motion_curve
-    from mer.preprocess import build_record
-    from mer.video import read_clip
+    from mer.keyframes.align import reduce_gray
+    from mer.keyframes.clip_records import build_record
+    from mer.keyframes.construction import build_keyframes, motion_curve
+    from mer.keyframes.faces import crop, face_crop_box
+    from mer.keyframes.video import read_clip
 
     data = tmp_path / "data"
     generate(str(data), subjects=1, clips_per_subject=2, seed=5, size=(680, 560), frames=(24, 30))
@@ -280,9 +280,9 @@ def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
 
 
 def test_synthetic_data_rendered_as_ray_tasks_matches_one_process(ray_local, tmp_path):
-    """The pipeline's data stage renders subjects as Ray tasks (mer.pipeline._ray_map): the
+    """The pipeline's data stage renders subjects as Ray tasks (mer.datasets.stage.ray_map): the
     same files as rendering them here, one after another."""
-    from mer.pipeline import _ray_map
+    from mer.datasets.stage import ray_map as _ray_map
 
     def files(root):
         return {

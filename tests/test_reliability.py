@@ -20,7 +20,7 @@ class Payload:
 
 
 def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
-    from mer.checkpoints import load_state, save_state
+    from mer.train.checkpoints import load_state, save_state
 
     good = str(tmp_path / "good.pt")
     save_state({"w": torch.ones(2), "epoch": 3}, good)
@@ -34,10 +34,10 @@ def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
 
 
 def test_same_config_and_seed_give_identical_key_frames(tmp_path):
-    from mer.datasets.synthetic import generate
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.preprocess import build_keyframes_dataset
+    from mer.keyframes.table import read_keyframes
     from mer.layout import keyframes_uri
-    from mer.preprocess import build_keyframes_dataset
-    from mer.table import read_keyframes
 
     data = tmp_path / "data"
     generate(str(data), subjects=2, clips_per_subject=3, seed=5, size=(96, 80), frames=(40, 50))
@@ -55,8 +55,8 @@ def test_same_config_and_seed_give_identical_key_frames(tmp_path):
 
 
 def test_same_seed_gives_same_predictions_on_cpu(fake_keyframes):
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
     from mer.metrics import summarise
-    from mer.table import fold_specs, load_table, outer_runs
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import Worker
 
@@ -93,10 +93,15 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
     from moto.server import ThreadedMotoServer
 
     from mer.datasets import load_manifest
-    from mer.datasets.synthetic import generate
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.preprocess import (
+        build_keyframes_dataset,
+        chunk_items,
+        manifest_rows,
+        process_chunk,
+    )
+    from mer.keyframes.table import read_keyframes
     from mer.layout import keyframes_uri
-    from mer.preprocess import build_keyframes_dataset, chunk_items, manifest_rows, process_chunk
-    from mer.table import read_keyframes
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from mer import results, results_report, stats, storage
+from mer import storage
+from mer.evaluation import results, results_report, stats
 
 SUBJECTS = [f"s{i:02d}" for i in range(10)]
 CLIPS = 4  # per subject
@@ -115,7 +116,7 @@ def test_leaderboard_ranks_complete_configurations_only_and_marks_ties(experimen
 
 def independent_bootstrap(pa_, pb, seeds, subjects, n=20000, seed=123):
     """Paired subject bootstrap of mean-over-seeds pooled UF1 A - B, written without
-    mer.stats: per subject and seed the counts of true positives, true and predicted labels
+    mer.evaluation.stats: per subject and seed the counts of true positives, true and predicted labels
     per class; resampled subjects' counts are summed and scored as F1 = 2 TP / (T + P)."""
     rng = np.random.default_rng(seed)
 

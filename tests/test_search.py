@@ -17,8 +17,9 @@ from conftest import write_fake_keyframes
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from tests_paths import REPO, wait_until
 
-from mer import config, layout, results, storage
-from mer.pipeline import run_search_stage
+from mer import config, layout, storage
+from mer.evaluation import results
+from mer.evaluation.stage import run_search_stage
 
 TINY = [
     "data.dataset=synthetic",

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mer import config
-from mer.losses import FocalLoss
-from mer.models import C3D, ClassifierC3D
 from mer.train import data
+from mer.train.losses import FocalLoss
+from mer.train.models import C3D, ClassifierC3D
 from mer.train.runtime import Worker, compile_model
 from mer.train.step import forward_loss, train_step
 
@@ -36,7 +36,7 @@ def test_frames_on_the_device_give_the_same_batches():
 
 
 def test_a_fold_run_with_the_table_on_the_device_is_the_same_run(fake_keyframes):
-    from mer.table import fold_specs, load_table, outer_runs
+    from mer.keyframes.table import fold_specs, load_table, outer_runs
     from mer.train.finetune import train_fold_run
 
     table = load_table(fake_keyframes)
@@ -82,7 +82,7 @@ def test_the_compiled_step_trains_like_the_eager_one():
 
 
 def test_recomputed_norms_are_the_average_over_the_given_clips():
-    from mer.models import freeze
+    from mer.train.models import freeze
     from mer.train.step import recompute_norms
 
     model = tiny()

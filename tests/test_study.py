@@ -1,5 +1,5 @@
 """The ablation study: variants as experiments on the same folds and seeds, one table whose
-every row carries an interval and whose paired rows are mer.results.compare's."""
+every row carries an interval and whose paired rows are mer.evaluation.results.compare's."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 from tests_paths import REPO
 
-from mer import layout, results, study, study_report
+from mer import layout
 from mer.errors import ConfigError
-from mer.testing import write_random_keyframes
+from mer.evaluation import results, study, study_report
+from mer.testing.fakes import write_random_keyframes
 from mer.train.runtime import platform
 
 TINY = {
@@ -125,9 +126,9 @@ def test_the_interpolation_study_renders_many_key_frames_between_two_frames(tmp_
     built here)."""
     import numpy as np
 
-    from mer.datasets.synthetic import generate
-    from mer.preprocess import build_keyframes_dataset
-    from mer.table import load_table
+    from mer.datasets.synthetic.generator import generate
+    from mer.keyframes.preprocess import build_keyframes_dataset
+    from mer.keyframes.table import load_table
 
     cfg, s = study.load_study(
         str(REPO / "configs" / "study-short.yaml"),
@@ -171,10 +172,11 @@ def test_an_interpolation_variant_is_not_run_where_no_key_frame_is_interpolated(
     full_uri = layout.keyframes_uri(study.variant_config(cfg, s, s.variants[0]))
     write_random_keyframes(full_uri, subjects=3, clips=3)  # every position a whole frame
     ran: list[str] = []
-    monkeypatch.setattr("mer.pipeline.ensure_data", lambda cfg, progress=None: "")
-    monkeypatch.setattr("mer.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
+    monkeypatch.setattr("mer.datasets.stage.ensure_data", lambda cfg, progress=None: "")
+    monkeypatch.setattr("mer.keyframes.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
     monkeypatch.setattr(
-        "mer.pipeline.run_search_stage", lambda cfg, progress: ran.append(cfg.search.experiment)
+        "mer.evaluation.stage.run_search_stage",
+        lambda cfg, progress: ran.append(cfg.search.experiment),
     )
     lines: list[str] = []
     table = study.run_study(cfg, s, progress=lines.append, only=["flow", "uniform"])
@@ -231,8 +233,8 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
             write_random_keyframes(uri, subjects=3, clips=3)
             tables.add(uri)
     assert len(tables) == 2
-    monkeypatch.setattr("mer.pipeline.ensure_data", lambda cfg, progress=None: "")
-    monkeypatch.setattr("mer.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
+    monkeypatch.setattr("mer.datasets.stage.ensure_data", lambda cfg, progress=None: "")
+    monkeypatch.setattr("mer.keyframes.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
 
     table = study.run_study(cfg, s, progress=lambda line: None)
     out = tmp_path / "study" / "tiny"
@@ -266,7 +268,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
         if r["kind"] == "full":
             assert "full_minus_row" not in r
             continue
-        # The paired row is mer.results.compare(full, row), number for number.
+        # The paired row is mer.evaluation.results.compare(full, row), number for number.
         exp = results.load_experiment(str(tmp_path / "tune" / r["experiment"]))
         c = results.compare(full_exp, full_id, exp, r["config_id"])
         for m in ("uf1", "uar"):

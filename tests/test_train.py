@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mer import config, layout, storage
-from mer.table import fold_specs, load_table, outer_runs
-from mer.testing import kill_once_at_report, record_parameters
+from mer.keyframes.table import fold_specs, load_table, outer_runs
+from mer.testing.fakes import kill_once_at_report, record_parameters
 from mer.train import data
 from mer.train.finetune import init_classifier, run_finetune
 from mer.train.pretrain import pretrain_loop, prior_jobs, run_pretraining, train_prior
@@ -120,7 +120,7 @@ def test_killed_worker_is_replaced_and_resumes_from_last_checkpoint(
 def test_target_learning_starts_from_the_priors_backbone_weights(
     ray_local, fake_keyframes, tmp_path
 ):
-    from mer.checkpoints import load_state
+    from mer.train.checkpoints import load_state
 
     cfg = small_cfg(tmp_path, "pretrain.epochs=1", "finetune.freeze=2")
     run = outer_runs(fold_specs(load_table(fake_keyframes)))[0]
@@ -244,8 +244,8 @@ def test_the_saved_prior_carries_its_training_clips_norm_statistics(
 ):
     """A short prior-learning run leaves BatchNorm running averages near their initial values;
     with pretrain.precise_norms the saved prior has the training clips' own statistics."""
-    from mer.checkpoints import load_state, prior_file
-    from mer.models import build_siamese
+    from mer.train.checkpoints import load_state, prior_file
+    from mer.train.models import build_siamese
     from mer.train.pretrain import train_prior
     from mer.train.runtime import Worker
     from mer.train.step import recompute_norms

@@ -1,4 +1,4 @@
-"""mer.video: frame folders, videos, ranges, S3, corrupt inputs and the decode time bound."""
+"""mer.keyframes.video: frame folders, videos, ranges, S3, corrupt inputs and the decode time bound."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mer import storage, video
+from mer import storage
 from mer.errors import DecodeError, DecodeTimeout, InputError
+from mer.keyframes import video
 
 H, W = 48, 64
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 # A bounded wait for another process (never a speed check: callers assert on what happened).
-from mer.local_processes import wait_until  # noqa: F401 (re-exported)
+from mer.testing.local_processes import wait_until  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -48,7 +48,7 @@ def load_manifest(dataset: str, root: str, annotations: str | None = None, **kw)
     elif dataset == "megc2019":
         from mer.datasets.megc2019 import load
     elif dataset == "synthetic":
-        from mer.datasets.synthetic import load
+        from mer.datasets.synthetic.generator import load
     else:
         raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     return load(root, annotations=annotations, **kw)

@@ -31,9 +31,33 @@ import pandas as pd
 
 from mer import storage
 from mer.errors import ConfigError, InputError
-from mer.video import list_frames
 
 log = logging.getLogger(__name__)
+
+# Frame folders (the image-sequence datasets' layout; mer.keyframes.video decodes them).
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def list_frames(folder: str, *, missing_ok: bool = False) -> list[tuple[int, str]] | None:
+    """(frame number, URI) of each image in `folder`, sorted by frame number.
+
+    The frame number is the last run of digits in the file name: img46.jpg -> 46,
+    reg_img46.jpg -> 46, 006_01234.jpg -> 1234, image0123456.bmp -> 123456. A missing folder
+    is an InputError, or None with `missing_ok`.
+    """
+    entries = storage.entries(folder)
+    if entries is None:
+        if missing_ok:
+            return None
+        raise InputError(f"frame folder {folder} does not exist")
+    frames = []
+    for name, kind in entries:
+        stem, ext = posixpath.splitext(name)
+        digits = re.findall(r"\d+", stem)
+        if kind == "file" and ext.lower() in IMAGE_EXTENSIONS and digits:
+            frames.append((int(digits[-1]), storage.join(folder, name)))
+    return sorted(frames)
 
 
 # One spelling per emotion. The sheets write them differently: CASME II lower case

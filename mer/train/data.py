@@ -1,6 +1,6 @@
 """Training data on a worker: tensors, augmentation, pair sampling, batch order and RNG.
 
-Each worker reads the (small) key-frame table itself (mer.table.load_table) and indexes it
+Each worker reads the (small) key-frame table itself (mer.keyframes.table.load_table) and indexes it
 per fold: the MEGC2019 composite at K=16, S=112 is about 270 MB of uint8, and a local read
 beats streaming Ray Data shards for a table that small (benchmarks/README.md has the numbers).
 """
@@ -129,7 +129,7 @@ def sample_episodes(
     random classes), each class's clips drawn from as many different subjects as it has:
     subjects in a fresh random order, one clip each, round-robin (a subject gives a class
     a second clip only after every subject of that class gave one). So the pairs an episode
-    forms (mer.losses.EpisodeContrastiveLoss) cross subjects wherever the data allows, and a
+    forms (mer.train.losses.EpisodeContrastiveLoss) cross subjects wherever the data allows, and a
     class's clips are never mostly one person's. Few-shot learning's episodes (Vinyals et
     al. 2016; Snell et al. 2017) are the inspiration: a balanced N-way set per step, every
     pair inside it used.

@@ -27,8 +27,8 @@ import torch
 from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError
+from mer.keyframes.table import ClipTable, load_table
 from mer.progress import emit
-from mer.table import ClipTable, load_table
 from mer.train import data
 from mer.train.runtime import (
     Worker,
@@ -47,8 +47,8 @@ from mer.train.step import predict, train_step
 def init_classifier(cfg: PipelineConfig, prior: str | None, num_classes: int):
     """Target learning's starting network: a new head on the prior's backbone weights (random
     ones without a prior), the first `finetune.freeze` blocks frozen."""
-    from mer.checkpoints import load_state
-    from mer.models import build_classifier, freeze, load_backbone_state
+    from mer.train.checkpoints import load_state
+    from mer.train.models import build_classifier, freeze, load_backbone_state
 
     torch.manual_seed(cfg.finetune.seed)
     model = build_classifier(cfg, num_classes)
@@ -136,10 +136,10 @@ def train_classifier(
     cfg: PipelineConfig, table: ClipTable, run: dict, prior: str | None, num_classes: int, w: Worker
 ) -> tuple[torch.nn.Module, int]:
     """Target learning of one fold run on its training subjects, from `prior` (None: from
-    scratch): (the trained classifier, the epochs it kept). The final model (mer.export) is
+    scratch): (the trained classifier, the epochs it kept). The final model (mer.serving.export) is
     such a run with every subject training."""
-    from mer.losses import FocalLoss, class_balance_alpha
     from mer.metrics import uf1
+    from mer.train.losses import FocalLoss, class_balance_alpha
 
     ft = cfg.finetune
     labels_all = table.clips["label"].to_numpy()

@@ -1,11 +1,11 @@
 """The learned key-frame interpolator's stage: self-supervised training on Ray Train.
 
 When `keyframes.interpolation` is adaconv, the key-frame stage renders every fractional
-key-frame position with a learned adaptive-convolution interpolator (mer.interpolator: our
+key-frame position with a learned adaptive-convolution interpolator (mer.keyframes.interpolator: our
 reading of the paper's "adaptive convolutional neural network"). This stage trains it on
 the dataset's own clips: every frame of each clip's onset..offset, registered to the onset
 frame and resized to the key frames' S x S exactly as key frames are rendered
-(mer.preprocess.registered_frames), cut into triplets (two frames 2..max_gap apart and one
+(mer.keyframes.clip_records.registered_frames), cut into triplets (two frames 2..max_gap apart and one
 between them). No label is read. It sees the frames of all subjects, held-out ones
 included: it learns how faces move between frames, never which class a clip has, so a LOSO
 fold's test subject reaching it is like the subject's own clip reaching the key-frame
@@ -37,8 +37,13 @@ def interpolator_loop(config: dict) -> None:
     """Ray Train per-worker loop: decode this worker's clips, train, the chief saves."""
     import ray.train
 
-    from mer.clip_records import REJECTABLE, registered_frames
-    from mer.interpolator import Interpolator, InterpolatorConfig, sample_triplets, train_step
+    from mer.keyframes.clip_records import REJECTABLE, registered_frames
+    from mer.keyframes.interpolator import (
+        Interpolator,
+        InterpolatorConfig,
+        sample_triplets,
+        train_step,
+    )
 
     cfg = from_dict(config["cfg"])
     ip = cfg.interpolator
@@ -97,8 +102,8 @@ def interpolator_loop(config: dict) -> None:
 
 def run_interpolator(cfg: PipelineConfig, *, progress=emit) -> str:
     """Train the interpolator of these settings unless it exists; returns its model URI."""
-    from mer.clip_records import manifest_rows
     from mer.datasets import load_manifest
+    from mer.keyframes.clip_records import manifest_rows
     from mer.progress import Counter, tune_progress
     from mer.train.runtime import fan_out
 

@@ -22,7 +22,7 @@ benchmarks/README.md ("Prior learning and the method on casme2-like") has what e
 budget learnt there.
 
 A prior-learning job is one (seed, fold run): it learns on the run's training subjects and
-writes its checkpoints to `mer.layout.prior_dir` (format: mer.checkpoints). Jobs are split
+writes its checkpoints to `mer.layout.prior_dir` (format: mer.train.checkpoints). Jobs are split
 into a few Ray Train runs that handle their jobs in turn (one start-up cost each), fanned
 out through Tune; a worker that dies is replaced and its run resumes from the last epoch
 checkpoint (`FailureConfig`).
@@ -38,12 +38,12 @@ import time
 import numpy as np
 import torch
 
-from mer import checkpoints, layout
+from mer import layout
 from mer.config import PipelineConfig, from_dict
-from mer.models import build_siamese
+from mer.keyframes.table import ClipTable, load_table
 from mer.progress import emit
-from mer.table import ClipTable, load_table
-from mer.train import data
+from mer.train import checkpoints, data
+from mer.train.models import build_siamese
 from mer.train.runtime import (
     Worker,
     adamw,
@@ -81,7 +81,7 @@ def train_prior(
     """Prior learning of one job; the chief writes epoch checkpoints, prior.pt and _done.json.
     `report(folder, model, opt, epoch, history, metrics, w)` ends each epoch (default: to
     Ray Train, with a checkpoint; benchmarks outside Ray pass their own)."""
-    from mer.losses import ContrastiveLoss, EpisodeContrastiveLoss
+    from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss
 
     p = cfg.pretrain
     report = report or _report_epoch
@@ -188,7 +188,7 @@ def train_prior(
 def pair_hits(z: torch.Tensor, target: torch.Tensor, threshold: float):
     """(positives within threshold, positives, negatives beyond it, negatives) of an episode's
     embeddings (losses.episode_pairs' pairs)."""
-    from mer.losses import episode_pairs
+    from mer.train.losses import episode_pairs
 
     d2, pos, neg = episode_pairs(z.float(), target)
     near = d2 < threshold**2
@@ -280,7 +280,7 @@ def run_pretraining(
 ) -> dict:
     """Prior learning for every (seed, run) job not yet done; returns a summary.
 
-    `loop` is the per-worker loop (tests wrap it to inject faults, mer.testing).
+    `loop` is the per-worker loop (tests wrap it to inject faults, mer.testing.fakes).
     """
     from mer.progress import Counter, tune_progress
     from mer.train.runtime import fan_out, plan_resources

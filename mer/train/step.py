@@ -2,7 +2,7 @@
 the GPU tests run, so what is measured is what trains.
 
 The forward pass runs under bf16 autocast when `amp` is set (CUDA); the losses compute in
-float32 whatever autocast does outside them (mer.losses).
+float32 whatever autocast does outside them (mer.train.losses).
 """
 
 from __future__ import annotations

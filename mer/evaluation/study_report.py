@@ -1,0 +1,192 @@
+"""The ablation study's table as people read it: Markdown, CSV rows and the UF1 plot.
+
+`mer.evaluation.study.study_table` makes the table (rows, scores, paired comparisons, key-frame facts);
+this module only renders it. Every row carries its interval; a row that is not complete says
+so instead of a verdict.
+"""
+
+from __future__ import annotations
+
+import io
+
+
+def _fmt(score: dict | None) -> str:
+    if not score or score.get("mean") is None:
+        return "-"
+    text = f"{score['mean']:.3f} +- {score.get('sd') or 0:.3f}"
+    if score.get("lo") is not None:
+        text += f" [{score['lo']:.3f}, {score['hi']:.3f}]"
+    return text
+
+
+def _fmt_diff(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] p={d['p_value']:.3g}"
+
+
+def flat_rows(table: dict) -> list[dict]:
+    """One flat record per row (the CSV)."""
+    out = []
+    for r in table["rows"]:
+        flat = {k: r.get(k) for k in ("variant", "claim", "kind", "settings", "experiment")}
+        flat.update(config_id=r.get("config_id"), status=r["status"], folds=r.get("folds"))
+        for m in ("uf1", "uar"):
+            for k, v in (r.get(m) or {}).items():
+                flat[f"{m}_{k}"] = v
+            d = (r.get("full_minus_row") or {}).get(m) or {}
+            for k in ("difference", "ci_low", "ci_high", "p_value", "verdict"):
+                flat[f"full_minus_row_{m}_{k}"] = d.get(k)
+        out.append(flat)
+    return out
+
+
+def markdown(table: dict) -> str:
+    lines = [
+        f"# Study {table['study']}",
+        "",
+        f"Data: {table['dataset']} ({_data_text(table['data'])}); seeds {table['seeds']}.",
+        "",
+        f"Selection of the full method's settings: {table['selection']}.",
+        "",
+        f"Statistics: {table['note']}.",
+        "",
+        "| variant | claim | settings | UF1 | UAR | full - row, UF1 | full - row, UAR | verdict (UF1) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table["rows"]:
+        d = r.get("full_minus_row") or {}
+        verdict = d.get("uf1", {}).get("verdict", "") if d else ""
+        if r["status"] != "complete":
+            verdict = r["status"]
+        lines.append(
+            f"| {r['variant']} | {r['claim']} | {r['settings']} | {_fmt(r.get('uf1'))} | "
+            f"{_fmt(r.get('uar'))} | {_fmt_diff(d.get('uf1'))} | {_fmt_diff(d.get('uar'))} | "
+            f"{verdict} |"
+        )
+    lines += _threads_text(table["rows"]) + _platforms_text(table["rows"])
+    lines += _keyframes_text(table.get("keyframes") or [])
+    untestable = [r for r in table["rows"] if r["status"] == "untestable"]
+    if untestable:
+        lines += ["", "Rows not run because this set cannot test them:", ""]
+        lines += [f"- {r['variant']}: {r['reason']}." for r in untestable]
+    stale = [r for r in table["rows"] if r["status"] == "stale"]
+    if stale:
+        lines += ["", "Stale rows (results made under other settings are not shown):", ""]
+        lines += [f"- {r['variant']}: {r['stale']}" for r in stale]
+    return "\n".join(lines) + "\n"
+
+
+def _label(r: dict) -> str:
+    """A row's variant name with its swept settings (freeze=2)."""
+    return r["variant"] + "".join(f" {k}={x}" for k, x in (r.get("swept") or {}).items())
+
+
+def _threads_text(rows: list[dict]) -> list[str]:
+    """One line on the torch thread counts: the same config and seeds can score differently
+    on another thread count (floating-point reduction order), so a row whose fold runs used
+    another count than the full method's is named."""
+    full = next((r.get("threads") for r in rows if r["kind"] == "full"), None)
+    if not full:
+        return []
+    other = [
+        f"{_label(r)} ({', '.join(map(str, r['threads']))})"
+        for r in rows
+        if r.get("threads") and r["threads"] != full and r["kind"] != "full"
+    ]
+    counts = ", ".join(map(str, full))
+    text = f"Torch threads per fold run: full {counts}"
+    if other:
+        text += "; on other counts (can move a score by itself): " + "; ".join(other)
+    else:
+        text += "; every other method row the same"
+    return ["", text + "."]
+
+
+def _platforms_text(rows: list[dict]) -> list[str]:
+    """Which platforms (CPU model and kernels, or GPU, and torch) the method rows ran on."""
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        if r["kind"] == "baseline" or "platforms" not in r:
+            continue
+        by.setdefault(" + ".join(r["platforms"]) or "not recorded", []).append(_label(r))
+    if not any(p != "not recorded" for p in by):
+        return []
+    text = "; ".join(f"{', '.join(names)}: {p}" for p, names in by.items())
+    return [
+        "",
+        f"Platforms the fold runs computed on (another can move a score by itself): {text}.",
+    ]
+
+
+def _keyframes_text(keyframes: list[dict]) -> list[str]:
+    built = [k for k in keyframes if k.get("table")]
+    if not built:
+        return []
+    lines = [
+        "",
+        "Key-frame tables (which clips' key frames hold the apex frame, how many "
+        "key-frame positions are interpolated):",
+        "",
+    ]
+    lines += [
+        "| variants | table | clips | apex held | interpolated positions |",
+        "|---|---|---|---|---|",
+    ]
+    for k in built:
+        lines.append(
+            f"| {', '.join(k['variants'])} | {k['table']} | {k['clips']} | "
+            f"{k['apex_held']} of {k['clips']} | {k['interpolated']} of {k['positions']} |"
+        )
+    return lines
+
+
+def _data_text(data: dict) -> str:
+    keys = ("data.synthetic.preset", "data.synthetic.seed", "data.synthetic.clips")
+    keys += ("data.synthetic.subjects", "data.root")
+    return ", ".join(f"{k.split('.')[-1]} {data[k]}" for k in keys if data.get(k) is not None)
+
+
+def plot(table: dict) -> bytes:
+    """UF1 with its interval per row, the full method's mean as a reference line (PNG)."""
+    from mer.evaluation.results_report import private_matplotlib_cache
+
+    private_matplotlib_cache()  # a study on a cluster leaves no font cache in ~/.cache
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table["rows"] if r.get("uf1", {}).get("mean") is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.6))
+    colours = {"full": "tab:green", "variant": "tab:blue", "baseline": "tab:red"}
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        s = r["uf1"]
+        lo = s["lo"] if s.get("lo") is not None else s["mean"]
+        hi = s["hi"] if s.get("hi") is not None else s["mean"]
+        ax.errorbar(
+            s["mean"],
+            y,
+            xerr=[[s["mean"] - lo], [hi - s["mean"]]],
+            fmt="o",
+            capsize=3,
+            color=colours[r["kind"]],
+            mfc="white" if r["status"] != "complete" else None,
+        )
+    labels = []
+    for r in rows:
+        label = _label(r)
+        labels.append(label if r["status"] == "complete" else label + " (partial)")
+    ax.set_yticks(range(len(rows))[::-1], labels, fontsize=8)
+    full = next((r for r in rows if r["kind"] == "full"), None)
+    if full:
+        ax.axvline(full["uf1"]["mean"], ls="--", color="tab:green", lw=1, label="full method")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("pooled LOSO UF1, mean over seeds, 95 % subject-bootstrap interval")
+    ax.set_title(f"study {table['study']}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,496 @@
+"""Batch inference on new clips with Ray Data: videos or frame folders in, class probabilities
+out, one row per clip.
+
+    python jobs/predict.py --model runs/demo/models/demo --input NEW_CLIPS/ --out PREDS/
+
+  clips   every video file and every folder of numbered frame images under --input (a
+          local folder or an s3:// prefix), each whole clip the interval and its apex
+          spotted; or the rows of a CSV (`path, onset, offset[, apex]`)
+    -> KeyFrames actors (CPU): mer.keyframes.clip_records.build_record, the function that built the
+       training key frames, with the key-frame settings the model card records
+    -> Predictor actors (CPU or a share of a GPU): the model (mer.serving.model_folder.load_model) on
+       batches of key frames through mer.train.step.predict, the normalisation and forward
+       pass of training-time evaluation
+    -> <out>/predictions.parquet, .csv   one row per clip: path, source, onset, apex, offset,
+                                        apex_source, prob_<class>..., pred, pred_class
+       <out>/rejects.parquet, .csv      clips that could not be used: path, source, onset,
+                                        offset, stage, reason
+       <out>/_summary.json              model, input, counts, seconds
+A clip that cannot be decoded, whose interval lies outside its frames, or that is shorter
+than mer.serving.model_card.MIN_FRAMES frames is a reject with its reason; nothing aborts the batch.
+Frames stay on the workers: the driver receives probabilities only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import posixpath
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mer import storage
+from mer.errors import ConfigError, DecodeError, InputError
+from mer.progress import emit
+
+log = logging.getLogger(__name__)
+
+UNSET = -1  # a frame number not given (whole clip / apex to spot)
+# A whole clip is decoded at once (mer.keyframes.video.read_clip): longer recordings (more than this
+# many bytes of decoded frames: 39 s of 640x480 at 30 fps) must come with intervals.
+MAX_DECODED_BYTES = 1 << 30
+KEYFRAME_BATCH = 4  # clips per KeyFrames call: a few hundred ms of work each
+CLIP_COLUMNS = ["path", "source", "onset", "apex", "offset"]
+REJECT_COLUMNS = ["path", "source", "onset", "offset", "stage", "reason"]
+
+
+# ---------------------------------------------------------------- which clips
+
+
+def find_clips(input_uri: str) -> list[dict]:
+    """Every video file and every folder holding frame images under `input_uri` (itself a
+    video or frame folder, a folder, or an s3:// prefix), as whole clips; hidden files are
+    skipped, other files ignored."""
+    from mer.datasets.common import IMAGE_EXTENSIONS
+    from mer.keyframes.video import VIDEO_EXTENSIONS
+
+    fs, root = storage.filesystem(input_uri)
+    try:
+        if not fs.exists(root):
+            raise InputError(f"--input {input_uri}: no such folder, file or prefix")
+        if fs.isfile(root):
+            return [_clip(posixpath.basename(root), input_uri)]
+        found = fs.find(root)
+    except PermissionError as e:
+        raise InputError(f"--input {input_uri}: access denied ({e})") from None
+    root = root.rstrip("/")
+    videos, folders = [], set()
+    for path in found:
+        rel = posixpath.relpath(path, root)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        ext = posixpath.splitext(path)[1].lower()
+        if ext in VIDEO_EXTENSIONS:
+            videos.append(rel)
+        elif ext in IMAGE_EXTENSIONS:
+            folders.add(posixpath.dirname(rel))
+    out = [_clip(rel, storage.join(input_uri, rel)) for rel in videos]
+    for rel in folders:
+        if rel in ("", "."):  # the input is itself a frame folder
+            out.append(_clip(posixpath.basename(root), input_uri))
+        else:
+            out.append(_clip(rel, storage.join(input_uri, rel)))
+    return sorted(out, key=lambda c: c["path"])
+
+
+def _clip(path: str, source: str, onset=UNSET, apex=UNSET, offset=UNSET) -> dict:
+    return {"path": path, "source": source, "onset": onset, "apex": apex, "offset": offset}
+
+
+def read_clip_list(csv_uri: str, input_uri: str) -> tuple[list[dict], list[dict]]:
+    """(clips, rejects) of a CSV with columns path, onset, offset and optionally apex: `path`
+    relative to `input_uri` (or an absolute path / URI); frame numbers in the source's own
+    numbering (videos from 0); a blank onset/offset is the clip's first/last frame, a blank
+    apex is spotted. A row one cannot use is a reject; a CSV without those columns is an
+    error."""
+    try:
+        df = pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, FileNotFoundError) as e:
+        raise InputError(f"--clips {csv_uri}: not a readable CSV ({e})") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in ("path", "onset", "offset") if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"--clips {csv_uri}: column(s) {missing} missing; expected path, onset, offset "
+            "and optionally apex"
+        )
+    clips, rejects = [], []
+    for line, row in enumerate(df.to_dict("records"), start=2):
+        path = str(row["path"]).strip()
+        absolute = path.startswith("/") or "://" in path
+        source = path if absolute else storage.join(input_uri, path)
+        try:
+            if not path:
+                raise InputError("the path is empty")
+            numbers = {k: _frame_number(row.get(k, ""), k) for k in ("onset", "apex", "offset")}
+        except InputError as e:
+            rejects.append(_reject(_clip(path, source), "input", f"{csv_uri} line {line}: {e}"))
+            continue
+        clips.append(_clip(path, source, numbers["onset"], numbers["apex"], numbers["offset"]))
+    return clips, rejects
+
+
+def _frame_number(value, what: str) -> int:
+    text = str(value).strip()
+    if not text:
+        return UNSET
+    try:
+        number = float(text)
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a frame number") from None
+    if not number.is_integer() or number < 0:
+        raise InputError(f"{what} {text!r} is not a frame number (a whole number >= 0)")
+    return int(number)
+
+
+def _reject(clip: dict, stage: str, reason: str) -> dict:
+    return {
+        "path": clip["path"],
+        "source": clip["source"],
+        "onset": int(clip["onset"]),
+        "offset": int(clip["offset"]),
+        "stage": stage,
+        "reason": reason,
+    }
+
+
+# ---------------------------------------------------------------- per clip (workers)
+
+
+def keyframe_settings(model: str, card: dict) -> dict:
+    """The key-frame settings of a model folder's card, with the learned interpolator it
+    carries when the key frames are rendered with one (as mer.keyframes.preprocess passes them)."""
+    kf = dict(card["config"]["keyframes"])
+    if kf["interpolation"] == "adaconv":
+        kf["interpolator_uri"] = storage.join(model, card["files"]["interpolator"]["file"])
+    return kf
+
+
+def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
+    """The key-frame record of one clip (mer.keyframes.clip_records.build_record, as in training), its
+    unset onset/offset taken from the source's first/last frame; raises InputError or
+    DecodeError for a clip that cannot be used. `interpolator`: the learned interpolator of
+    keyframes.interpolation adaconv."""
+    from mer.keyframes.clip_records import build_record
+    from mer.keyframes.video import probe
+    from mer.serving.model_card import MIN_FRAMES
+
+    source = str(clip["source"])
+    onset, apex, offset = int(clip["onset"]), int(clip["apex"]), int(clip["offset"])
+    fps, info = float("nan"), None
+    if onset == UNSET or offset == UNSET:
+        info = probe(source, timeout=kf["decode_timeout"])
+        onset = info["first"] if onset == UNSET else onset
+        offset = info["last"] if offset == UNSET else offset
+        fps = float(info["fps"] or "nan")
+    n = offset - onset + 1
+    if n < MIN_FRAMES:
+        raise InputError(
+            f"{source}: too short: the interval {onset}..{offset} holds {max(n, 0)} frame(s); "
+            f"a clip needs at least {MIN_FRAMES} (onset, apex, offset)"
+        )
+    if info and n * info["height"] * info["width"] * 3 > MAX_DECODED_BYTES:
+        raise InputError(
+            f"{source}: too long to decode whole ({n} frames of {info['width']}x"
+            f"{info['height']}, over {MAX_DECODED_BYTES >> 30} GiB); list the intervals to "
+            "predict with --clips"
+        )
+    if apex != UNSET and not onset <= apex <= offset:
+        raise InputError(f"{source}: apex {apex} lies outside the interval {onset}..{offset}")
+    row = {
+        "dataset": "",
+        "subject": "",
+        "clip": str(clip["path"]),
+        "label": -1,
+        "emotion": "",
+        "onset": onset,
+        "apex": None if apex == UNSET else apex,
+        "offset": offset,
+        "source": source,
+        "fps": fps,
+    }
+    if interpolator is not None:
+        return build_record(row, kf, interpolator)
+    return build_record(row, kf)
+
+
+class KeyFrames:
+    """Ray Data actor: a batch of clips -> their key frames (zeros, and a reason, for a clip
+    that cannot be used)."""
+
+    def __init__(self, kf: dict) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # one actor, one CPU: OpenCV ignores OMP_NUM_THREADS
+        self.kf = kf
+        self.shape = (kf["k"], kf["size"], kf["size"], 3)
+        self.interpolator = None
+        if kf["interpolation"] == "adaconv":
+            from mer.keyframes.clip_records import load_interpolator
+
+            self.interpolator = load_interpolator(kf["interpolator_uri"], kf["size"], 3)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["path"])
+        rows = [self.record({c: batch[c][i] for c in CLIP_COLUMNS}) for i in range(n)]
+        text = ("path", "source", "apex_source", "stage", "reason")
+        return {
+            **{c: np.asarray([r[c] for r in rows], dtype=object) for c in text},
+            **{c: np.asarray([r[c] for r in rows], np.int64) for c in ("onset", "apex", "offset")},
+            "frames": np.stack([r["frames"] for r in rows]),
+        }
+
+    def record(self, clip: dict) -> dict:
+        """One clip's output row: its key frames, or zeros and why it cannot be used."""
+        out = {"path": str(clip["path"]), "source": str(clip["source"]), "stage": "", "reason": ""}
+        try:
+            rec = clip_record(clip, self.kf, self.interpolator)
+            kept = ("onset", "apex", "offset", "apex_source", "frames")
+            return {**out, **{c: rec[c] for c in kept}}
+        except (InputError, DecodeError) as e:
+            stage = "decode" if isinstance(e, DecodeError) else "input"
+            out.update(stage=stage, reason=f"{type(e).__name__}: {e}")
+        return {
+            **out,
+            "onset": int(clip["onset"]),
+            "apex": UNSET,
+            "offset": int(clip["offset"]),
+            "apex_source": "",
+            "frames": np.zeros(self.shape, np.uint8),
+        }
+
+
+class Predictor:
+    """Ray Data actor holding the model: a batch of key frames -> class probabilities."""
+
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, cpus: float = 1):
+        from mer.serving.model_folder import load_model
+        from mer.train.runtime import set_threads
+
+        set_threads(cpus)
+        self.device = torch.device(device)
+        self.model, card = load_model(model, self.device)
+        self.classes = list(card["classes"])
+        self.input = card["config"]["model"]["input"]
+        self.amp = bool(card["config"]["finetune"]["amp"]) and self.device.type == "cuda"
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mer.train.step import predict
+
+        ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
+        probs = np.full((len(ok), len(self.classes)), np.nan)
+        if ok.any():
+            probs[ok] = predict(
+                self.model,
+                batch["frames"][ok],
+                self.device,
+                amp=self.amp,
+                input=self.input,
+                batch_size=self.batch_size,
+            )
+        pred = np.where(ok, np.nan_to_num(probs, nan=-1.0).argmax(1), -1)
+        out = {c: batch[c] for c in batch if c != "frames"}
+        for j, name in enumerate(self.classes):
+            out[f"prob_{name}"] = probs[:, j]
+        out["pred"] = pred.astype(np.int64)
+        out["pred_class"] = np.asarray(
+            [self.classes[p] if p >= 0 else "" for p in pred], dtype=object
+        )
+        return out
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def plan_keyframe_pool(
+    cpus: float, nodes: int, keyframe_workers: int, predictors: int, cpus_per_predictor: float
+) -> tuple[int, float]:
+    """(KeyFrames actors, CPUs each). On one node every actor must fit beside the predictors
+    at once: by default one actor per CPU left, each taking an equal share of it."""
+    free = cpus - predictors * cpus_per_predictor
+    if nodes > 1 or cpus == 0:  # a cluster (or an autoscaler) provides what is asked
+        return keyframe_workers or max(1, int(cpus) or 1), 1.0
+    if free <= 0:
+        raise ConfigError(
+            f"--predictors {predictors} x --cpus-per-predictor {cpus_per_predictor:g} leave no "
+            f"CPU of this machine's {cpus:g} for key frames; lower them"
+        )
+    n = keyframe_workers or max(1, math.ceil(free - 1e-9))
+    return n, min(1.0, math.floor(100 * free / n) / 100)
+
+
+def predict_clips(
+    model: str,
+    input: str,
+    out: str,
+    clips: str | None = None,
+    *,
+    batch_size: int = 32,
+    predictors: int = 1,
+    cpus_per_predictor: float = 0.25,
+    gpus_per_predictor: float = 0.0,
+    keyframe_workers: int = 0,
+    progress=emit,
+) -> dict:
+    """Predict every clip under `input` (or listed in the CSV `clips`) with the model folder
+    `model`; writes <out>/predictions.*, rejects.* and _summary.json. Returns the summary."""
+    from mer.serving.model_folder import read_card
+
+    for name, value in (("--batch-size", batch_size), ("--predictors", predictors)):
+        if value < 1:
+            raise ConfigError(f"{name} {value} must be at least 1")
+    t0 = time.time()
+    card = read_card(model)
+    kf = keyframe_settings(model, card)
+    if clips:
+        items, listed = read_clip_list(clips, input)
+    else:
+        items, listed = find_clips(input), []
+    device = "cuda" if gpus_per_predictor > 0 else "cpu"
+    progress(
+        f"[predict] {len(items) + len(listed)} clips from {clips or input}; model "
+        f"{card['name']} ({', '.join(card['classes'])}; key frames K={kf['k']} S={kf['size']} "
+        f"{kf['method']}) on {device}"
+    )
+    rows: list[pd.DataFrame] = []
+    if items:
+        rows = _run(
+            items,
+            kf,
+            model,
+            device,
+            batch_size,
+            predictors,
+            cpus_per_predictor,
+            gpus_per_predictor,
+            keyframe_workers,
+            progress,
+        )
+    empty = pd.DataFrame(columns=[*_columns(card), "stage", "reason"])
+    done = pd.concat(rows, ignore_index=True) if rows else empty
+    failed = done[done["reason"] != ""]
+    rejects = listed + [_reject(r, r["stage"], r["reason"]) for r in failed.to_dict("records")]
+    preds = done[done["reason"] == ""][_columns(card)].sort_values(["path", "onset"])
+    rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values(["path", "onset"])
+    _write_table(preds.reset_index(drop=True), out, "predictions")
+    _write_table(rej.reset_index(drop=True), out, "rejects")
+    seconds = time.time() - t0
+    summary = {
+        "model": model,
+        "model_name": card["name"],
+        "weights_sha256": card["files"]["weights"]["sha256"],
+        "classes": card["classes"],
+        "input": input,
+        "clips_csv": clips,
+        "clips": len(items) + len(listed),
+        "predicted": int(len(preds)),
+        "rejected": int(len(rej)),
+        "reject_stages": {str(k): int(v) for k, v in rej["stage"].value_counts().items()},
+        "seconds": round(seconds, 2),
+        "device": device,
+        "batch_size": batch_size,
+        "predictors": predictors,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    storage.write_json(storage.join(out, "_summary.json"), summary)
+    progress(
+        f"[predict] done: {len(preds)} clips predicted, {len(rej)} rejected ({seconds:.0f} s); "
+        f"{storage.join(out, 'predictions.parquet')}, rejects in "
+        f"{storage.join(out, 'rejects.parquet')}"
+    )
+    return summary
+
+
+def _columns(card: dict) -> list[str]:
+    probs = [f"prob_{c}" for c in card["classes"]]
+    return [
+        "path",
+        "source",
+        "onset",
+        "apex",
+        "offset",
+        "apex_source",
+        *probs,
+        "pred",
+        "pred_class",
+    ]
+
+
+def _run(
+    items,
+    kf,
+    model,
+    device,
+    batch_size,
+    predictors,
+    cpus_per_predictor,
+    gpus_per_predictor,
+    keyframe_workers,
+    progress,
+) -> list[pd.DataFrame]:
+    import ray
+
+    from mer.progress import Counter
+
+    if not ray.is_initialized():
+        ray.init()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own line per batch, with an ETA
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    n_kf, kf_cpus = plan_keyframe_pool(
+        cpus, nodes, keyframe_workers, predictors, cpus_per_predictor
+    )
+    # Blocks of a few clips, at least one per actor.
+    per_block = min(KEYFRAME_BATCH, math.ceil(len(items) / n_kf))
+    blocks = math.ceil(len(items) / per_block)
+    n_kf = min(n_kf, blocks)
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ds.map_batches(
+        KeyFrames,
+        fn_constructor_kwargs={"kf": kf},
+        batch_size=per_block,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=n_kf),
+        num_cpus=kf_cpus,
+    )
+    ds = ds.map_batches(
+        Predictor,
+        fn_constructor_kwargs={
+            "model": model,
+            "device": device,
+            "batch_size": batch_size,
+            "cpus": cpus_per_predictor,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=predictors),
+        num_cpus=cpus_per_predictor,
+        num_gpus=gpus_per_predictor or None,
+    )
+    progress(
+        f"[predict] {n_kf} key-frame actor(s) x {kf_cpus:g} CPU, {predictors} predictor(s) x "
+        f"{cpus_per_predictor:g} CPU{f' + {gpus_per_predictor:g} GPU' if gpus_per_predictor else ''}"
+        f", batches of {batch_size}"
+    )
+    counter = Counter("predict", len(items), progress)
+    rows, ok = [], 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        rows.append(batch)
+        ok += int((batch["reason"] == "").sum())
+        seen = counter.done + len(batch)
+        rate = seen / max(time.monotonic() - counter.start, 1e-6)
+        counter.add(len(batch), f"clips: {ok} predicted, {seen - ok} rejected, {rate:.1f} clips/s")
+    return rows
+
+
+def _write_table(df: pd.DataFrame, out: str, stem: str) -> None:
+    import pyarrow as pa
+
+    storage.write_parquet(
+        pa.Table.from_pandas(df, preserve_index=False), storage.join(out, f"{stem}.parquet")
+    )
+    storage.write_bytes(storage.join(out, f"{stem}.csv"), df.to_csv(index=False).encode())
+
+
+def read_output(out: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, rejects) of a finished predict run."""
+    return (
+        storage.read_parquet(storage.join(out, "predictions.parquet")).to_pandas(),
+        storage.read_parquet(storage.join(out, "rejects.parquet")).to_pandas(),
+    )

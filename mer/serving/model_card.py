@@ -1,0 +1,348 @@
+"""The model card: what a final model is, what it expects, where it came from and how good it
+is, as JSON (model_card.json, for programs) and Markdown (MODEL_CARD.md, for people).
+
+Sections: classes and label mapping; input spec (key-frame settings, input mode,
+normalisation, the shortest usable clip); files (weights and portable program, with their
+hashes and the check of one against the other); training (how the configuration was chosen,
+its parameters, seed, budget); the resolved config and every upstream hash (data, key
+frames, prior, run, experiment: mer.layout); data provenance (dataset, clips, subjects,
+protocol); evaluation (the chosen configuration's LOSO score, the nested-LOSO estimate when
+there is one, with intervals, and the baselines on the same folds and seeds: mer.evaluation.results);
+limitations (the README's, and those of this model's data and size).
+"""
+
+from __future__ import annotations
+
+import collections
+import platform
+import time
+
+import numpy as np
+
+from mer import layout
+from mer.config import NUM_CLASSES, PipelineConfig
+from mer.train.data import DELTA_GAIN
+
+CARD_FORMAT = "mer-model-card/1"
+# Shortest interval (onset..offset inclusive) a clip may have: onset, apex and offset apart
+# (our choice; real micro-expressions span 8 frames or more at 100-200 fps).
+MIN_FRAMES = 3
+SCORE_KEYS = ("uf1", "uar", "accuracy")
+
+# What the README's Limitations section says, as it bears on using the model.
+LIMITATIONS = [
+    "Only the paper's abstract is available: key-frame placement, pair sampling, the head "
+    "and the freezing details are this project's reconstruction; no figure here reproduces "
+    "the paper's.",
+    "Head motion is compensated as one translation per frame; rotation and scale are not, "
+    "and very large head jumps can be missed.",
+    "Apex spotting (used when a clip has no annotated apex, e.g. whole-clip inference) was "
+    "tuned on synthetic data; an annotated apex is more reliable.",
+    "A clip is assumed to hold one micro-expression between its onset and offset: the model "
+    "always answers one of its classes (there is no 'no expression' class) and does not find "
+    "expressions inside long recordings.",
+    "Clips should resemble the training clips (face framing as in training, see "
+    "input.keyframes.face_crop; frame rate; resolution): the scores describe only such data.",
+]
+
+
+def class_names(cfg: PipelineConfig) -> tuple[list[str], dict[str, list[str]]]:
+    """(class names by index, class -> the emotion words mapped to it) of cfg's protocol."""
+    from mer.datasets import CLASSES_3
+    from mer.datasets.common import THREE_CLASS
+
+    if cfg.data.protocol == "3class":
+        mapping = {
+            name: sorted(w for w, c in THREE_CLASS.items() if c == i)
+            for i, name in enumerate(CLASSES_3)
+        }
+        return list(CLASSES_3), mapping
+    five = None
+    if cfg.data.dataset == "casme2":
+        from mer.datasets.casme2 import FIVE_CLASS as five
+    elif cfg.data.dataset == "samm":
+        from mer.datasets.samm import FIVE_CLASS as five
+    n = NUM_CLASSES[cfg.data.protocol]
+    if five is None:
+        names = [f"class{i}" for i in range(n)]
+        return names, {name: [] for name in names}
+    names = [w for w, _ in sorted(five.items(), key=lambda kv: kv[1])]
+    return names, {name: [name] for name in names}
+
+
+def input_spec(cfg: PipelineConfig) -> dict:
+    kf = cfg.to_dict()["keyframes"]
+    builder = {k: v for k, v in kf.items() if k not in layout.KEYFRAMES_EXECUTION}
+    if cfg.model.input == "delta":
+        norm = (
+            f"x = clamp((frame_k - frame_0) * {DELTA_GAIN:g} / 255, -1, 1) per channel, where "
+            "frame_0 is the first (onset) key frame"
+        )
+    else:
+        norm = "x = frame / 127.5 - 1 (values in [-1, 1])"
+    return {
+        "clip": (
+            "a video file (frames numbered from 0) or a folder of numbered frame images "
+            "(the number is the last run of digits in the file name); the interval "
+            "onset..offset is inclusive, in the source's own numbering; apex annotated, or "
+            f"spotted when not given; at least {MIN_FRAMES} frames"
+        ),
+        "keyframes": builder,
+        "keyframes_builder": "mer.keyframes.clip_records.build_record (decode, registration, apex, "
+        "adaptive key frames) with exactly these settings",
+        "tensor": {
+            "dtype": "uint8",
+            "shape": ["N", cfg.keyframes.k, cfg.keyframes.size, cfg.keyframes.size, 3],
+            "layout": "N, K key frames, S, S, RGB",
+        },
+        "channels": 3,
+        "input_mode": cfg.model.input,
+        "normalisation": norm + "; the model sees N, C, K, S, S (mer.train.data.to_tensor)",
+    }
+
+
+def data_provenance(cfg: PipelineConfig, keyframes: str, table, subjects: list[str]) -> dict:
+    """What the model learnt from: the clips of `subjects` in the key-frame table."""
+    clips = table.clips.iloc[table.indices_of(subjects)]
+    labels = clips["label"].value_counts().sort_index()
+    out = {
+        "dataset": cfg.data.dataset,
+        "datasets": sorted(clips["dataset"].unique().tolist()),
+        "protocol": cfg.data.protocol,
+        "clips": int(len(clips)),
+        "subjects": len(subjects),
+        "subject_keys": sorted(subjects),
+        "clips_per_class": {str(int(k)): int(v) for k, v in labels.items()},
+        "apex_annotated": int((clips["apex_source"] == "annotated").sum()),
+        "keyframes_uri": keyframes,
+        "keyframes_table_clips": int(len(table.clips)),
+        "keyframes_rejected": table.meta.get("counts", {}).get("rejected"),
+    }
+    if cfg.data.dataset == "synthetic":
+        out["synthetic"] = dict(cfg.data.synthetic)
+    else:
+        out.update(root=layout.data_root(cfg), annotations=cfg.data.annotations)
+    return out
+
+
+def _scores(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    keep = {
+        k: v
+        for k, v in row.items()
+        if k.startswith(SCORE_KEYS)
+        or k in ("clips", "folds_done", "folds_total", "seeds_done", "status", "rank", "standing")
+    }
+    if "per_seed" in row:
+        keep["per_seed"] = row["per_seed"]
+    return keep
+
+
+def evaluation(exp, choice: dict) -> dict:
+    """The chosen configuration's scores, the nested estimate where there is one and the
+    baselines on the same folds and seeds (mer.evaluation.results.summary)."""
+    from mer.evaluation import results
+
+    s = results.summary(exp)
+    rows = {r["config_id"]: r for r in s["leaderboard"] + s["incomplete"]}
+    out = {
+        "experiment": exp.uri,
+        "folds": s["folds_total"],
+        "seeds": s["seeds"],
+        "statistics": s["statistics"],
+        "loso_search": {
+            "protocol": "loso-search",
+            "note": s["note"],
+            **(_scores(rows.get(choice["config_id"])) or {"status": "no finished fold"}),
+        },
+        "baselines": {b: _scores(rows.get(b)) for b in s["baselines"]},
+    }
+    if "nested" in s:
+        n = {k: v for k, v in s["nested"].items() if k != "choices"}
+        n["choices_per_config"] = dict(
+            collections.Counter(c["config_id"] for c in s["nested"].get("choices", []))
+        )
+        out["nested_loso"] = n
+    if "nested" in s and choice["rule"] == "nested-loso":
+        out["estimate"] = "nested_loso"
+        out["estimate_note"] = (
+            "nested-loso is the honest estimate: for each held-out subject the configuration "
+            "was chosen on the other subjects only, by the rule that chose this model's; the "
+            "loso-search score was measured on the folds it was chosen on (optimistic)"
+        )
+    else:
+        out["estimate"] = "loso_search"
+        out["estimate_note"] = (
+            "loso-search: if the configuration was chosen by this score, it is optimistic "
+            "(search.protocol: nested gives an honest estimate)"
+        )
+    if exp.meta.get("dataset") == "megc2019":
+        out["published"] = {
+            "note": "MEGC2019 composite, UF1 / UAR as published",
+            "LBP-TOP": [0.588, 0.579],
+            "STSTNet": [0.735, 0.761],
+            "Dual-Inception": [0.732, 0.728],
+        }
+    return out
+
+
+def limitations(cfg: PipelineConfig, data: dict) -> list[str]:
+    out = list(LIMITATIONS)
+    if cfg.data.dataset == "synthetic":
+        out.insert(
+            0,
+            "Trained and scored on synthetic faces (mer.datasets.synthetic.generator): a test bed for "
+            "the pipeline, not a model of real micro-expressions; do not use it on people.",
+        )
+    if cfg.model.width < 0.5 or cfg.keyframes.size < 64:
+        out.append(
+            f"A demo-sized network (model.width {cfg.model.width:g}, key frames "
+            f"{cfg.keyframes.size} px, input {cfg.model.input})."
+        )
+    out.append(
+        f"Learnt from {data['clips']} clips of {data['subjects']} subjects; with so few "
+        "subjects the intervals of the scores are wide."
+    )
+    return out
+
+
+def build_card(
+    cfg: PipelineConfig,
+    *,
+    name: str,
+    training: dict,
+    data: dict,
+    hashes: dict,
+    files: dict,
+    evaluation: dict | None,
+) -> dict:
+    """The card as a JSON-ready dict."""
+    import ray
+    import torch
+
+    classes, mapping = class_names(cfg)
+    return {
+        "format": CARD_FORMAT,
+        "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "task": "micro-expression recognition: one clip (onset..offset) -> class probabilities",
+        "method": "MERSiamC3D (Zhao et al., Neurocomputing 448, 2021), as reconstructed here: "
+        "adaptive key frames, siamese C3D prior learning, target learning with focal loss",
+        "classes": classes,
+        "label_mapping": mapping,
+        "input": input_spec(cfg),
+        "files": files,
+        "training": training,
+        "config": cfg.to_dict(),
+        "hashes": hashes,
+        "data": data,
+        "evaluation": evaluation,
+        "limitations": limitations(cfg, data),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "ray": ray.__version__,
+        },
+    }
+
+
+def markdown(card: dict) -> str:
+    """MODEL_CARD.md: the card for people (model_card.json has everything)."""
+    t, d, i = card["training"], card["data"], card["input"]
+    w, p = card["files"]["weights"], card["files"]["portable"]
+    kf = i["keyframes"]
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        f"{card['task']}. {card['method']}.",
+        "",
+        "## Classes",
+        "",
+        "| index | class | emotion words mapped to it |",
+        "|---|---|---|",
+    ]
+    for n, c in enumerate(card["classes"]):
+        lines.append(f"| {n} | {c} | {', '.join(card['label_mapping'].get(c, [])) or '-'} |")
+    lines += [
+        "",
+        "## Input",
+        "",
+        f"- Clip: {i['clip']}.",
+        f"- Key frames: K={kf['k']}, S={kf['size']}, method {kf['method']}, motion "
+        f"{kf['motion']}, interpolation {kf['interpolation']}, face_crop {kf['face_crop']}, "
+        f"stabilize {kf['stabilize']}, registration {kf['registration']} "
+        f"({i['keyframes_builder']}).",
+        f"- Tensor: {i['tensor']['dtype']} {i['tensor']['shape']} ({i['tensor']['layout']}).",
+        f"- Input mode `{i['input_mode']}`: {i['normalisation']}.",
+        "",
+        "## Files",
+        "",
+        f"- `{w['file']}`: {w['format']} (sha256 {w['sha256'][:16]}...).",
+        f"- `{p['file']}`: {p['format']}; `{p['load']}`; {p['input']} -> {p['output']}. "
+        f"Checked against the PyTorch model on {p['check']['clips']} clips: largest "
+        f"difference {p['check']['max_abs_diff']:.2g} (tolerance {p['check']['tolerance']:g}).",
+    ]
+    if "interpolator" in card["files"]:
+        f = card["files"]["interpolator"]
+        lines.append(f"- `{f['file']}`: {f['format']} (sha256 {f['sha256'][:16]}...).")
+    lines += [
+        "",
+        "## Training",
+        "",
+    ]
+    for key in ("rule", "note", "experiment", "config_id", "params", "seed", "run", "epochs"):
+        if t.get(key) not in (None, ""):
+            lines.append(f"- {key}: {t[key]}")
+    lines += [
+        f"- hashes: {', '.join(f'{k} {v}' for k, v in card['hashes'].items() if v)}",
+        "",
+        "## Data",
+        "",
+        f"- {d['dataset']} ({', '.join(d['datasets'])}), protocol {d['protocol']}: "
+        f"{d['clips']} clips of {d['subjects']} subjects; clips per class "
+        f"{d['clips_per_class']}; apex annotated in {d['apex_annotated']}.",
+        f"- Key frames: {d['keyframes_uri']}.",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    ev = card.get("evaluation")
+    if not ev:
+        lines.append("No search experiment scored this model.")
+    else:
+        lines += [
+            f"Pooled over {ev['folds']} LOSO folds, seeds {ev['seeds']}; {ev['statistics']}.",
+            "",
+            "| entry | protocol | UF1 | UAR | accuracy |",
+            "|---|---|---|---|---|",
+        ]
+        rows = []
+        if "nested_loso" in ev:
+            rows.append(("selection rule (honest estimate)", "nested-loso", ev["nested_loso"]))
+        rows.append((f"config {t.get('config_id')}", "loso-search", ev["loso_search"]))
+        rows += [(f"baseline: {b}", "loso-search", s) for b, s in ev["baselines"].items()]
+        for label, protocol, s in rows:
+            cells = [_cell(s, m) for m in SCORE_KEYS]
+            lines.append(f"| {label} | {protocol} | {' | '.join(cells)} |")
+        lines += ["", ev["estimate_note"] + "."]
+        if "published" in ev:
+            pub = ", ".join(
+                f"{k} {v[0]} / {v[1]}" for k, v in ev["published"].items() if k != "note"
+            )
+            lines.append(f"Published ({ev['published']['note']}): {pub}.")
+    lines += ["", "## Limitations", ""]
+    lines += [f"- {x}" for x in card["limitations"]]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(s: dict | None, metric: str) -> str:
+    if not s or s.get(metric) is None:
+        return "-"
+    text = f"{s[metric]:.3f}"
+    if s.get(f"{metric}_sd") is not None:
+        text += f" +- {s[f'{metric}_sd']:.3f}"
+    if s.get(f"{metric}_lo") is not None:
+        text += f" [{s[f'{metric}_lo']:.3f}, {s[f'{metric}_hi']:.3f}]"
+    return text
