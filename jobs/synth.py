@@ -6,16 +6,18 @@
     python jobs/synth.py runs/megc --preset megc-like --size 170x140
     python jobs/synth.py runs/demo/smic --layout smic --subjects 16 --clips-per-subject 10
     python jobs/synth.py s3://bucket/mer/data --layout video --size 170x140 --frames 40-80
-    python jobs/synth.py runs/x --preset demo --option roll=1.0 --option amplitude=[0.5,2]
+    python jobs/synth.py runs/x --preset demo --set roll=1.0 --set amplitude=[0.5,2]
 
-Presets: simple | demo | casme2-like | megc-like; the flags and --option KEY=VALUE (any
-field of mer.datasets.synthetic.settings.Settings, VALUE in JSON) override the preset's.
+Presets: simple | demo | casme2-like | megc-like; the flags and --set KEY=VALUE (any field
+of mer.datasets.synthetic.settings.Settings, VALUE in JSON; `data.synthetic.KEY` as in a
+config works too) override the preset's. --option KEY=VALUE is the old spelling of --set.
 See mer/datasets/synthetic/generator.py for what the clips contain; read them back with
 `mer.datasets.load_manifest("synthetic", <out>)` (megc-like: also "megc2019").
 """
 
 import argparse
 import json
+import sys
 import time
 
 import _bootstrap  # noqa: F401  (before mer: the repository, not jobs/, on sys.path)
@@ -36,6 +38,7 @@ def _pair(text: str, sep: str, example: str) -> tuple[int, int]:
 
 def _option(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
+    key = key.removeprefix("data.synthetic.")  # the config's spelling of the same option
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. roll=1.0")
     try:
@@ -58,12 +61,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--frames", type=lambda t: _pair(t, "-", "40-100"), help="MIN-MAX")
     parser.add_argument("--fps", type=int)
     parser.add_argument("--label-noise", type=float, help="share of clips labelled wrongly")
-    parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generator option, e.g. --set roll=1.0 (repeatable)",
+    )
+    parser.add_argument(
+        "--option", type=_option, action="append", default=[], help="deprecated: use --set"
+    )
     args = parser.parse_args(argv)
+    if args.option:
+        print("synth.py: --option is deprecated and will go; use --set KEY=VALUE", file=sys.stderr)
     flags = ("subjects", "clips_per_subject", "clips", "seed", "layout", "size", "frames", "fps")
     options = {k: getattr(args, k) for k in (*flags, "label_noise")}
     options = {k: v for k, v in options.items() if v is not None}
-    options.update(dict(args.option))
+    options.update(dict(args.option + args.set))
 
     start = time.perf_counter()
     try:

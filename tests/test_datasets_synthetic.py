@@ -454,3 +454,33 @@ def test_bad_options_name_what_to_fix(tmp_path):
         generate(out, roll=1.0, **TINY)  # simple is v1: it has no roll
     with pytest.raises(ConfigError, match="subsets"):
         generate(out, preset="megc-like", subjects=3)
+
+
+def test_synth_job_takes_set_like_every_job_and_option_still_works_with_a_warning(tmp_path):
+    """jobs/synth.py: `--set KEY=VALUE` (or the config's data.synthetic.KEY) sets a generator
+    option; the old `--option` does the same and says to use --set."""
+    import subprocess
+    import sys
+
+    from tests_paths import REPO
+
+    def run(*args):
+        cmd = [
+            sys.executable,
+            "jobs/synth.py",
+            *args,
+            "--subjects",
+            "1",
+            "--clips-per-subject",
+            "1",
+        ]
+        cmd += ["--size", "48x40", "--frames", "12-14"]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    new = run(str(tmp_path / "a"), "--set", "seed=3", "--set", "data.synthetic.fps=50")
+    old = run(str(tmp_path / "b"), "--option", "seed=3", "--option", "fps=50")
+    assert new.returncode == 0 and old.returncode == 0, new.stderr + old.stderr
+    meta_a = storage.read_json(str(tmp_path / "a" / "synthetic.json"))
+    meta_b = storage.read_json(str(tmp_path / "b" / "synthetic.json"))
+    assert meta_a["seed"] == 3 and meta_a["fps"] == 50 and meta_a == meta_b
+    assert "--option is deprecated" in old.stderr and "deprecated" not in new.stderr

@@ -1,5 +1,5 @@
 """Inspection of a dataset and a key-frame table: summary counts, rejects by reason, contact
-sheets, and jobs/inspect.py in a subprocess (no Ray)."""
+sheets, and jobs/inspection.py in a subprocess (no Ray)."""
 
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ def test_inspect_dataset_without_key_frames(tmp_path):
 
 def run_job(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "jobs/inspect.py", *args],
+        [sys.executable, "jobs/inspection.py", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

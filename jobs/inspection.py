@@ -1,9 +1,9 @@
 """Look at a key-frame table or a dataset root: a summary and per-clip contact sheets.
 
-    python jobs/inspect.py --config configs/demo.yaml                 # the run's key frames
-    python jobs/inspect.py --config configs/casme2.yaml --dataset     # the dataset root itself
-    python jobs/inspect.py --config configs/smic.yaml --clips 24 --out /tmp/smic-look
-    python jobs/inspect.py --config configs/casme2.yaml --clip sub01/EP02_01f
+    python jobs/inspection.py --config configs/demo.yaml                 # the run's key frames
+    python jobs/inspection.py --config configs/casme2.yaml --dataset     # the dataset root itself
+    python jobs/inspection.py --config configs/smic.yaml --clips 24 --out /tmp/smic-look
+    python jobs/inspection.py --config configs/casme2.yaml --clip sub01/EP02_01f
 
 With the config's key-frame table (or --keyframes URI) it summarises the table and draws
 clips from it; with --dataset, or when the key frames are not built yet, it summarises the
@@ -12,18 +12,9 @@ keyframes.* settings. Writes summary.json, summary.txt, config.yaml and sheets/<
 <subject>-<clip>.png under --out (default <root>/inspect/<key-frame hash or "dataset">/). No Ray.
 """
 
-# This file's name shadows the standard library's `inspect`, which pandas, matplotlib and
-# others import: Python puts this script's folder first on sys.path, so take it off (and
-# put the repository there) before anything else is imported. Only modules loaded at
-# start-up (sys, os) are used for that; `_bootstrap` lives in this folder too.
-import os
-import sys
+import _bootstrap  # noqa: F401
 
-_JOBS = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != _JOBS]
-sys.path.insert(0, os.path.dirname(_JOBS))
-
-from mer import cli, layout, storage  # noqa: E402
+from mer import cli, layout, storage
 
 
 def main() -> None:
