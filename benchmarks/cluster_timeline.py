@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -35,7 +34,8 @@ from mer.testing.autoscaler_stand_in import (  # noqa: E402
     stand_in_node_types,
 )
 from mer.testing.local_cluster import PLACEMENT, LocalCluster  # noqa: E402
-from mer.testing.local_processes import free_ports, wait_until  # noqa: E402
+from mer.testing.local_processes import wait_until  # noqa: E402
+from mer.testing.s3 import LocalS3  # noqa: E402
 
 IDLE_TIMEOUT_MIN = 0.3
 OUT = REPO / "benchmarks" / "cluster_timeline"
@@ -44,20 +44,9 @@ LABELS = {"ray.worker.cpu": "decode (CPU type)", "ray.worker.gpu": "accelerator 
 
 
 def record() -> dict:
-    import boto3
     import yaml
-    from moto.server import ThreadedMotoServer
 
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    boto3.client("s3").create_bucket(Bucket="mer-test")
+    server = LocalS3("mer-test").start()  # every node inherits its AWS_* settings
     types = stand_in_node_types(
         yaml.safe_load((REPO / "cluster.yaml").read_text()),
         {"ray.worker.cpu": 1, "ray.worker.gpu": 3},
@@ -98,7 +87,7 @@ def record() -> dict:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.folder, ignore_errors=True)
-        server.stop()
+        server.close()
 
 
 def plot(rec: dict, path: Path) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import threading
@@ -35,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mer.testing.local_cluster import DECODE, LocalCluster  # noqa: E402
-from mer.testing.local_processes import command_name, free_ports, processes  # noqa: E402
+from mer.testing.local_processes import command_name, processes  # noqa: E402
+from mer.testing.s3 import LocalS3  # noqa: E402
 
 SIZE = [280, 340]  # height, width: CASME II's face crops
 FRAMES = [60, 100]
@@ -154,20 +154,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "s3_streaming.json"))
     args = p.parse_args()
 
-    from moto.server import ThreadedMotoServer
-
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="mer-test")
+    server = LocalS3("mer-test").start()  # every node inherits its AWS_* settings
     cluster = LocalCluster()
     results = []
     try:
@@ -192,7 +179,7 @@ def main() -> None:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.folder, ignore_errors=True)
-        server.stop()
+        server.close()
     Path(args.out).write_text(
         json.dumps({"size": SIZE, "frames": FRAMES, "runs": results}, indent=1)
     )

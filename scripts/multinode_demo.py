@@ -24,7 +24,6 @@ Takes about 3-5 minutes with configs/tiny.yaml on 2 cores. Linux only (reads /pr
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mer.testing.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster  # noqa: E402
-from mer.testing.local_processes import free_ports  # noqa: E402
+from mer.testing.s3 import LocalS3  # noqa: E402
 
 
 def main() -> None:
@@ -46,20 +45,7 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the cluster up until Ctrl-C")
     args = p.parse_args()
 
-    from moto.server import ThreadedMotoServer
-
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(  # every node inherits these, as it would an instance profile
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="mer-demo")
+    server = LocalS3("mer-demo").start()  # every node inherits its AWS_* settings
     cluster = LocalCluster()
     try:
         t0 = time.time()
@@ -114,7 +100,7 @@ def main() -> None:
     finally:
         killed = cluster.stop()
         shutil.rmtree(cluster.folder, ignore_errors=True)
-        server.stop()
+        server.close()
         print(f"cluster stopped (SIGKILL needed: {killed or 'none'})")
 
 

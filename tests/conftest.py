@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 from pathlib import Path
 
@@ -16,12 +14,6 @@ MEGC2019_LIST = SHARED / "data" / "megc2019" / "combined_3class_gt.csv"
 sys.path.insert(0, str(REPO))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on 127.0.0.1 with bucket `mer-test`; yields the endpoint URL.
@@ -29,32 +21,10 @@ def s3_endpoint():
     Sets the AWS_* variables so that s3fs, pyarrow and child processes (Ray workers
     started after this fixture) all reach it. Stopped at the end of the session.
     """
-    from moto.server import ThreadedMotoServer
+    from mer.testing.s3 import LocalS3
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="mer-test")
-    try:
-        yield url
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with LocalS3("mer-test") as s3:
+        yield s3.url
 
 
 @pytest.fixture(scope="module")

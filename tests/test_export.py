@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from tests_paths import REPO
+from tests_paths import REPO, TINY
 
 from mer import config, layout, storage
 from mer.errors import ConfigError, InputError
@@ -27,12 +27,8 @@ from mer.train.checkpoints import load_state
 from mer.train.models import build_classifier
 from mer.train.step import predict
 
-TINY = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.embedding_dim=16",
-    "model.head_hidden=32",
+EXPORT = [
+    *TINY,
     "pretrain.epochs=1",
     "pretrain.pairs_per_epoch=16",
     "pretrain.batch_size=8",
@@ -93,7 +89,7 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
 @pytest.fixture(scope="module")
 def exported(ray_local, fake_keyframes, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    cfg = config.load(None, [f"root={root}", *TINY])
+    cfg = config.load(None, [f"root={root}", *EXPORT])
     exp = fabricate_experiment(cfg, fake_keyframes)
     lines: list[str] = []
     folder = export_model(cfg, progress=lines.append)
@@ -235,7 +231,7 @@ def test_rerun_keeps_the_weights_and_other_settings_are_refused(exported):
     with pytest.raises(ConfigError, match="finetune.gamma.*choose another --name"):
         export_model(cfg, config_id=search.config_id(A), progress=lines.append)
     # A config other than the one the search ran with is refused.
-    other = config.load(None, [f"root={cfg.root}", *TINY, "finetune.lr=0.01"])
+    other = config.load(None, [f"root={cfg.root}", *EXPORT, "finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="finetune.lr"):
         export_model(other, progress=lines.append)
     assert os.path.getmtime(weights) == before

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests_paths import REPO
+from tests_paths import REPO, TINY
 
 from mer import config, layout, storage
 from mer.errors import InputError
@@ -34,11 +34,7 @@ from mer.serving.model_folder import load_model, package
 # differ. Largest difference allowed of any class probability:
 TOLERANCE = 1e-5
 SMALL = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.embedding_dim=16",
-    "model.head_hidden=32",
+    *TINY,
     "model.input=delta",
     "pretrain.enabled=false",
     "finetune.epochs=15",

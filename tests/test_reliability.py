@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from tests_paths import TINY
 
 from mer import config, storage
 from mer.errors import StorageError
@@ -63,9 +64,7 @@ def test_same_seed_gives_same_predictions_on_cpu(fake_keyframes):
     cfg = config.load(
         None,
         [
-            "keyframes.k=8",
-            "keyframes.size=32",
-            "model.width=0.125",
+            *TINY,
             "model.head_hidden=16",
             "finetune.epochs=2",
             "pretrain.enabled=false",
@@ -88,10 +87,6 @@ def test_same_seed_gives_same_predictions_on_cpu(fake_keyframes):
 def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
     """The endpoint stops during the key-frame stage: a clear error, no table that reads as
     complete; once it is back, a rerun finishes with every clip exactly once."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
     from mer.datasets import load_manifest
     from mer.datasets.synthetic.generator import generate
     from mer.keyframes.preprocess import (
@@ -102,26 +97,10 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
     )
     from mer.keyframes.table import read_keyframes
     from mer.layout import keyframes_uri
+    from mer.testing.s3 import LocalS3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": url,
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_MAX_ATTEMPTS": "2",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)  # undone after the test
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = LocalS3("flaky", env={"AWS_MAX_ATTEMPTS": "2"}).start()
     try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="flaky")
         storage.filesystem("s3://flaky")[0].clear_instance_cache()
         data = tmp_path / "data"
         generate(str(data), subjects=2, clips_per_subject=3, seed=2, size=(96, 80), frames=(40, 50))
@@ -140,10 +119,10 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
         items = chunk_items(cfg, manifest_rows(manifest))
         assert len(items) == 2
         process_chunk(items[0])
-        server.stop()  # the endpoint goes away before the second chunk's write
+        server.pause()  # the endpoint goes away before the second chunk's write
         with pytest.raises(StorageError, match=r"s3://flaky/run/keyframes/synthetic/\w+/part-"):
             process_chunk(items[1])
-        server.start()  # back, with what it stored before (moto keeps state in-process)
+        server.resume()  # back, with what it stored before
         with pytest.raises(Exception, match="_meta.json"):
             read_keyframes(out)
         lines = []
@@ -153,4 +132,4 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
         assert sorted(clips["clip"]) == sorted(manifest["clip"])
         assert meta["counts"]["written"] == len(manifest)
     finally:
-        server.stop()
+        server.close()

@@ -15,19 +15,15 @@ import pandas as pd
 import pytest
 from conftest import write_fake_keyframes
 from sklearn.metrics import balanced_accuracy_score, f1_score
-from tests_paths import REPO, wait_until
+from tests_paths import REPO, TINY, wait_until
 
 from mer import config, layout, storage
 from mer.evaluation import results
 from mer.evaluation.stage import run_search_stage
 
-TINY = [
+SEARCH = [
     "data.dataset=synthetic",
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.embedding_dim=16",
-    "model.head_hidden=32",
+    *TINY,
     "pretrain.epochs=1",
     "pretrain.pairs_per_epoch=32",
     "pretrain.batch_size=8",
@@ -38,7 +34,7 @@ TINY = [
 
 
 def tiny_cfg(root, *extra):
-    return config.load(None, [f"root={root}", *TINY, *extra])
+    return config.load(None, [f"root={root}", *SEARCH, *extra])
 
 
 def search(cfg, keyframes):

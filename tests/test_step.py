@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests_paths import TINY
 
 from mer import config
 from mer.train import data
@@ -47,9 +48,7 @@ def test_a_fold_run_with_the_table_on_the_device_is_the_same_run(fake_keyframes)
         cfg = config.load(
             None,
             [
-                "keyframes.k=8",
-                "keyframes.size=32",
-                "model.width=0.125",
+                *TINY,
                 "model.head_hidden=16",
                 "finetune.epochs=2",
                 "pretrain.enabled=false",

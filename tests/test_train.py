@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from tests_paths import TINY
 
 from mer import config, layout, storage
 from mer.keyframes.table import fold_specs, load_table, outer_runs
@@ -19,11 +20,7 @@ from mer.train.pretrain import pretrain_loop, prior_jobs, run_pretraining, train
 from mer.train.runtime import Worker, platform
 
 SMALL = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.embedding_dim=16",
-    "model.head_hidden=32",
+    *TINY,
     "pretrain.epochs=2",
     "pretrain.pairs_per_epoch=32",
     "pretrain.batch_size=8",

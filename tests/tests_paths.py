@@ -6,5 +6,15 @@ from pathlib import Path
 from mer.testing.local_processes import wait_until  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tiny model and key frames of every CPU test that trains (each adds its own budgets
+# after these; a later override wins).
+TINY = [
+    "keyframes.k=8",
+    "keyframes.size=32",
+    "model.width=0.125",
+    "model.embedding_dim=16",
+    "model.head_hidden=32",
+]
 SHARED = REPO.parent / "shared"
 MEGC2019_LIST = SHARED / "data" / "megc2019" / "combined_3class_gt.csv"
