@@ -33,6 +33,21 @@ CLASSES_3 = ("negative", "positive", "surprise")
 DATASETS = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
 
 
+def class_names(protocol: str | None, dataset: str = "") -> list[str] | None:
+    """Names of the class indices under `protocol`: the MEGC2019 classes for 3class, the
+    dataset's own emotion words for 5class (CASME II, SAMM); None where only the indices
+    are known."""
+    if protocol == "3class":
+        return list(CLASSES_3)
+    if protocol != "5class" or dataset not in ("casme2", "samm"):
+        return None
+    if dataset == "casme2":
+        from mer.datasets.casme2 import FIVE_CLASS as five
+    else:
+        from mer.datasets.samm import FIVE_CLASS as five
+    return [w for w, _ in sorted(five.items(), key=lambda kv: kv[1])]
+
+
 def load_manifest(dataset: str, root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
     """Load the clip manifest of `dataset` found under `root` (local path or s3:// URI)."""
     from mer.errors import InputError

@@ -10,6 +10,7 @@ REJECTABLE (a per-clip reject with its reason); anything else is a bug.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +28,17 @@ class PreparedClip(NamedTuple):
     motion: object  # mer.keyframes.motion.Motion: the motion curve and the head drift it measured
     drift: np.ndarray | None  # per-frame head shift in frame pixels, None: phase correlation
     face_found: bool | None
+
+
+def keyframe_settings(keyframes: dict, interpolator_uri: Callable[[], str]) -> dict:
+    """The settings one clip's key frames are built with (`kf`, a plain dict: it travels to
+    Ray workers): a `keyframes` config section, plus where the learned interpolator lies
+    when the key frames are rendered with one (`interpolator_uri()`, asked only then). The
+    key-frame stage builds it from a config, inference from a model folder's card."""
+    kf = dict(keyframes)
+    if kf["interpolation"] == "adaconv":
+        kf["interpolator_uri"] = interpolator_uri()
+    return kf
 
 
 def prepare_clip(row: dict, kf: dict) -> PreparedClip:

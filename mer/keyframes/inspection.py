@@ -12,7 +12,7 @@ Two things a researcher checks first with a new dataset copy or a new key-frame 
 from a dataset root without key frames, building each drawn clip's record on the fly with
 mer.keyframes.clip_records.build_record. The motion curve is not stored in the table, so `clip_motion`
 decodes the clip again with the steps build_record takes and measures it with mer.keyframes.motion.
-jobs/inspect.py is the command line.
+jobs/inspection.py is the command line.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mer import storage
+from mer.datasets import class_names
 from mer.errors import DecodeError, InputError
 from mer.keyframes.table import REJECT_COLUMNS
 from mer.progress import emit
@@ -36,15 +37,6 @@ UNUSABLE = (InputError, DecodeError)
 
 
 # ---------------------------------------------------------------- summary
-
-
-def class_names(protocol: str | None) -> tuple[str, ...] | None:
-    """Names of the class indices under `protocol` (None where only indices are known)."""
-    if protocol == "3class":
-        from mer.datasets import CLASSES_3
-
-        return CLASSES_3
-    return None
 
 
 def reason_kind(reason: str) -> str:

@@ -27,7 +27,13 @@ import pyarrow as pa
 from mer import layout, storage
 from mer.config import PipelineConfig
 from mer.errors import DecodeError, InputError
-from mer.keyframes.clip_records import REJECTABLE, build_record, load_interpolator, manifest_rows
+from mer.keyframes.clip_records import (
+    REJECTABLE,
+    build_record,
+    keyframe_settings,
+    load_interpolator,
+    manifest_rows,
+)
 from mer.keyframes.table import rejects_to_table
 from mer.progress import Counter, emit
 
@@ -105,9 +111,7 @@ def manifest_fingerprint(manifest: pd.DataFrame) -> str:
 
 def chunk_items(cfg: PipelineConfig, rows: list[dict]) -> list[dict]:
     """The stage's work items: `keyframes.chunk_size` manifest rows each, with the settings."""
-    kf = cfg.to_dict()["keyframes"]
-    if cfg.keyframes.interpolation == "adaconv":
-        kf["interpolator_uri"] = layout.interpolator_file(cfg)
+    kf = keyframe_settings(cfg.to_dict()["keyframes"], lambda: layout.interpolator_file(cfg))
     cs, out = cfg.keyframes.chunk_size, layout.keyframes_uri(cfg)
     return [
         {"chunk": i, "size": cs, "rows": rows[i * cs : (i + 1) * cs], "kf": kf, "out": out}

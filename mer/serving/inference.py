@@ -35,6 +35,7 @@ import torch
 
 from mer import storage
 from mer.errors import ConfigError, DecodeError, InputError
+from mer.keyframes import clip_records
 from mer.progress import emit
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,10 @@ def _reject(clip: dict, stage: str, reason: str) -> dict:
 def keyframe_settings(model: str, card: dict) -> dict:
     """The key-frame settings of a model folder's card, with the learned interpolator it
     carries when the key frames are rendered with one (as mer.keyframes.preprocess passes them)."""
-    kf = dict(card["config"]["keyframes"])
-    if kf["interpolation"] == "adaconv":
-        kf["interpolator_uri"] = storage.join(model, card["files"]["interpolator"]["file"])
-    return kf
+    return clip_records.keyframe_settings(
+        card["config"]["keyframes"],
+        lambda: storage.join(model, card["files"]["interpolator"]["file"]),
+    )
 
 
 def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:

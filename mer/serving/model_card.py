@@ -21,7 +21,9 @@ import numpy as np
 
 from mer import layout
 from mer.config import NUM_CLASSES, PipelineConfig
-from mer.train.data import DELTA_GAIN
+from mer.datasets import class_names
+from mer.datasets.common import THREE_CLASS
+from mer.train.data import describe_normalisation
 
 CARD_FORMAT = "mer-model-card/1"
 # Shortest interval (onset..offset inclusive) a clip may have: onset, apex and offset apart
@@ -46,40 +48,22 @@ LIMITATIONS = [
 ]
 
 
-def class_names(cfg: PipelineConfig) -> tuple[list[str], dict[str, list[str]]]:
+def class_words(cfg: PipelineConfig) -> tuple[list[str], dict[str, list[str]]]:
     """(class names by index, class -> the emotion words mapped to it) of cfg's protocol."""
-    from mer.datasets import CLASSES_3
-    from mer.datasets.common import THREE_CLASS
-
-    if cfg.data.protocol == "3class":
-        mapping = {
-            name: sorted(w for w, c in THREE_CLASS.items() if c == i)
-            for i, name in enumerate(CLASSES_3)
-        }
-        return list(CLASSES_3), mapping
-    five = None
-    if cfg.data.dataset == "casme2":
-        from mer.datasets.casme2 import FIVE_CLASS as five
-    elif cfg.data.dataset == "samm":
-        from mer.datasets.samm import FIVE_CLASS as five
-    n = NUM_CLASSES[cfg.data.protocol]
-    if five is None:
-        names = [f"class{i}" for i in range(n)]
+    names = class_names(cfg.data.protocol, cfg.data.dataset)
+    if names is None:
+        names = [f"class{i}" for i in range(NUM_CLASSES[cfg.data.protocol])]
         return names, {name: [] for name in names}
-    names = [w for w, _ in sorted(five.items(), key=lambda kv: kv[1])]
+    if cfg.data.protocol == "3class":
+        words = {i: sorted(w for w, c in THREE_CLASS.items() if c == i) for i in range(3)}
+        return names, {name: words[i] for i, name in enumerate(names)}
     return names, {name: [name] for name in names}
 
 
 def input_spec(cfg: PipelineConfig) -> dict:
     kf = cfg.to_dict()["keyframes"]
     builder = {k: v for k, v in kf.items() if k not in layout.KEYFRAMES_EXECUTION}
-    if cfg.model.input == "delta":
-        norm = (
-            f"x = clamp((frame_k - frame_0) * {DELTA_GAIN:g} / 255, -1, 1) per channel, where "
-            "frame_0 is the first (onset) key frame"
-        )
-    else:
-        norm = "x = frame / 127.5 - 1 (values in [-1, 1])"
+    norm = describe_normalisation(cfg.model.input)
     return {
         "clip": (
             "a video file (frames numbered from 0) or a folder of numbered frame images "
@@ -221,7 +205,7 @@ def build_card(
     import ray
     import torch
 
-    classes, mapping = class_names(cfg)
+    classes, mapping = class_words(cfg)
     return {
         "format": CARD_FORMAT,
         "name": name,

@@ -35,7 +35,7 @@ from torch import nn
 from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict
 from mer.errors import InputError
-from mer.train.data import DELTA_GAIN
+from mer.train.data import normalise
 
 WEIGHTS = "model.pt"
 PORTABLE = "model.pt2"
@@ -58,14 +58,10 @@ class Probabilities(nn.Module):
     def __init__(self, classifier: nn.Module, input: str) -> None:
         super().__init__()
         self.classifier = classifier
-        self.delta = input == "delta"
+        self.input = input
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 4, 1, 2, 3).float()
-        if self.delta:
-            x = ((x - x[:, :, :1]) * (DELTA_GAIN / 255.0)).clamp(-1.0, 1.0)
-        else:
-            x = x / 127.5 - 1.0
+        x = normalise(frames.permute(0, 4, 1, 2, 3).float(), self.input)
         return torch.softmax(self.classifier(x).float(), dim=1)
 
 

@@ -57,10 +57,25 @@ def to_tensor(frames, device=None, input: str = "frames") -> torch.Tensor:
         x = frames.to(device) if device is not None else frames
     else:
         x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)
-    x = x.permute(0, 4, 1, 2, 3).float()
+    return normalise(x.permute(0, 4, 1, 2, 3).float(), input)
+
+
+def normalise(x: torch.Tensor, input: str) -> torch.Tensor:
+    """float32 key frames B,C,K,S,S (0..255) -> the model's input in [-1, 1]: the one
+    normalisation, used in training, evaluation and the model folder's portable program."""
     if input == "delta":
-        return (x - x[:, :, :1]).mul_(DELTA_GAIN / 255.0).clamp_(-1.0, 1.0)
-    return x.div_(127.5).sub_(1.0)
+        return ((x - x[:, :, :1]) * (DELTA_GAIN / 255.0)).clamp(-1.0, 1.0)
+    return x / 127.5 - 1.0
+
+
+def describe_normalisation(input: str) -> str:
+    """`normalise` in words, for the model card."""
+    if input == "delta":
+        return (
+            f"x = clamp((frame_k - frame_0) * {DELTA_GAIN:g} / 255, -1, 1) per channel, where "
+            "frame_0 is the first (onset) key frame"
+        )
+    return "x = frame / 127.5 - 1 (values in [-1, 1])"
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -33,12 +33,11 @@ from mer.train import data
 from mer.train.runtime import (
     Worker,
     adamw,
-    compile_model,
     mean_over_workers,
-    place,
     platform,
     ray_worker,
     set_threads,
+    set_up,
     table_on_device,
 )
 from mer.train.step import predict, train_step
@@ -149,13 +148,7 @@ def train_classifier(
         train_idx, val_idx = _validation_split(table, train_idx, ft, run["index"])
 
     model = init_classifier(cfg, prior, num_classes)
-    place(model, w, cfg.resources.channels_last)
-    ddp = model
-    if w.world > 1:
-        import ray.train.torch
-
-        ddp = ray.train.torch.prepare_model(model)
-    forward = compile_model(ddp, cfg.resources, w)
+    ddp, forward = set_up(model, w, cfg.resources.channels_last, cfg.resources)
     frames = data.Frames.of(table.frames, w.device, table_on_device(cfg.resources, w))
 
     counts = np.bincount(labels_all[train_idx], minlength=num_classes)

@@ -28,7 +28,7 @@ import torch
 from mer import layout, storage
 from mer.config import PipelineConfig, from_dict
 from mer.progress import emit
-from mer.train.runtime import mean_over_workers, place, ray_worker, set_threads
+from mer.train.runtime import mean_over_workers, ray_worker, set_threads, set_up
 
 REPORT_EVERY = 25  # steps
 
@@ -66,12 +66,7 @@ def interpolator_loop(config: dict) -> None:
             levels=ip.levels,
         )
     )
-    place(model, w, channels_last=False)
-    ddp = model
-    if w.world > 1:
-        import ray.train.torch
-
-        ddp = ray.train.torch.prepare_model(model)
+    ddp, _ = set_up(model, w, channels_last=False)
     opt = torch.optim.Adam(model.parameters(), lr=ip.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, ip.steps)
     rng = np.random.default_rng([ip.seed, w.rank])

@@ -47,12 +47,11 @@ from mer.train.models import build_siamese
 from mer.train.runtime import (
     Worker,
     adamw,
-    compile_model,
     mean_over_workers,
-    place,
     platform,
     ray_worker,
     set_threads,
+    set_up,
     table_on_device,
 )
 from mer.train.step import recompute_norms, train_step
@@ -103,13 +102,7 @@ def train_prior(
             torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and w.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], w.device)
-    place(model, w, cfg.resources.channels_last)
-    ddp = model
-    if w.world > 1:
-        import ray.train.torch
-
-        ddp = ray.train.torch.prepare_model(model)
-    forward = compile_model(ddp, cfg.resources, w)
+    ddp, forward = set_up(model, w, cfg.resources.channels_last, cfg.resources)
     frames = data.Frames.of(table.frames, w.device, table_on_device(cfg.resources, w))
     amp = p.amp and w.device.type == "cuda"
     if rule == "episodic":

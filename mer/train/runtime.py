@@ -89,6 +89,21 @@ def compile_model(model: torch.nn.Module, resources, w: Worker):
     return torch.compile(model) if on else model
 
 
+def set_up(model: torch.nn.Module, w: Worker, channels_last: bool, resources=None):
+    """A model made ready for a training loop, the same way in every loop: placed on the
+    worker's device (`place`), wrapped for DDP when there are several workers, and compiled
+    where `resources.compile` asks (`compile_model`; no `resources`: never). Returns
+    (ddp, forward): the (wrapped) model to train and the callable that computes."""
+    place(model, w, channels_last)
+    ddp = model
+    if w.world > 1:
+        import ray.train.torch  # only inside a Ray Train worker
+
+        ddp = ray.train.torch.prepare_model(model)
+    forward = compile_model(ddp, resources, w) if resources is not None else ddp
+    return ddp, forward
+
+
 def adamw(params, lr: float, weight_decay: float, w: Worker) -> torch.optim.AdamW:
     """AdamW, its fused kernel on CUDA (one launch for all parameters)."""
     fused = w.device.type == "cuda"
