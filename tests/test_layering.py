@@ -78,3 +78,12 @@ def test_every_stage_is_a_package_with_its_driver():
         if prefix != "mer.pipeline":
             assert (MER.parent / prefix.replace(".", "/") / "__init__.py").exists(), prefix
     assert "mer.datasets.stage" in mods and "mer.evaluation.stage" in mods
+
+
+def test_no_job_shadows_a_standard_library_module():
+    """`python jobs/X.py` puts jobs/ first on sys.path: a job named like a standard module
+    (inspect, ...) would replace it for every import of every job."""
+    import sys
+
+    jobs = {p.stem for p in (MER.parent / "jobs").glob("*.py")}
+    assert jobs and not jobs & set(sys.stdlib_module_names), jobs & set(sys.stdlib_module_names)
