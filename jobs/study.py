@@ -28,6 +28,7 @@ def main() -> None:
 
     from mer.evaluation import study as study_mod
     from mer.evaluation.study_report import markdown
+    from mer.pipeline import run_experiment
 
     overrides = list(args.set) + ([f"root={args.root}"] if args.root else [])
     cfg, study = study_mod.load_study(args.config, overrides)
@@ -36,7 +37,7 @@ def main() -> None:
         table = study_mod.write_study(cfg, study)
     else:
         cli.connect_ray(args, cfg)
-        table = study_mod.run_study(cfg, study, only=args.variants)
+        table = study_mod.run_study(cfg, study, run_experiment=run_experiment, only=args.variants)
     print()
     print(markdown(table))
 

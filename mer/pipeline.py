@@ -22,14 +22,22 @@ from mer.serving.export import export_model
 from mer.train.interpolate import run_interpolator
 
 
-def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
-    t0 = time.time()
-    storage.write_bytes(storage.join(cfg.root, "config.yaml"), cfg.to_yaml().encode())
+def run_experiment(cfg: PipelineConfig, progress=emit) -> str:
+    """The stages up to the experiment (data, learned interpolator, key frames, baselines,
+    priors, search); returns the experiment URI. A study runs it once per variant."""
     ensure_data(cfg, progress)
     if cfg.keyframes.interpolation == "adaconv":
         run_interpolator(cfg, progress=progress)
     build_keyframes_dataset(cfg, progress=progress)
-    exp = run_search_stage(cfg, progress)
+    return run_search_stage(cfg, progress)
+
+
+def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
+    """Every stage from `cfg`: the experiment, its results, the final model where
+    `export.enabled`; returns the results' summary."""
+    t0 = time.time()
+    storage.write_bytes(storage.join(cfg.root, "config.yaml"), cfg.to_yaml().encode())
+    exp = run_experiment(cfg, progress)
     out = layout.results_uri(cfg)
     summary = results_report.write_report(results.load_experiment(exp), out)
     if cfg.export.enabled:

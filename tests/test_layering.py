@@ -72,6 +72,27 @@ def test_the_library_never_imports_its_test_tooling_or_the_pipeline_driver():
     assert not wrong, wrong
 
 
+# The modules that run a stage from a config. Only the pipeline driver (and jobs/) call
+# them; the training loops (mer.train.pretrain, mer.train.finetune) are the train stage's
+# library, run per fold by the evaluation stage and once by serving's export.
+DRIVERS = {
+    "mer.datasets.stage",
+    "mer.train.interpolate",
+    "mer.keyframes.preprocess",
+    "mer.evaluation.stage",
+    "mer.serving.export",
+}
+
+
+def test_only_the_pipeline_driver_calls_the_stages_drivers():
+    wrong = [
+        (a, b)
+        for a, b in edges()
+        if b in DRIVERS and a != "mer.pipeline" and not a.startswith("mer.testing")
+    ]
+    assert not wrong, f"a stage reaching another stage's driver: {wrong}"
+
+
 def test_every_stage_is_a_package_with_its_driver():
     mods = modules()
     for prefix, _ in STAGES:

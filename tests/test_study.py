@@ -15,6 +15,7 @@ from tests_paths import REPO
 from mer import layout
 from mer.errors import ConfigError
 from mer.evaluation import results, study, study_report
+from mer.evaluation.stage import run_search_stage
 from mer.testing.fakes import write_random_keyframes
 from mer.train.runtime import platform
 
@@ -166,20 +167,21 @@ INTERP = {
 
 
 def test_an_interpolation_variant_is_not_run_where_no_key_frame_is_interpolated(
-    tmp_path, monkeypatch
+    tmp_path,
 ):
     cfg, s = study.load_study(write_study_config(tmp_path, INTERP))
     full_uri = layout.keyframes_uri(study.variant_config(cfg, s, s.variants[0]))
     write_random_keyframes(full_uri, subjects=3, clips=3)  # every position a whole frame
     ran: list[str] = []
-    monkeypatch.setattr("mer.datasets.stage.ensure_data", lambda cfg, progress=None: "")
-    monkeypatch.setattr("mer.keyframes.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
-    monkeypatch.setattr(
-        "mer.evaluation.stage.run_search_stage",
-        lambda cfg, progress: ran.append(cfg.search.experiment),
-    )
+
+    # The variants' stages are not run: the runner only records which experiments it was asked for.
+    def run(cfg, progress):
+        ran.append(cfg.search.experiment)
+
     lines: list[str] = []
-    table = study.run_study(cfg, s, progress=lines.append, only=["flow", "uniform"])
+    table = study.run_study(
+        cfg, s, run_experiment=run, progress=lines.append, only=["flow", "uniform"]
+    )
     assert ran == ["interp-uniform"]  # flow's fold runs would repeat the full method's
     assert any(x.startswith("[study] flow: not testable on this set") for x in lines)
     flow = next(r for r in table["rows"] if r["variant"] == "flow")
@@ -192,7 +194,7 @@ def test_an_interpolation_variant_is_not_run_where_no_key_frame_is_interpolated(
     # One key-frame position between two frames: the interpolation matters, flow is run.
     write_random_keyframes(full_uri, subjects=3, clips=3, positions=[0, 1, 2, 3, 4, 5, 5.5, 7])
     ran.clear()
-    table = study.run_study(cfg, s, progress=lines.append, only=["flow"])
+    table = study.run_study(cfg, s, run_experiment=run, progress=lines.append, only=["flow"])
     assert ran == ["interp-flow"]
     assert next(r for r in table["rows"] if r["variant"] == "flow")["status"] == "not run"
 
@@ -220,7 +222,7 @@ END = {
 }
 
 
-def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
+def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     path = write_study_config(tmp_path, END)
     cfg, s = study.load_study(path)
     # Fake key-frame tables where each variant's stage would write them (different content
@@ -233,10 +235,8 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
             write_random_keyframes(uri, subjects=3, clips=3)
             tables.add(uri)
     assert len(tables) == 2
-    monkeypatch.setattr("mer.datasets.stage.ensure_data", lambda cfg, progress=None: "")
-    monkeypatch.setattr("mer.keyframes.preprocess.build_keyframes_dataset", lambda cfg, **kw: {})
-
-    table = study.run_study(cfg, s, progress=lambda line: None)
+    # So the runner is the search stage alone (no data or key-frame stage to run).
+    table = study.run_study(cfg, s, run_experiment=run_search_stage, progress=lambda line: None)
     out = tmp_path / "study" / "tiny"
     assert sorted(os.listdir(out)) == [
         "config.yaml",
@@ -325,7 +325,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     preds = sorted((tmp_path / "tune").glob("*/configs/*/seed-*/*.parquet"))
     mtimes = {p: p.stat().st_mtime for p in preds}
     assert len(preds) == 3 * 3 * 2  # 3 configurations x 3 folds x 2 seeds
-    again = study.run_study(cfg, s, progress=lambda line: None)
+    again = study.run_study(cfg, s, run_experiment=run_search_stage, progress=lambda line: None)
     assert again["rows"][1]["uf1"] == table["rows"][1]["uf1"]
     assert mtimes == {p: p.stat().st_mtime for p in preds}
 
@@ -343,7 +343,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     # The same study name under another base setting is refused, naming study.name.
     cfg2, s2 = study.load_study(write_study_config(tmp_path, END), ["finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="study.name"):
-        study.run_study(cfg2, s2, progress=lambda line: None)
+        study.run_study(cfg2, s2, run_experiment=run_search_stage, progress=lambda line: None)
     # Its table never shows those results: every row is stale and says what differs.
     stale = study.study_table(cfg2, s2)
     assert [r["status"] for r in stale["rows"]] == ["stale", "stale"]

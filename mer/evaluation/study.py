@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,15 +165,18 @@ def study_uri(cfg: PipelineConfig, study: Study) -> str:
 
 
 def run_study(
-    cfg: PipelineConfig, study: Study, *, progress=emit, only: list[str] | None = None
+    cfg: PipelineConfig,
+    study: Study,
+    *,
+    run_experiment: Callable[[PipelineConfig, Callable], str],
+    progress=emit,
+    only: list[str] | None = None,
 ) -> dict:
     """Run (or resume) every variant's experiment, then write the study's table and plot.
+    `run_experiment(config, progress)` runs one variant's stages up to its experiment
+    (mer.pipeline.run_experiment; the study itself calls no other stage's driver).
     `only`: run just these variants (the table still lists every variant, partial ones apart).
     """
-    from mer.datasets.stage import ensure_data
-    from mer.evaluation.stage import run_search_stage
-    from mer.keyframes.preprocess import build_keyframes_dataset
-
     names = [v.name for v in study.variants]
     unknown = sorted(set(only or []) - set(names))
     if unknown:
@@ -189,14 +193,8 @@ def run_study(
         if untestable:
             progress(f"[study] {v.name}: {untestable}; not run")
             continue
-        ensure_data(vcfg, progress)
-        if vcfg.keyframes.interpolation == "adaconv":
-            from mer.train.interpolate import run_interpolator
-
-            run_interpolator(vcfg, progress=progress)
-        build_keyframes_dataset(vcfg, progress=progress)
         try:
-            run_search_stage(vcfg, progress)
+            run_experiment(vcfg, progress)
         except ConfigError as e:
             if "holds an experiment" not in str(e):
                 raise
