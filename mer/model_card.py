@@ -29,7 +29,7 @@ CARD_FORMAT = "mer-model-card/1"
 MIN_FRAMES = 3
 SCORE_KEYS = ("uf1", "uar", "accuracy")
 
-# What the README's Limitations section says, as it bears on using the model.
+# What docs/limitations.md says, as it bears on using the model.
 LIMITATIONS = [
     "Only the paper's abstract is available: key-frame placement, pair sampling, the head "
     "and the freezing details are this project's reconstruction; no figure here reproduces "
