@@ -1,5 +1,7 @@
 """Config loading, overrides, range checks and stage hashes."""
 
+import re
+
 import pytest
 from tests_paths import REPO
 
@@ -72,6 +74,25 @@ def test_unknown_keys_and_sections_are_errors():
         config.load(None, ["trainer.x=1"])
     with pytest.raises(ConfigError, match="section.key=value"):
         config.load(None, ["gamma"])
+
+
+def test_an_unknown_key_names_where_it_came_from(tmp_path):
+    """A misspelt --set names the --set (not the config file, which never held it) and the
+    key it probably meant; a misspelt key in a file names the file."""
+    demo = str(REPO / "configs" / "demo.yaml")
+    with pytest.raises(ConfigError) as info:
+        config.load(demo, ["finetune.epoch=10"])
+    message = str(info.value)
+    assert message.startswith("--set finetune.epoch=10: unknown key 'epoch' in 'finetune'")
+    assert "did you mean 'epochs'" in message and "demo.yaml" not in message
+    with pytest.raises(ConfigError, match=r"^--set trainer\.x=1: unknown section 'trainer'"):
+        config.load(demo, ["trainer.x=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: {epoch: 10}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: unknown key"):
+        config.load(str(bad), ["finetune.epochs=10"])
+    # A whole section set at once stays possible.
+    assert config.load(demo, ["model={width: 0.25}"]).model.width == 0.25
 
 
 def test_stage_hashes_change_only_with_the_settings_that_determine_them():

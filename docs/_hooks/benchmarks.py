@@ -22,9 +22,7 @@ LINK = re.compile(r"\]\(\.\./benchmarks/")
 def on_files(files: Files, config) -> Files:
     for path in sorted(BENCHMARKS.iterdir()):
         if path.suffix in SUFFIXES:
-            files.append(
-                File.generated(config, f"benchmarks/{path.name}", abs_src_path=str(path))
-            )
+            files.append(File.generated(config, f"benchmarks/{path.name}", abs_src_path=str(path)))
     return files
 
 
