@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -121,6 +122,13 @@ def warn_small_model(cfg: PipelineConfig, config_path: str | None) -> None:
         )
 
 
+# The folders a job created for its log (a new local root and its new parents, deepest
+# first) and the log: a job that then fails on bad input before writing anything else removes
+# them again (main), so a mistyped --root or a command run too early leaves no folder behind.
+_CREATED: list[str] = []
+_LOG: list[str] = []
+
+
 def log_file(cfg: PipelineConfig) -> tuple[str, str]:
     """(local file Ray's logs of this run go to, where they end up): <root>/logs/<time>.log.
     For an S3 root the local file is temporary: uploaded there and removed at exit, so a
@@ -130,7 +138,12 @@ def log_file(cfg: PipelineConfig) -> tuple[str, str]:
     name = time.strftime("run-%Y%m%d-%H%M%S.log")
     if not is_remote(cfg.root):
         folder = os.path.join(cfg.root, "logs")
+        missing = Path(os.path.abspath(folder))
+        while not missing.exists():
+            _CREATED.append(str(missing))
+            missing = missing.parent
         os.makedirs(folder, exist_ok=True)
+        _LOG.append(os.path.join(folder, name))
         return os.path.join(folder, name), os.path.join(folder, name)
     fd, path = tempfile.mkstemp(prefix="mer-run-", suffix=".log")
     os.close(fd)
@@ -262,4 +275,21 @@ def main(fn) -> None:
         sys.exit(130)
     except MERError as e:
         print(f"error: {e}", file=sys.stderr)
+        _remove_unused_folders()
         sys.exit(2)
+
+
+def _remove_unused_folders() -> None:
+    """After a failed job: the log and the folders made for it, where the job wrote nothing
+    else (a folder that holds anything more is kept, with the log beside the outputs)."""
+    if not _CREATED:
+        return  # the root was there before: its logs/ is where failed runs' logs belong
+    root = Path(_CREATED[0]).parent  # _CREATED[0] is <root>/logs
+    if any(p.name != "logs" for p in root.iterdir()):
+        return
+    for log in _LOG:
+        with contextlib.suppress(OSError):
+            os.remove(log)
+    for folder in _CREATED:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty

@@ -220,3 +220,34 @@ def test_a_real_dataset_with_the_demos_tiny_model_says_so(tmp_path):
     with redirect_stderr(err):
         cli.warn_small_model(config.load(str(REPO / "configs" / "casme2.yaml")), "c")
     assert err.getvalue() == ""
+
+
+def test_a_failed_job_leaves_no_folder_it_made_only_for_its_log(tmp_path, monkeypatch):
+    """A job that fails on bad input removes the run root (and parents) it created for its log
+    when it wrote nothing else there; a root with outputs keeps the failed run's log."""
+    from mer import cli
+    from mer.errors import InputError
+
+    def failing_job(root):
+        def job():
+            path, _ = cli.log_file(config.load(None, [f"root={root}"]))
+            with open(path, "w") as f:
+                f.write("Ray's start-up lines\n")
+            raise InputError("bad input")
+
+        return job
+
+    for name in ("_CREATED", "_LOG"):
+        monkeypatch.setattr(cli, name, [])
+    with pytest.raises(SystemExit) as info:
+        cli.main(failing_job(tmp_path / "typo" / "root"))
+    assert info.value.code == 2
+    assert list(tmp_path.iterdir()) == []
+
+    used = tmp_path / "used"
+    (used / "keyframes").mkdir(parents=True)
+    for name in ("_CREATED", "_LOG"):
+        monkeypatch.setattr(cli, name, [])
+    with pytest.raises(SystemExit):
+        cli.main(failing_job(used))
+    assert len(list((used / "logs").iterdir())) == 1  # beside the outputs, the log stays
