@@ -180,15 +180,25 @@ def quiet_ray(path: str) -> None:
 # A log line of Ray's C++ core ("[2026-11-30 11:16:29,297 E 8228 8228] core_worker.cc:2465: ..."):
 # the driver's core worker writes it to its own log file and, at ERROR, to stderr too.
 _NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] \S+\.cc:\d+:")
+# The raylet's "28 PYTHON worker processes have been started on node ... which is 14x the
+# maximum expected startup concurrency (2)", which the driver prints to stdout each time the
+# count reaches another multiple (from 4x) of the raylet's start-up concurrency (the smaller
+# of its cores and CPUs). Each configuration and each prior run is a Tune trial, a Train
+# controller and its workers, so a job holds a few dozen Python processes, and on a small
+# head started without RAY_worker_maximum_startup_concurrency (docs/cluster.md) the warning
+# is printed a dozen times into the job's log. It asks nothing of the user: the log file
+# keeps it.
+_STARTUP_WARNING = re.compile(rb"worker processes have been started on node.*startup concurrency")
 
 
-def _filter_native_stderr(path: str) -> None:
-    """Route Ray's C++ log lines on this process's stderr to `path`; pass the rest through.
+def _route_lines(fd: int, to_log, path: str) -> None:
+    """Route the lines on file descriptor `fd` for which `to_log(line)` holds to `path`; pass
+    the rest through.
 
-    Called after Ray has started its daemons, so only this process's stderr is piped."""
-    real = os.dup(2)
+    Called after Ray has started its daemons, so only this process's output is piped."""
+    real = os.dup(fd)
     r, w = os.pipe()
-    os.dup2(w, 2)
+    os.dup2(w, fd)
     os.close(w)
 
     def pump() -> None:
@@ -198,19 +208,19 @@ def _filter_native_stderr(path: str) -> None:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if _NATIVE_LINE.match(line):
+                    if to_log(line):
                         log.write(line + b"\n")
                     else:
                         os.write(real, line + b"\n")
             if pending:
                 os.write(real, pending)
 
-    thread = threading.Thread(target=pump, name="mer-stderr", daemon=True)
+    thread = threading.Thread(target=pump, name=f"mer-fd{fd}", daemon=True)
     thread.start()
 
     def restore() -> None:
-        sys.stderr.flush()
-        os.dup2(real, 2)  # closes the pipe's last writer: the pump drains and stops
+        (sys.stdout if fd == 1 else sys.stderr).flush()
+        os.dup2(real, fd)  # closes the pipe's last writer: the pump drains and stops
         thread.join(timeout=5)
 
     atexit.register(restore)
@@ -259,7 +269,8 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
         import ray.data  # noqa: F401  (configures its own console logging on import)
 
         quiet_ray(path)
-        _filter_native_stderr(path)
+        _route_lines(2, _NATIVE_LINE.match, path)
+        _route_lines(1, _STARTUP_WARNING.search, path)
 
 
 def main(fn) -> None:

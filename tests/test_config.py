@@ -251,3 +251,30 @@ def test_a_failed_job_leaves_no_folder_it_made_only_for_its_log(tmp_path, monkey
     with pytest.raises(SystemExit):
         cli.main(failing_job(used))
     assert len(list((used / "logs").iterdir())) == 1  # beside the outputs, the log stays
+
+
+def test_the_raylets_startup_concurrency_warning_goes_to_the_log_not_the_job_output(tmp_path):
+    """The raylet's worker-pool warning, as the driver prints it on stdout, lands in the run's
+    log file; every other line passes through in order."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "run.log"
+    warning = (
+        "\x1b[33m(raylet)\x1b[0m WARNING: 28 PYTHON worker processes have been started on node: "
+        "abc with address: 127.0.0.1, which is 14x the maximum expected startup concurrency "
+        "(2). This could be a result of using a large number of actors, ..."
+    )
+    script = (
+        "from mer import cli\n"
+        f"cli._route_lines(1, cli._STARTUP_WARNING.search, {str(log)!r})\n"
+        "print('[search] 1/2 fold runs', flush=True)\n"
+        f"print({warning!r}, flush=True)\n"
+        "print('[search] 2/2 fold runs')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "[search] 1/2 fold runs\n[search] 2/2 fold runs\n"
+    assert "14x the maximum expected startup concurrency" in log.read_text()
