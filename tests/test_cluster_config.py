@@ -212,11 +212,10 @@ def test_rayjob_runs_the_pipeline_entrypoint(rayjob):
     assert ENTRYPOINT in _submit_commands(CLUSTER_YAML.read_text())
 
 
-def test_rayjob_entrypoint_matches_the_readme(rayjob):
-    readme = REPO / "README.md"
-    commands = _submit_commands(readme.read_text()) if readme.exists() else []
-    if not commands:
-        pytest.skip("README.md has no `ray job submit ... -- <entrypoint>` yet")
+@pytest.mark.parametrize("page", ["README.md", "docs/cluster.md"])
+def test_rayjob_entrypoint_matches_the_readme(rayjob, page):
+    """The README's cluster quick-start and the cluster page submit what the RayJob runs."""
+    commands = _submit_commands((REPO / page).read_text())
     assert rayjob["spec"]["entrypoint"] in commands
 
 
