@@ -8,7 +8,7 @@ its parameters, seed, budget); the resolved config and every upstream hash (data
 frames, prior, run, experiment: mer.layout); data provenance (dataset, clips, subjects,
 protocol); evaluation (the chosen configuration's LOSO score, the nested-LOSO estimate when
 there is one, with intervals, and the baselines on the same folds and seeds: mer.results);
-limitations (the README's, and those of this model's data and size).
+limitations (docs/limitations.md's, and those of this model's data and size).
 """
 
 from __future__ import annotations
