@@ -28,9 +28,10 @@ test: venv-dev
 	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or a nav
-# entry without its page fails. NO_MKDOCS_2_WARNING: Material's end-of-life notice on every build.
+# entry without its page fails (not with --quiet, which hides the warnings --strict counts).
+# NO_MKDOCS_2_WARNING: Material's end-of-life notice on every build.
 docs: venv-dev
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: venv-dev
 	$(VENV)/bin/ruff check mer jobs tests benchmarks
