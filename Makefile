@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 # pip prints a warning per package for this machine's local indexes; keep the log readable.
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: venv venv-dev demo test lint clean
+.PHONY: venv venv-dev demo test docs lint clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.runtime: requirements.txt
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PIP) install -q -r requirements-dev.txt $(PIP_QUIET)
-	$(PY) -c "import pytest, moto" && touch $@
+	$(PY) -c "import pytest, moto, mkdocs, material" && touch $@
 
 venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev
@@ -26,6 +26,12 @@ demo: venv
 
 test: venv-dev
 	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or a nav
+# entry without its page fails (not with --quiet, which hides the warnings --strict counts).
+# NO_MKDOCS_2_WARNING: Material's end-of-life notice on every build.
+docs: venv-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: venv-dev
 	$(VENV)/bin/ruff check mer jobs tests benchmarks

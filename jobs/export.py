@@ -15,6 +15,8 @@ probabilities out), model_card.json and MODEL_CARD.md. A rerun with the same set
 the weights and refreshes the card; a name holding another model is refused.
 """
 
+import shlex
+
 import _bootstrap  # noqa: F401
 
 from mer import cli
@@ -30,9 +32,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, help="training seed (default: the experiment's first)")
     args = p.parse_args()
     cfg = cli.load_config(args)
-    cli.connect_ray(args, cfg)
     from mer import storage
-    from mer.serving.export import export_model
+    from mer.serving.export import export_model, search_ran
+
+    # Before Ray starts: an export before any search is one sentence naming the search to run.
+    same = ["--config", args.config, *(["--root", args.root] if args.root else [])]
+    for item in args.set:
+        same += ["--set", item]
+    if args.experiment and "/" not in args.experiment:
+        same += ["--set", f"search.experiment={args.experiment}"]
+    search_ran(cfg, args.experiment, shlex.join(["python", "jobs/tune.py", *same]))
+    cli.connect_ray(args, cfg)
     from mer.serving.model_folder import CARD
 
     folder = export_model(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -121,6 +122,13 @@ def warn_small_model(cfg: PipelineConfig, config_path: str | None) -> None:
         )
 
 
+# The folders a job created for its log (a new local root and its new parents, deepest
+# first) and the log: a job that then fails on bad input before writing anything else removes
+# them again (main), so a mistyped --root or a command run too early leaves no folder behind.
+_CREATED: list[str] = []
+_LOG: list[str] = []
+
+
 def log_file(cfg: PipelineConfig) -> tuple[str, str]:
     """(local file Ray's logs of this run go to, where they end up): <root>/logs/<time>.log.
     For an S3 root the local file is temporary: uploaded there and removed at exit, so a
@@ -130,7 +138,12 @@ def log_file(cfg: PipelineConfig) -> tuple[str, str]:
     name = time.strftime("run-%Y%m%d-%H%M%S.log")
     if not is_remote(cfg.root):
         folder = os.path.join(cfg.root, "logs")
+        missing = Path(os.path.abspath(folder))
+        while not missing.exists():
+            _CREATED.append(str(missing))
+            missing = missing.parent
         os.makedirs(folder, exist_ok=True)
+        _LOG.append(os.path.join(folder, name))
         return os.path.join(folder, name), os.path.join(folder, name)
     fd, path = tempfile.mkstemp(prefix="mer-run-", suffix=".log")
     os.close(fd)
@@ -167,15 +180,25 @@ def quiet_ray(path: str) -> None:
 # A log line of Ray's C++ core ("[2026-11-30 11:16:29,297 E 8228 8228] core_worker.cc:2465: ..."):
 # the driver's core worker writes it to its own log file and, at ERROR, to stderr too.
 _NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] \S+\.cc:\d+:")
+# The raylet's "28 PYTHON worker processes have been started on node ... which is 14x the
+# maximum expected startup concurrency (2)", which the driver prints to stdout each time the
+# count reaches another multiple (from 4x) of the raylet's start-up concurrency (the smaller
+# of its cores and CPUs). Each configuration and each prior run is a Tune trial, a Train
+# controller and its workers, so a job holds a few dozen Python processes, and on a small
+# head started without RAY_worker_maximum_startup_concurrency (docs/cluster.md) the warning
+# is printed a dozen times into the job's log. It asks nothing of the user: the log file
+# keeps it.
+_STARTUP_WARNING = re.compile(rb"worker processes have been started on node.*startup concurrency")
 
 
-def _filter_native_stderr(path: str) -> None:
-    """Route Ray's C++ log lines on this process's stderr to `path`; pass the rest through.
+def _route_lines(fd: int, to_log, path: str) -> None:
+    """Route the lines on file descriptor `fd` for which `to_log(line)` holds to `path`; pass
+    the rest through.
 
-    Called after Ray has started its daemons, so only this process's stderr is piped."""
-    real = os.dup(2)
+    Called after Ray has started its daemons, so only this process's output is piped."""
+    real = os.dup(fd)
     r, w = os.pipe()
-    os.dup2(w, 2)
+    os.dup2(w, fd)
     os.close(w)
 
     def pump() -> None:
@@ -185,19 +208,19 @@ def _filter_native_stderr(path: str) -> None:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if _NATIVE_LINE.match(line):
+                    if to_log(line):
                         log.write(line + b"\n")
                     else:
                         os.write(real, line + b"\n")
             if pending:
                 os.write(real, pending)
 
-    thread = threading.Thread(target=pump, name="mer-stderr", daemon=True)
+    thread = threading.Thread(target=pump, name=f"mer-fd{fd}", daemon=True)
     thread.start()
 
     def restore() -> None:
-        sys.stderr.flush()
-        os.dup2(real, 2)  # closes the pipe's last writer: the pump drains and stops
+        (sys.stdout if fd == 1 else sys.stderr).flush()
+        os.dup2(real, fd)  # closes the pipe's last writer: the pump drains and stops
         thread.join(timeout=5)
 
     atexit.register(restore)
@@ -246,7 +269,8 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
         import ray.data  # noqa: F401  (configures its own console logging on import)
 
         quiet_ray(path)
-        _filter_native_stderr(path)
+        _route_lines(2, _NATIVE_LINE.match, path)
+        _route_lines(1, _STARTUP_WARNING.search, path)
 
 
 def main(fn) -> None:
@@ -262,4 +286,21 @@ def main(fn) -> None:
         sys.exit(130)
     except MERError as e:
         print(f"error: {e}", file=sys.stderr)
+        _remove_unused_folders()
         sys.exit(2)
+
+
+def _remove_unused_folders() -> None:
+    """After a failed job: the log and the folders made for it, where the job wrote nothing
+    else (a folder that holds anything more is kept, with the log beside the outputs)."""
+    if not _CREATED:
+        return  # the root was there before: its logs/ is where failed runs' logs belong
+    root = Path(_CREATED[0]).parent  # _CREATED[0] is <root>/logs
+    if any(p.name != "logs" for p in root.iterdir()):
+        return
+    for log in _LOG:
+        with contextlib.suppress(OSError):
+            os.remove(log)
+    for folder in _CREATED:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,12 +273,41 @@ def apply_override(d: dict, item: str) -> None:
     except yaml.YAMLError:
         value = raw  # a plain string the YAML parser dislikes (e.g. "a: b: c")
     parts = key.strip().split(".")
+    check_override_key(item, parts)
     node = d
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: '{p}' is not a section")
     node[parts[-1]] = value
+
+
+def check_override_key(item: str, parts: list[str]) -> None:
+    """An override names a known section and key; if not, the error names the `--set` it came
+    from (not the config file, which never held the key)."""
+    top = [*SECTIONS, "root", "seed"]
+    section = parts[0]
+    if section in ("root", "seed"):
+        if len(parts) > 1:
+            raise ConfigError(f"--set {item}: '{section}' is a setting, not a section")
+        return
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"--set {item}: unknown section '{section}'{_did_you_mean(section, top)}; "
+            f"known: {sorted(top)}"
+        )
+    names = sorted(f.name for f in dataclasses.fields(SECTIONS[section]))
+    # A whole section (`--set "model={width: 1.0}"`) is checked with the rest of the config.
+    if len(parts) > 1 and parts[1] not in names:
+        raise ConfigError(
+            f"--set {item}: unknown key '{parts[1]}' in '{section}'"
+            f"{_did_you_mean(parts[1], names)}; known: {names}"
+        )
+
+
+def _did_you_mean(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def with_params(cfg: PipelineConfig, params: dict, seed: int | None = None) -> PipelineConfig:

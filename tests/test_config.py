@@ -1,5 +1,7 @@
 """Config loading, overrides, range checks and stage hashes."""
 
+import re
+
 import pytest
 from tests_paths import REPO
 
@@ -72,6 +74,25 @@ def test_unknown_keys_and_sections_are_errors():
         config.load(None, ["trainer.x=1"])
     with pytest.raises(ConfigError, match="section.key=value"):
         config.load(None, ["gamma"])
+
+
+def test_an_unknown_key_names_where_it_came_from(tmp_path):
+    """A misspelt --set names the --set (not the config file, which never held it) and the
+    key it probably meant; a misspelt key in a file names the file."""
+    demo = str(REPO / "configs" / "demo.yaml")
+    with pytest.raises(ConfigError) as info:
+        config.load(demo, ["finetune.epoch=10"])
+    message = str(info.value)
+    assert message.startswith("--set finetune.epoch=10: unknown key 'epoch' in 'finetune'")
+    assert "did you mean 'epochs'" in message and "demo.yaml" not in message
+    with pytest.raises(ConfigError, match=r"^--set trainer\.x=1: unknown section 'trainer'"):
+        config.load(demo, ["trainer.x=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: {epoch: 10}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: unknown key"):
+        config.load(str(bad), ["finetune.epochs=10"])
+    # A whole section set at once stays possible.
+    assert config.load(demo, ["model={width: 0.25}"]).model.width == 0.25
 
 
 def test_stage_hashes_change_only_with_the_settings_that_determine_them():
@@ -199,3 +220,61 @@ def test_a_real_dataset_with_the_demos_tiny_model_says_so(tmp_path):
     with redirect_stderr(err):
         cli.warn_small_model(config.load(str(REPO / "configs" / "casme2.yaml")), "c")
     assert err.getvalue() == ""
+
+
+def test_a_failed_job_leaves_no_folder_it_made_only_for_its_log(tmp_path, monkeypatch):
+    """A job that fails on bad input removes the run root (and parents) it created for its log
+    when it wrote nothing else there; a root with outputs keeps the failed run's log."""
+    from mer import cli
+    from mer.errors import InputError
+
+    def failing_job(root):
+        def job():
+            path, _ = cli.log_file(config.load(None, [f"root={root}"]))
+            with open(path, "w") as f:
+                f.write("Ray's start-up lines\n")
+            raise InputError("bad input")
+
+        return job
+
+    for name in ("_CREATED", "_LOG"):
+        monkeypatch.setattr(cli, name, [])
+    with pytest.raises(SystemExit) as info:
+        cli.main(failing_job(tmp_path / "typo" / "root"))
+    assert info.value.code == 2
+    assert list(tmp_path.iterdir()) == []
+
+    used = tmp_path / "used"
+    (used / "keyframes").mkdir(parents=True)
+    for name in ("_CREATED", "_LOG"):
+        monkeypatch.setattr(cli, name, [])
+    with pytest.raises(SystemExit):
+        cli.main(failing_job(used))
+    assert len(list((used / "logs").iterdir())) == 1  # beside the outputs, the log stays
+
+
+def test_the_raylets_startup_concurrency_warning_goes_to_the_log_not_the_job_output(tmp_path):
+    """The raylet's worker-pool warning, as the driver prints it on stdout, lands in the run's
+    log file; every other line passes through in order."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "run.log"
+    warning = (
+        "\x1b[33m(raylet)\x1b[0m WARNING: 28 PYTHON worker processes have been started on node: "
+        "abc with address: 127.0.0.1, which is 14x the maximum expected startup concurrency "
+        "(2). This could be a result of using a large number of actors, ..."
+    )
+    script = (
+        "from mer import cli\n"
+        f"cli._route_lines(1, cli._STARTUP_WARNING.search, {str(log)!r})\n"
+        "print('[search] 1/2 fold runs', flush=True)\n"
+        f"print({warning!r}, flush=True)\n"
+        "print('[search] 2/2 fold runs')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "[search] 1/2 fold runs\n[search] 2/2 fold runs\n"
+    assert "14x the maximum expected startup concurrency" in log.read_text()

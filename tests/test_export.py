@@ -252,5 +252,24 @@ def test_export_job_prints_the_model_and_its_estimate(exported, ray_local, tmp_p
     assert job.returncode == 0, job.stderr[-3000:]
     assert f"model {exported['folder']}: config {search.config_id(B)}" in job.stdout
     assert "nested-loso UF1" in job.stdout
-    with pytest.raises(InputError, match="no search experiment here"):
+    with pytest.raises(InputError, match="nothing to export: no search has run at .*nope"):
         export_model(exported["cfg"], "nope")
+
+
+def test_export_before_any_search_names_the_search_to_run(tmp_path):
+    """Before Ray starts, in one sentence, with the job's own arguments; no folder is made."""
+    root = tmp_path / "fresh"
+    job = subprocess.run(
+        [sys.executable, "jobs/export.py", "--config", "configs/tiny.yaml", "--root", str(root)],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 2 and job.stderr.count("\n") == 1, job.stderr
+    assert "nothing to export: no search has run" in job.stderr
+    assert f"run it first: python jobs/tune.py --config configs/tiny.yaml --root {root}" in (
+        job.stderr
+    )
+    assert not root.exists()

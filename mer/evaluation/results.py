@@ -69,7 +69,10 @@ def resolve(experiment: str, root: str | None = None) -> str:
 def load_experiment(uri: str) -> Experiment:
     meta_uri = storage.join(uri, "_experiment.json")
     if not storage.exists(meta_uri):
-        raise InputError(f"{uri}: no search experiment here (_experiment.json missing)")
+        raise InputError(
+            f"{uri}: no search experiment here (a search writes _experiment.json when it "
+            "starts: run python jobs/tune.py --config <its config>, or jobs/pipeline.py)"
+        )
     meta = storage.read_json(meta_uri)
     params, kinds, frames = {}, {}, []
     for cid in storage.listdir(storage.join(uri, "configs")):

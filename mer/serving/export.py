@@ -207,6 +207,24 @@ def _prior_done(job: dict) -> bool:
 
 # ---------------------------------------------------------------- the driver
 
+# How to run the search an export needs, for the error when there is none; a job passes its
+# own arguments (jobs/export.py), a library caller gets this.
+SEARCH_COMMAND = "python jobs/tune.py --config <the config> (or jobs/pipeline.py)"
+
+
+def search_ran(cfg: PipelineConfig, experiment: str | None = None, command: str = "") -> str:
+    """The URI of the experiment an export reads; an InputError naming the command to run
+    first when no search has run there (checked before Ray starts)."""
+    from mer.evaluation import results
+
+    exp_uri = results.resolve(experiment or cfg.search.experiment, cfg.root)
+    if not storage.exists(storage.join(exp_uri, "_experiment.json")):
+        raise InputError(
+            f"nothing to export: no search has run at {exp_uri} yet; run it first: "
+            f"{command or SEARCH_COMMAND}"
+        )
+    return exp_uri
+
 
 def export_model(
     cfg: PipelineConfig,
@@ -227,7 +245,7 @@ def export_model(
     from mer.keyframes.table import load_table
     from mer.serving import model_card
 
-    exp_uri = results.resolve(experiment or cfg.search.experiment, cfg.root)
+    exp_uri = search_ran(cfg, experiment)
     exp = results.load_experiment(exp_uri)
     _check_same_settings(cfg, exp_uri)
     choice = choose_config(exp, config_id)

@@ -8,7 +8,7 @@ its parameters, seed, budget); the resolved config and every upstream hash (data
 frames, prior, run, experiment: mer.layout); data provenance (dataset, clips, subjects,
 protocol); evaluation (the chosen configuration's LOSO score, the nested-LOSO estimate when
 there is one, with intervals, and the baselines on the same folds and seeds: mer.evaluation.results);
-limitations (the README's, and those of this model's data and size).
+limitations (docs/limitations.md's, and those of this model's data and size).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CARD_FORMAT = "mer-model-card/1"
 MIN_FRAMES = 3
 SCORE_KEYS = ("uf1", "uar", "accuracy")
 
-# What the README's Limitations section says, as it bears on using the model.
+# What docs/limitations.md says, as it bears on using the model.
 LIMITATIONS = [
     "Only the paper's abstract is available: key-frame placement, pair sampling, the head "
     "and the freezing details are this project's reconstruction; no figure here reproduces "
