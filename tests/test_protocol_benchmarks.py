@@ -34,3 +34,17 @@ def test_gpu_protocol_smoke_runs_whole_groups_leak_free_and_projects_the_rest(tm
     assert p["priors_minutes"] == pytest.approx(2 * p["prior_s_each"] / 60, abs=0.01)
     assert p["target_learning_minutes"] == pytest.approx(8 * p["fold_run_s_each"] / 60, abs=0.01)
     assert 0 < p["fixed_share_of_fold_run"] < 1
+
+
+def test_cluster_projection_places_priors_as_the_pipeline_does_and_matches_the_timeline(tmp_path):
+    proj = _load("cluster_projection")
+    assert proj.makespan([3, 3, 2, 2, 2], 2) == 6  # longest first to the first free GPU
+    assert proj.prior_stage(68, 4, 1, 10.0, 1.0) == 17 * (1 + 4 * 10)  # 17 runs of 4, in turn
+    assert proj.prior_stage(4, 4, 16, 10.0, 1.0) == 41  # one run of 4: more GPUs do not help
+    result = proj.main(["--out", str(tmp_path / "p.json")])
+    rows = {r["priors"]: r for r in result["rows"]}
+    for key in rows["per fold"]:
+        if key.endswith("_min"):  # shared priors never cost more than per-fold ones
+            assert all(rows[n][key] <= rows["per fold"][key] for n in rows)
+    assert rows["per fold"]["1gpu_min"] > rows["per fold"]["16gpu_min"]
+    assert result["timeline_check"]["consistent"], result["timeline_check"]
