@@ -38,7 +38,8 @@ def test_gpu_protocol_smoke_runs_whole_groups_leak_free_and_projects_the_rest(tm
 
 def test_cluster_projection_places_priors_as_the_pipeline_does_and_matches_the_timeline(tmp_path):
     proj = _load("cluster_projection")
-    assert proj.makespan([3, 3, 2, 2, 2], 2) == 6  # longest first to the first free GPU
+    assert proj.makespan([2, 4, 3, 3], 2) == 6  # longest first, each to the first free GPU
+    assert proj.makespan([5, 5, 5], 4) == 5
     assert proj.prior_stage(68, 4, 1, 10.0, 1.0) == 17 * (1 + 4 * 10)  # 17 runs of 4, in turn
     assert proj.prior_stage(4, 4, 16, 10.0, 1.0) == 41  # one run of 4: more GPUs do not help
     result = proj.main(["--out", str(tmp_path / "p.json")])
