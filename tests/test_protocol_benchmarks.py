@@ -49,3 +49,34 @@ def test_cluster_projection_places_priors_as_the_pipeline_does_and_matches_the_t
             assert all(rows[n][key] <= rows["per fold"][key] for n in rows)
     assert rows["per fold"]["1gpu_min"] > rows["per fold"]["16gpu_min"]
     assert result["timeline_check"]["consistent"], result["timeline_check"]
+
+
+@pytest.mark.parametrize(
+    "arms", [["sharing", "--arms", "per-fold", "shared-2"], ["precision", "--seeds", "0"]]
+)
+def test_prior_arms_smoke_pairs_every_arm_on_the_same_folds_and_seeds(tmp_path, arms):
+    out = tmp_path / "arms.json"
+    argv = [*arms, "--smoke", "--root", str(tmp_path / "runs"), "--out", str(out)]
+    result = _load("prior_arms").main(argv if "--seeds" in arms else [*argv, "--seeds", "0", "1"])
+    assert json.loads(out.read_text())["compare"] == arms[0]
+    names = list(result["arms"])
+    assert len(names) == 2
+    for name in names:
+        for seed in result["arms"][name]["per_seed"]:
+            assert seed["leaks"] == []  # read back from the stored subject lists
+    if arms[0] == "sharing":  # 4 subjects: 4 per-fold priors, 2 shared
+        assert [result["arms"][n]["per_seed"][0]["priors"] for n in names] == [4, 2]
+    else:
+        assert result["amp_effective"] is False  # on the CPU both arms train in fp32
+    for rows in result["comparisons"].values():
+        (row,) = rows
+        assert row["a"] == names[0] and row["b"] == names[1]
+        assert row["difference"] == pytest.approx(row["a_mean"] - row["b_mean"])
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert row["p_holm"] >= row["p_value"]
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    holm = _load("prior_arms").holm
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
