@@ -147,3 +147,18 @@ def test_more_groups_than_subjects_is_one_sentence_naming_the_setting():
 
     with pytest.raises(ConfigError, match=r"pretrain.prior_groups=10 .* 9 subjects"):
         prior_groups_of(_table(), 10)
+
+
+@pytest.mark.parametrize("protocol", ["loso", "nested"])
+def test_the_search_plans_shared_priors_from_the_config(tmp_path, protocol):
+    from mer.search import fold_runs
+
+    extra = ["search.protocol=nested", "search.inner_k=3"] if protocol == "nested" else []
+    cfg = _cfg(tmp_path, "pretrain.prior_groups=3", *extra)
+    table = _table()
+    runs = fold_runs(cfg, table, fold_specs(table))
+    assert {r["kind"] for r in runs} == ({"outer", "inner"} if extra else {"outer"})
+    assert len({r["prior"] for r in runs if r["kind"] == "outer"}) == 3
+    for job in prior_jobs(cfg, runs, [0]):
+        checkpoints.mark_done(job["dir"], job["train_subjects"], [])
+    assert prior_leaks(cfg, runs, [0]) == []
