@@ -110,6 +110,10 @@ def project(groups: list[dict], n_groups: int, n_folds: int, folds_per_run: int,
         "with_ray_trainer_starts_minutes": round((total + starts * start_s) / 60, 2),
         "trainer_starts": starts,
         "trainer_start_s": start_s,
+        "trainer_start_share": round(starts * start_s / (total + starts * start_s), 4),
+        # The goals: the whole protocol within 15 minutes, <= 10 % fixed cost a fold run.
+        "goal_15_minutes_met": (total + starts * start_s) / 60 <= 15,
+        "goal_fixed_10_percent_met": float(np.mean(fixed)) / fold_s <= 0.10,
     }
 
 
