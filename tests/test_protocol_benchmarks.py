@@ -80,3 +80,27 @@ def test_holm_adjusts_step_down_and_keeps_order():
     holm = _load("prior_arms").holm
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
+
+
+def test_check_prior_leaks_reads_the_stored_subject_lists_of_a_run_root(tmp_path, capsys):
+    from mer import checkpoints, config, layout
+    from mer.search import fold_runs
+    from mer.table import fold_specs, load_table
+    from mer.testing import write_random_keyframes
+    from mer.train.pretrain import prior_jobs
+
+    tiny = str(BENCH.parent / "configs" / "tiny.yaml")
+    sets = ["pretrain.prior_groups=2", "search.protocol=nested", "search.inner_k=2"]
+    cfg = config.load(tiny, [f"root={tmp_path}", *sets])
+    write_random_keyframes(layout.keyframes_uri(cfg), subjects=4, clips=3)
+    table = load_table(layout.keyframes_uri(cfg))
+    jobs = prior_jobs(cfg, fold_runs(cfg, table, fold_specs(table)), list(cfg.search.seeds))
+    check = _load("check_prior_leaks").main
+    argv = ["--config", tiny, "--root", str(tmp_path), "--set", *sets]
+    assert check(argv) == 1  # no prior learnt yet: every run is reported
+    for job in jobs:
+        checkpoints.mark_done(job["dir"], job["train_subjects"], [])
+    assert check(argv) == 0
+    assert "no prior saw its fold's test subjects" in capsys.readouterr().out
+    checkpoints.mark_done(jobs[0]["dir"], sorted(set(table.subject_keys)), [])
+    assert check(argv) == 1
