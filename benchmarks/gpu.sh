@@ -58,6 +58,20 @@ case "$SMOKE/$found" in
 esac
 "$PY" -c "import pytest, numpy" 2>/dev/null || timeout 60 "$PY" -m pip install -q pytest numpy
 
+# The 68-fold protocol with shared priors instead of the checks below (one call's worth):
+#   PROTOCOL_GROUPS=8 bash benchmarks/gpu.sh      # writes gpu_protocol.json (benchmarks/README.md)
+if [ -n "${PROTOCOL_GROUPS:-}" ]; then
+  budget=${PROTOCOL_BUDGET:-520}
+  protocol_flags=(--groups "$PROTOCOL_GROUPS" --budget "$budget" --out "$DEST/gpu_protocol.json")
+  [ "$SMOKE" = 1 ] && protocol_flags+=(--cpu-smoke)
+  [ "${PRIOR_AMP:-0}" = 1 ] && protocol_flags+=(--prior-amp)
+  echo "== protocol: $PY benchmarks/gpu_protocol.py ${protocol_flags[*]}"
+  timeout $((budget + 60)) "$PY" benchmarks/gpu_protocol.py "${protocol_flags[@]}"
+  rc=$?
+  echo "== done: protocol exit $rc"
+  exit $rc
+fi
+
 echo "== tests: $PY -m pytest -q -m gpu tests/test_gpu.py"
 timeout 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider \
   --junitxml="$DEST/gpu_tests.xml"

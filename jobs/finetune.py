@@ -25,11 +25,14 @@ def main() -> None:
     from mer import layout
     from mer.config import NUM_CLASSES
     from mer.evaluation.stage import print_scores
-    from mer.keyframes.table import load_table, outer_runs, select_folds
+    from mer.keyframes.table import load_table, outer_runs, prior_groups_of, select_folds
     from mer.train.finetune import run_finetune
 
     kf = layout.keyframes_uri(cfg)
-    runs = outer_runs(select_folds(load_table(kf), args.folds))
+    table = load_table(kf)
+    runs = outer_runs(
+        select_folds(table, args.folds), prior_groups_of(table, cfg.pretrain.prior_groups)
+    )
     preds = run_finetune(cfg, kf, runs, args.name)
     print_scores(
         preds,

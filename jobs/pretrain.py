@@ -21,11 +21,13 @@ def main() -> None:
     cfg = cli.load_config(args)
     cli.connect_ray(args, cfg)
     from mer import layout
-    from mer.keyframes.table import load_table, outer_runs, select_folds
+    from mer.keyframes.table import load_table, outer_runs, prior_groups_of, select_folds
     from mer.train.pretrain import run_pretraining
 
     kf = layout.keyframes_uri(cfg)
-    run_pretraining(cfg, kf, outer_runs(select_folds(load_table(kf), args.folds)))
+    table = load_table(kf)
+    groups = prior_groups_of(table, cfg.pretrain.prior_groups)
+    run_pretraining(cfg, kf, outer_runs(select_folds(table, args.folds), groups))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,11 @@ class PretrainConfig:
     # short run leaves far from the data (benchmarks/README.md, "Prior learning").
     precise_norms: bool = True
     seed: int = 0  # a search replaces it with each of search.seeds
+    # Shared priors: null learns one prior per fold run (the paper's reading); N splits the
+    # subjects into N groups balanced by clips and learns one prior per group on every
+    # subject outside it, used by the folds whose held-out subject the group holds (inner
+    # folds likewise inside each outer training set; mer.keyframes.table.outer_runs, nested_runs).
+    prior_groups: int | None = None
     # bf16 autocast on GPU. Off until a GPU study of the contrastive loss over whole epochs
     # says it is safe: under CPU autocast its gradient direction disagreed with fp32.
     amp: bool = False

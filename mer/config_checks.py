@@ -129,6 +129,12 @@ def validate(cfg) -> None:
     _positive("pretrain.margin", p.margin)
     _one_of("pretrain.pairs", p.pairs, ("random", "episodic"))
     _at_least("pretrain.seed", p.seed, 0)
+    if p.prior_groups is not None and p.prior_groups < 2:
+        raise _bad(
+            "pretrain.prior_groups",
+            p.prior_groups,
+            ">= 2 groups of subjects (at most the subjects; null: one prior per fold run)",
+        )
     check_finetune(cfg.finetune, "finetune", NUM_CLASSES[d.protocol])
     r = cfg.resources
     _at_least("resources.workers", r.workers, 1)

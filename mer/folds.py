@@ -105,3 +105,27 @@ def inner_folds(
             InnerFold(tuple(sorted(group.tolist())), train_idx[~in_val], train_idx[in_val])
         )
     return folds
+
+
+def subject_groups(clip_counts: dict[str, int], n: int) -> list[tuple[str, ...]]:
+    """Split subjects into `n` groups balanced by clips, deterministically (shared priors).
+
+    Subjects are dealt largest first (ties by key) to the group holding the fewest clips so
+    far (ties: the lower group), so the groups' clip totals differ by at most the largest
+    subject's clips. Depends on the subjects and their clip counts only, never on a seed or
+    on which folds run. Each group is sorted; groups are in the order they were opened.
+    """
+    subjects = sorted(clip_counts)
+    if isinstance(n, bool) or not isinstance(n, Integral) or not 2 <= n <= len(subjects):
+        raise ConfigError(
+            f"pretrain.prior_groups={n!r} must be an integer from 2 to the {len(subjects)} "
+            "subjects it splits (null: one prior per fold run)."
+        )
+    order = sorted(subjects, key=lambda s: (-int(clip_counts[s]), s))
+    groups: list[list[str]] = [[] for _ in range(n)]
+    totals = [0] * n
+    for s in order:
+        g = min(range(n), key=lambda i: (totals[i], i))
+        groups[g].append(s)
+        totals[g] += int(clip_counts[s])
+    return [tuple(sorted(g)) for g in groups]

@@ -63,10 +63,18 @@ def _section(cfg: PipelineConfig, name: str, drop: tuple[str, ...] = ()) -> dict
 
 def _pretrain(cfg: PipelineConfig, drop: tuple[str, ...] = ()) -> dict:
     """The pretrain section as a key. pretrain.precise_norms (added later) only shapes a
-    prior, so without prior learning it is left out and those results keep their key."""
+    prior, so without prior learning it is left out and those results keep their key;
+    pretrain.prior_groups likewise, and at its default (one prior per fold run) always."""
     if not cfg.pretrain.enabled:
-        drop = (*drop, "precise_norms")
-    return _section(cfg, "pretrain", drop)
+        drop = (*drop, "precise_norms", "prior_groups")
+    return _section(cfg, "pretrain", _per_fold_priors(cfg, drop))
+
+
+def _per_fold_priors(cfg: PipelineConfig, drop: tuple[str, ...]) -> tuple[str, ...]:
+    """`drop` plus pretrain.prior_groups at its default, so per-fold priors (and everything
+    keyed by them) keep the keys they had before shared priors existed; any N is in the key,
+    so a change of N never reuses another N's priors."""
+    return (*drop, "prior_groups") if cfg.pretrain.prior_groups is None else drop
 
 
 # ---------------------------------------------------------------- data
@@ -165,7 +173,7 @@ def prior_settings(cfg: PipelineConfig) -> dict:
     return {
         "keyframes.hash": keyframes_hash(cfg),
         **_section(cfg, "model"),
-        **_section(cfg, "pretrain", ("enabled",)),
+        **_section(cfg, "pretrain", _per_fold_priors(cfg, ("enabled",))),
         **numerics(cfg),
     }
 
@@ -175,7 +183,9 @@ def prior_hash(cfg: PipelineConfig) -> str:
 
 
 def prior_dir(cfg: PipelineConfig, run_id: str) -> str:
-    """Prior learning of one fold run (its training subjects) at cfg's pretrain.seed."""
+    """Prior learning of one fold run (its training subjects) at cfg's pretrain.seed; with
+    shared priors `run_id` names the subject group and hashes its training subjects
+    (mer.keyframes.table.outer_runs)."""
     return storage.join(cfg.root, "pretrain", prior_hash(cfg), run_id)
 
 

@@ -47,6 +47,9 @@ def test_demo_config_loads_and_overrides():
         ("keyframes.max_reject_fraction=2", "keyframes.max_reject_fraction"),
         ("search.num_samples=3", "search.seeds"),  # grid repeats are seeds
         ("root=", "root is empty"),
+        ("pretrain.prior_groups=1", "pretrain.prior_groups"),
+        ("pretrain.prior_groups=0", "pretrain.prior_groups"),
+        ("pretrain.prior_groups=2.5", "pretrain.prior_groups"),
     ],
 )
 def test_out_of_range_values_name_the_setting(override, needle):

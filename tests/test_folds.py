@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mer.errors import ConfigError, InputError
-from mer.folds import Fold, fold_name, inner_folds, loso_folds
+from mer.folds import Fold, fold_name, inner_folds, loso_folds, subject_groups
 
 
 def _manifest(seed: int = 0) -> pd.DataFrame:
@@ -112,3 +112,23 @@ def test_inner_folds_errors():
         inner_folds(df, np.array([0, len(df)]), 2)
     with pytest.raises(InputError, match="empty"):
         inner_folds(df.iloc[:0], train, 2)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7])
+def test_subject_groups_partition_subjects_balanced_by_clips(n):
+    counts = {f"d/s{i:02d}": int(c) for i, c in enumerate([9, 1, 4, 4, 7, 2, 2, 3, 5, 8, 1, 6])}
+    groups = subject_groups(counts, n)
+    assert len(groups) == n and all(groups)
+    flat = [s for g in groups for s in g]
+    assert sorted(flat) == sorted(counts)  # every subject in exactly one group
+    totals = [sum(counts[s] for s in g) for g in groups]
+    # dealt largest first to the lightest group: totals differ by at most the largest subject
+    assert max(totals) - min(totals) <= max(counts.values())
+    assert subject_groups(dict(reversed(counts.items())), n) == groups  # order-independent
+
+
+def test_subject_groups_errors_name_the_setting():
+    counts = {"d/a": 2, "d/b": 3, "d/c": 1}
+    for n in (1, 4, 2.0, True):
+        with pytest.raises(ConfigError, match="pretrain.prior_groups"):
+            subject_groups(counts, n)

@@ -12,11 +12,11 @@ import torch
 from tests_paths import TINY
 
 from mer import config, layout, storage
-from mer.keyframes.table import fold_specs, load_table, outer_runs
+from mer.keyframes.table import fold_specs, load_table, outer_runs, prior_groups_of
 from mer.testing.fakes import kill_once_at_report, record_parameters
 from mer.train import data
 from mer.train.finetune import init_classifier, run_finetune
-from mer.train.pretrain import pretrain_loop, prior_jobs, run_pretraining, train_prior
+from mer.train.pretrain import pretrain_loop, prior_jobs, prior_leaks, run_pretraining, train_prior
 from mer.train.runtime import Worker, platform
 
 SMALL = [
@@ -192,6 +192,19 @@ def test_prior_jobs_are_one_per_seed_and_fold_in_their_own_folders(fake_keyframe
     assert len(jobs) == 2 * len(runs)
     assert len({j["dir"] for j in jobs}) == len(jobs)
     assert {j["seed"] for j in jobs} == {0, 1}
+
+
+def test_shared_priors_are_learnt_once_per_group_without_their_folds_test_subjects(
+    ray_local, fake_keyframes, tmp_path
+):
+    table = load_table(fake_keyframes)
+    cfg = small_cfg(tmp_path, "pretrain.prior_groups=2", "pretrain.epochs=1")
+    runs = outer_runs(fold_specs(table), prior_groups_of(table, 2))
+    summary = run_pretraining(cfg, fake_keyframes, runs)
+    assert summary == {"trained": 2, "jobs": 2}  # 4 folds, 2 priors
+    assert prior_leaks(cfg, runs, [0]) == []  # read back from the stored subject lists
+    for run in runs:
+        assert os.path.exists(layout.prior_uri(cfg, run["prior"]))
 
 
 # The majority class of the synthetic set (57 % negative) has UF1 = F1(neg)/3 ~ 0.24; the

@@ -5,7 +5,8 @@ units (every fold run at every seed of `search.seeds`) in turn, so a trainer's s
 cost is paid once per configuration, reporting pooled metrics as units finish. Units go in
 the same order for every configuration, so an early-stopping rule (ASHA on `outer_done`)
 always compares configurations on the same folds and seeds. Priors are learnt before the
-search, one per (seed, fold run), and shared by every configuration of that seed.
+search, one per (seed, fold run) or, with `pretrain.prior_groups`, one per (seed, group of
+subjects), and shared by every configuration of that seed.
 
 Layout under `<root>/tune/<experiment>/` (local or s3://):
   _settings.json, _experiment.json   the settings the experiment is tied to; its description
@@ -33,7 +34,7 @@ import time
 
 from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig
-from mer.keyframes.table import ClipTable, nested_runs, outer_runs
+from mer.keyframes.table import ClipTable, nested_runs, outer_runs, prior_groups_of
 from mer.progress import emit
 
 
@@ -58,9 +59,10 @@ def config_id(params: dict) -> str:
 
 def fold_runs(cfg: PipelineConfig, table: ClipTable, folds: list[dict]) -> list[dict]:
     """The fold runs every configuration executes: outer LOSO folds (+ inner folds if nested)."""
+    n = cfg.pretrain.prior_groups
     if cfg.search.protocol != "nested":
-        return outer_runs(folds)
-    return nested_runs(table, folds, cfg.search.inner_k, cfg.seed, cfg.search.inner_prior)
+        return outer_runs(folds, prior_groups_of(table, n))
+    return nested_runs(table, folds, cfg.search.inner_k, cfg.seed, cfg.search.inner_prior, n)
 
 
 def trial_count(cfg: PipelineConfig) -> int:

@@ -149,9 +149,45 @@ def select_folds(table: ClipTable, keys: list[str] | None = None) -> list[dict]:
     return folds
 
 
-def outer_runs(folds: list[dict]) -> list[dict]:
-    """One fold run per LOSO fold; its prior is the one learnt on the same training subjects."""
-    return [
+# Shared priors' per-epoch generators are seeded apart from every fold run's (mer.train.data).
+SHARED_PRIOR_INDEX = 1_000_000
+
+
+def clip_counts(table: ClipTable) -> dict[str, int]:
+    """Clips per "dataset/subject" key of the table."""
+    keys, counts = np.unique(table.subject_keys, return_counts=True)
+    return {str(k): int(c) for k, c in zip(keys, counts, strict=True)}
+
+
+def prior_groups_of(table: ClipTable, n: int | None) -> list[tuple[str, ...]] | None:
+    """The subject groups of `pretrain.prior_groups: n` over every subject of the table (None:
+    one prior per fold run). Groups depend on the table alone, not on which folds run."""
+    from mer.folds import subject_groups
+
+    return None if n is None else subject_groups(clip_counts(table), n)
+
+
+def _subjects_tag(subjects) -> str:
+    return hashlib.sha256("\n".join(sorted(subjects)).encode()).hexdigest()[:8]
+
+
+def _share_prior(run: dict, groups, prefix: str, index: int) -> None:
+    """Give `run` the shared prior of the group holding its held-out subjects: learnt on every
+    subject of `groups` outside that group (its id names the group and hashes its subjects)."""
+    held = set(run["test_subjects"])
+    (g,) = [i for i, group in enumerate(groups) if held <= set(group)]
+    train = sorted(set().union(*groups) - set(groups[g]))
+    run["prior"] = f"{prefix}shared{g}of{len(groups)}-{_subjects_tag(train)}"
+    run["prior_subjects"] = train
+    run["prior_index"] = index + g
+
+
+def outer_runs(folds: list[dict], groups: list[tuple[str, ...]] | None = None) -> list[dict]:
+    """One fold run per LOSO fold. Its prior is the one learnt on the same training subjects,
+    or, with subject `groups` (prior_groups_of), the prior learnt on every subject outside
+    the group that holds the held-out subject ("prior_subjects"), shared by that group's
+    folds."""
+    runs = [
         {
             "id": f["name"],
             "index": f["index"],  # seeds the run's per-epoch generators (mer.train.data)
@@ -163,28 +199,66 @@ def outer_runs(folds: list[dict]) -> list[dict]:
         }
         for f in folds
     ]
+    for run in runs if groups else ():
+        _share_prior(run, groups, "", SHARED_PRIOR_INDEX)
+    return runs
+
+
+def _share_inner_priors(
+    outer: dict, inner_runs: list[dict], inner_prior: str, n: int, counts: dict[str, int]
+) -> None:
+    """Shared priors of one outer fold's inner runs (nested_runs)."""
+    from mer.folds import subject_groups
+
+    if inner_prior != "own":  # the outer run's (shared) prior, labelled as such
+        for run in inner_runs:
+            run.update({k: outer[k] for k in ("prior", "prior_subjects", "prior_index")})
+        return
+    units = {
+        f"{i:04d}": sum(counts[s] for s in r["test_subjects"]) for i, r in enumerate(inner_runs)
+    }
+    groups = [
+        tuple(s for u in group for s in inner_runs[int(u)]["test_subjects"])
+        for group in subject_groups(units, min(n, len(inner_runs)))
+    ]
+    for run in inner_runs:
+        _share_prior(
+            run, groups, f"{outer['id']}~", SHARED_PRIOR_INDEX + 1000 * (outer["index"] + 1)
+        )
 
 
 def nested_runs(
-    table: ClipTable, folds: list[dict], inner_k: int, seed: int, inner_prior: str = "own"
+    table: ClipTable,
+    folds: list[dict],
+    inner_k: int,
+    seed: int,
+    inner_prior: str = "own",
+    prior_groups: int | None = None,
 ) -> list[dict]:
     """Outer runs, each followed by its inner runs: `inner_k` groups of the outer training
     subjects, each group validated once. An inner run's prior is learnt on the inner
     training subjects ("own"; its id carries a hash of them), or is the outer run's
-    ("outer": the prior then saw the inner validation subjects' labels)."""
+    ("outer": the prior then saw the inner validation subjects' labels).
+
+    With `prior_groups` N, outer runs share N priors (outer_runs) and the same rule holds
+    inside each outer training set: its inner validation groups are dealt into min(N, k)
+    groups balanced by clips (whole validation groups, so every inner run's held-out
+    subjects lie in one), and an inner run starts from the prior learnt on the outer
+    training subjects outside its group, which never holds the outer test subject either."""
     from mer.folds import inner_folds
 
     keys = table.subject_keys
+    counts = clip_counts(table)
     runs = []
-    for outer in outer_runs(folds):
+    for outer in outer_runs(folds, prior_groups_of(table, prior_groups)):
         runs.append(outer)
         train_idx = table.indices_of(outer["train_subjects"])
         k = min(inner_k, len(outer["train_subjects"]))
+        inner_runs = []
         for g, inner in enumerate(inner_folds(table.clips, train_idx, k, seed=seed)):
             train = sorted(set(keys[inner.train_idx]))
-            tag = hashlib.sha256("\n".join(train).encode()).hexdigest()[:8]
-            run_id = f"{outer['id']}~inner{g}-{tag}"
-            runs.append(
+            run_id = f"{outer['id']}~inner{g}-{_subjects_tag(train)}"
+            inner_runs.append(
                 {
                     "id": run_id,
                     "index": 1000 * (outer["index"] + 1) + g,
@@ -195,4 +269,7 @@ def nested_runs(
                     "prior": run_id if inner_prior == "own" else outer["id"],
                 }
             )
+        if prior_groups is not None:
+            _share_inner_priors(outer, inner_runs, inner_prior, prior_groups, counts)
+        runs.extend(inner_runs)
     return runs

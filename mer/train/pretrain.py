@@ -21,7 +21,11 @@ variance, which with the small onset-delta inputs made every clip embed alike in
 benchmarks/README.md ("Prior learning and the method on casme2-like") has what each rule and
 budget learnt there.
 
-A prior-learning job is one (seed, fold run): it learns on the run's training subjects and
+A prior-learning job is one (seed, prior): by default one per fold run, learnt on the run's
+training subjects (the paper's reading); with `pretrain.prior_groups: N` one per group of
+subjects, learnt on every subject outside the group and shared by the folds whose held-out
+subjects the group holds (mer.keyframes.table.outer_runs). Either way no prior sees its fold's test
+subjects, which `prior_leaks` checks from the subject lists stored with the priors. A job
 writes its checkpoints to `mer.layout.prior_dir` (format: mer.train.checkpoints). Jobs are split
 into a few Ray Train runs that handle their jobs in turn (one start-up cost each), fanned
 out through Tune; a worker that dies is replaced and its run resumes from the last epoch
@@ -237,23 +241,59 @@ def _resume_point(checkpoint) -> dict | None:
 
 
 def prior_jobs(cfg: PipelineConfig, runs: list[dict], seeds: list[int]) -> list[dict]:
-    """One job per (seed, run that learns its own prior), in a stable order."""
+    """One job per (seed, prior the runs start from), in a stable order: a run learns its own
+    prior, reuses another run's, or (shared priors, mer.keyframes.table.outer_runs) names the prior's
+    training subjects, which every run of that prior shares."""
     jobs = []
     for seed in seeds:
         seeded = layout_cfg(cfg, seed)
+        seen = set()
         for run in runs:
-            if run.get("prior") != run["id"]:
+            prior = run.get("prior")
+            if "prior_subjects" in run:
+                if prior in seen:
+                    continue
+                subjects, index = run["prior_subjects"], run["prior_index"]
+            elif prior == run["id"]:
+                subjects, index = run["train_subjects"], run["index"]
+            else:
                 continue  # reuses another run's prior
+            seen.add(prior)
             jobs.append(
                 {
                     "seed": seed,
-                    "run": run["id"],
-                    "index": run["index"],
-                    "train_subjects": run["train_subjects"],
-                    "dir": layout.prior_dir(seeded, run["id"]),
+                    "run": prior,
+                    "index": index,
+                    "train_subjects": subjects,
+                    "dir": layout.prior_dir(seeded, prior),
                 }
             )
     return jobs
+
+
+def prior_leaks(cfg: PipelineConfig, runs: list[dict], seeds: list[int]) -> list[str]:
+    """Read back from storage the training subjects of every run's prior (its _done.json) and
+    return one line per run whose prior saw a subject the run must not: its held-out
+    subjects, and for an inner run its outer fold's too (unless the run starts from the outer
+    run's prior by choice, `search.inner_prior: outer`, which is labelled as such). A prior
+    not learnt is a line too. Empty: no prior saw its fold's test subjects."""
+    outer_test = {r["id"]: set(r["test_subjects"]) for r in runs if r["kind"] == "outer"}
+    outer_prior = {r["id"]: r["prior"] for r in runs if r["kind"] == "outer"}
+    problems = []
+    for seed in seeds:
+        seeded = layout_cfg(cfg, seed)
+        for run in runs:
+            done = checkpoints.done_record(layout.prior_dir(seeded, run["prior"]))
+            if done is None:
+                problems.append(f"seed {seed} {run['id']}: prior {run['prior']} not learnt")
+                continue
+            held = set(outer_test.get(run.get("outer"), ()))
+            if run["kind"] != "inner" or run["prior"] != outer_prior.get(run["outer"]):
+                held |= set(run["test_subjects"])
+            seen = sorted(held & set(done["train_subjects"]))
+            if seen:
+                problems.append(f"seed {seed} {run['id']}: prior {run['prior']} saw {seen}")
+    return problems
 
 
 def layout_cfg(cfg: PipelineConfig, seed: int) -> PipelineConfig:
