@@ -12,7 +12,8 @@ interpolator when a variant uses it, its key-frame table, baselines, priors and 
 learning at every seed of search.seeds. Rerunning resumes (finished fold runs are kept); a
 changed base config under the same study name is refused. The table (mean +- SD over seeds,
 95 % interval, paired difference to the full method with its interval and p-value) goes to
-<root>/study/<name>/study.{json,csv,md} with a plot, study_uf1.png, and is printed.
+<root>/study/<name>/study.{json,csv,md} with a plot, study_uf1.png, and a page that
+holds them all, report.html; it is printed.
 """
 
 import _bootstrap  # noqa: F401

@@ -103,7 +103,7 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
             progress=progress,
         )
     summary["pipeline_seconds"] = round(time.time() - t0, 1)
-    progress(f"[results] {out}: leaderboard.json, leaderboard.csv, plots/")
+    progress(f"[results] {out}: report.html, leaderboard.json, leaderboard.csv, plots/")
     return summary
 
 
