@@ -38,6 +38,14 @@ def main() -> None:
     else:
         cli.connect_ray(args, cfg)
         table = study_mod.run_study(cfg, study, only=args.variants)
+    if cfg.tracking.mlflow_uri:
+        from mer import storage
+        from mer.tracking import log_study
+
+        names = ("study.json", "study.csv", "study.md", "study_uf1.png", "report.html")
+        files = {n: storage.read_bytes(storage.join(table["uri"], n)) for n in names}
+        run_id = log_study(cfg.tracking.mlflow_uri, table, files)
+        print(f"[study] logged to MLflow at {cfg.tracking.mlflow_uri} (parent run {run_id})")
     print()
     print(markdown(table))
 

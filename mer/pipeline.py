@@ -91,7 +91,13 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     build_keyframes_dataset(cfg, progress=progress)
     exp = run_search_stage(cfg, progress)
     out = layout.results_uri(cfg)
-    summary = results_report.write_report(results.load_experiment(exp), out)
+    experiment = results.load_experiment(exp)
+    summary = results_report.write_report(experiment, out)
+    if cfg.tracking.mlflow_uri:
+        from mer.tracking import log_experiment
+
+        run_id = log_experiment(cfg.tracking.mlflow_uri, experiment, out)
+        progress(f"[results] logged to MLflow at {cfg.tracking.mlflow_uri} (parent run {run_id})")
     if cfg.export.enabled:
         from mer.export import export_model
 
