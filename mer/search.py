@@ -226,7 +226,8 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
         f"runs, {concurrency} at a time ({resources.workers} worker(s) x "
         f"{resources.cpus_per_worker:g} CPU each); protocol {cfg.search.protocol}"
     )
-    results = tuner.fit()
+    with counter.heartbeat("target learning: fold runs under way"):
+        results = tuner.fit()
     errors = [r.error for r in results if r.error]
     storage.write_json(meta_uri, {**meta, "status": "finished" if not errors else "failed"})
     if errors:
