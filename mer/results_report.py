@@ -265,11 +265,14 @@ def html_report(exp: Experiment, images: dict[str, bytes] | None = None) -> str:
     rows = s["leaderboard"] + s["incomplete"]
     name = s.get("experiment") or exp.uri
     folds, seeds = s["folds_total"], s["seeds"]
-    about = h.paragraph(
-        f"Experiment {name} at {exp.uri}; status {s.get('status')}; dataset "
-        f"{exp.meta.get('dataset')}; {folds} leave-one-subject-out folds x seeds {seeds}; "
-        f"search {exp.meta.get('algorithm')} over {exp.meta.get('space')}."
-    )
+    facts = [f"Experiment {name} at {exp.uri}", f"status {s.get('status')}"]
+    if exp.meta.get("dataset"):
+        facts.append(f"dataset {exp.meta['dataset']}")
+    facts.append(f"{folds} leave-one-subject-out folds x seeds {seeds}")
+    if exp.meta.get("space"):
+        how = exp.meta.get("algorithm") or "search"
+        facts.append(f"{how} over {exp.meta['space']}")
+    about = h.paragraph("; ".join(facts) + ".")
     support = [
         f"Protocol: {SEARCH_NOTE}.",
         f"Scores: {STAT_NOTE}.",
