@@ -68,8 +68,8 @@ class _Runs:
 
     def child(self, entry: str, title: str, tags: dict) -> str:
         if entry not in self.children:
-            tags = {"mlflow.parentRunId": self.parent, "mer.entry": entry, "mer.uri": self.uri}
-            run = self.client.create_run(self.exp_id, run_name=title, tags=tags)
+            ids = {"mlflow.parentRunId": self.parent, "mer.entry": entry, "mer.uri": self.uri}
+            run = self.client.create_run(self.exp_id, run_name=title, tags=ids)
             self.children[entry] = run.info.run_id
         run_id = self.children[entry]
         for k, v in tags.items():
@@ -86,7 +86,7 @@ class _Runs:
         values = [Metric(_name(k), float(v), now, 0) for k, v in metrics.items() if _number(v)]
         for i in range(0, max(len(values), len(new)), 500):
             self.client.log_batch(run_id, metrics=values[i : i + 500], params=new[i : i + 100])
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.update_run(run_id, status="FINISHED")  # set_terminated prints a link per run
 
     def artifacts(self, files: dict[str, bytes]) -> None:
         with tempfile.TemporaryDirectory(prefix="mer-mlflow-") as tmp:
