@@ -196,7 +196,10 @@ def label(exp: Experiment, entry: str) -> str:
         return f"baseline: {entry}"
     params = exp.params.get(entry, {})
     keys = list(exp.meta.get("space") or params)
-    return " ".join(f"{k}={_short(params.get(k))}" for k in keys) + f" ({entry})"
+    # Settings every configuration shares say nothing about this one: named only if all do.
+    methods = [p for e, p in exp.params.items() if exp.kinds.get(e) != "baseline"]
+    varying = [k for k in keys if len({repr(p.get(k)) for p in methods}) > 1]
+    return " ".join(f"{k}={_short(params.get(k))}" for k in varying or keys) + f" ({entry})"
 
 
 def _short(v) -> str:
