@@ -146,7 +146,7 @@ def log_experiment(uri: str, exp, out: str | None = None) -> str:
             rel: storage.read_bytes(storage.join(out, rel))
             for rel in ("leaderboard.json", "leaderboard.csv", "report.html")
         }
-        for uri_ in s_plots(out):
+        for uri_ in _plot_uris(out):
             files[f"plots/{uri_.rsplit('/', 1)[-1]}"] = storage.read_bytes(uri_)
     else:
         images = results_report.plot_images(exp)
@@ -158,7 +158,8 @@ def log_experiment(uri: str, exp, out: str | None = None) -> str:
     return runs.parent
 
 
-def s_plots(out: str) -> list[str]:
+def _plot_uris(out: str) -> list[str]:
+    """The PNGs under a report folder's plots/."""
     from mer import storage
 
     folder = storage.join(out, "plots")
