@@ -7,6 +7,8 @@
     python jobs/results.py runs/demo/tune/demo --top
     python jobs/results.py runs/demo/tune/demo --trial 3f2a9c01de      # per fold and seed
     python jobs/results.py runs/demo/tune/demo --plots out/plots
+    python jobs/results.py runs/demo/tune/demo --report out/demo     # report.html and the rest
+    python jobs/results.py runs/demo/tune/demo --mlflow http://127.0.0.1:5000
 
 Works while the experiment runs (partial rows are listed apart) and after. Scores are the
 mean +- SD over seeds of the pooled LOSO score with a 95 % subject-level bootstrap interval;
@@ -37,6 +39,18 @@ def main() -> None:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison A - B")
     p.add_argument("--trial", metavar="CONFIG_ID", help="per-fold detail of one configuration")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write report.html (one self-contained page), leaderboard.json/.csv and plots/ "
+        "to DIR (local or s3://), as the pipeline does under <root>/results/<experiment>",
+    )
+    p.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the experiment to this MLflow tracking server (a parent run, one child run "
+        "per configuration; needs requirements-mlflow.txt)",
+    )
     args = p.parse_args()
 
     from mer.evaluation import results, results_report
@@ -45,6 +59,14 @@ def main() -> None:
     if args.plots:
         for uri in results_report.plots(exp, args.plots):
             print(f"wrote {uri}", file=sys.stderr)
+    if args.report:
+        written = results_report.write_report(exp, args.report)
+        print(f"wrote {written['report']}", file=sys.stderr)
+    if args.mlflow:
+        from mer.evaluation.tracking import log_experiment
+
+        run_id = log_experiment(args.mlflow, exp, args.report)
+        print(f"logged to MLflow at {args.mlflow} (parent run {run_id})", file=sys.stderr)
     if args.compare:
         (exp_a, a), (exp_b, b) = (entry(exp, name, args.root) for name in args.compare)
         c = results.compare(exp_a, a, exp_b, b)

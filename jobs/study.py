@@ -12,7 +12,8 @@ interpolator when a variant uses it, its key-frame table, baselines, priors and 
 learning at every seed of search.seeds. Rerunning resumes (finished fold runs are kept); a
 changed base config under the same study name is refused. The table (mean +- SD over seeds,
 95 % interval, paired difference to the full method with its interval and p-value) goes to
-<root>/study/<name>/study.{json,csv,md} with a plot, study_uf1.png, and is printed.
+<root>/study/<name>/study.{json,csv,md} with a plot, study_uf1.png, and a page that
+holds them all, report.html; it is printed.
 """
 
 import _bootstrap  # noqa: F401
@@ -38,6 +39,14 @@ def main() -> None:
     else:
         cli.connect_ray(args, cfg)
         table = study_mod.run_study(cfg, study, run_experiment=run_experiment, only=args.variants)
+    if cfg.tracking.mlflow_uri:
+        from mer import storage
+        from mer.evaluation.tracking import log_study
+
+        names = ("study.json", "study.csv", "study.md", "study_uf1.png", "report.html")
+        files = {n: storage.read_bytes(storage.join(table["uri"], n)) for n in names}
+        run_id = log_study(cfg.tracking.mlflow_uri, table, files)
+        print(f"[study] logged to MLflow at {cfg.tracking.mlflow_uri} (parent run {run_id})")
     print()
     print(markdown(table))
 

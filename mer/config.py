@@ -186,6 +186,14 @@ class ExportConfig:
 
 
 @dataclass
+class TrackingConfig:
+    # An MLflow tracking server (http://host:5000, or a local sqlite:///... / file: store);
+    # "" = none. Results are logged after they are written (mer.evaluation.tracking); needs the
+    # optional client, `pip install -r requirements-mlflow.txt`.
+    mlflow_uri: str = ""
+
+
+@dataclass
 class PipelineConfig:
     root: str = "runs/demo"  # run root: local path or s3://bucket/prefix
     seed: int = 0  # inner-fold splits and adaptive searchers
@@ -198,6 +206,7 @@ class PipelineConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> PipelineConfig:
         validate(self)
@@ -220,6 +229,7 @@ SECTIONS: dict[str, type] = {
     "resources": ResourcesConfig,
     "search": SearchConfig,
     "export": ExportConfig,
+    "tracking": TrackingConfig,
 }
 
 

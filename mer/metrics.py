@@ -71,6 +71,13 @@ def _uf1(cm: np.ndarray) -> float:
     return float(f1.mean())
 
 
+def per_class_f1(cm: np.ndarray) -> list[float]:
+    """F1 of each class of a confusion matrix (0 for a class never true nor predicted)."""
+    tp = np.diag(cm).astype(np.float64)
+    denom = 2 * tp + (cm.sum(axis=0) - tp) + (cm.sum(axis=1) - tp)
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).tolist()
+
+
 def _uar(cm: np.ndarray) -> float:
     support = cm.sum(axis=1)
     present = support > 0

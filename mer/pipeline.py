@@ -39,7 +39,13 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     storage.write_bytes(storage.join(cfg.root, "config.yaml"), cfg.to_yaml().encode())
     exp = run_experiment(cfg, progress)
     out = layout.results_uri(cfg)
-    summary = results_report.write_report(results.load_experiment(exp), out)
+    experiment = results.load_experiment(exp)
+    summary = results_report.write_report(experiment, out)
+    if cfg.tracking.mlflow_uri:
+        from mer.evaluation.tracking import log_experiment
+
+        run_id = log_experiment(cfg.tracking.mlflow_uri, experiment, out)
+        progress(f"[results] logged to MLflow at {cfg.tracking.mlflow_uri} (parent run {run_id})")
     if cfg.export.enabled:
         summary["model"] = export_model(
             cfg,
@@ -49,5 +55,5 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
             progress=progress,
         )
     summary["pipeline_seconds"] = round(time.time() - t0, 1)
-    progress(f"[results] {out}: leaderboard.json, leaderboard.csv, plots/")
+    progress(f"[results] {out}: report.html, leaderboard.json, leaderboard.csv, plots/")
     return summary

@@ -8,8 +8,10 @@ how far it is and how long the rest should take. Tune trials report through
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def duration(seconds: float) -> str:
@@ -40,6 +42,32 @@ class Counter:
         self.kept = 0  # units done before this process started
         self.seen: set[str] = set()
         self.start = time.monotonic()
+        self.last = self.start  # when the last line was shown
+
+    @contextlib.contextmanager
+    def heartbeat(self, doing: str, every: float = 20.0) -> Iterator[None]:
+        """While the block runs, a line every `every` seconds in which no unit finished
+        (Ray starting a trainer's processes, a long first epoch): a job's log never goes
+        quiet for minutes. The line says what is under way and how long it has been."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(min(every, max(0.01, self.last + every - time.monotonic()))):
+                quiet = time.monotonic() - self.last
+                if quiet >= every:
+                    self.last = time.monotonic()
+                    self.emit(
+                        f"[{self.stage}] still at work: {doing} ({self.done} of {self.total} "
+                        f"done, none for {duration(quiet)}; {duration(self.last - self.start)})"
+                    )
+
+        thread = threading.Thread(target=beat, name=f"mer-heartbeat-{self.stage}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def keep(self, keys) -> None:
         """Units found done before this process started (a resumed run)."""
@@ -63,6 +91,7 @@ class Counter:
         if self.done < self.total and computed > 0:
             tail = f", ETA {duration(elapsed / computed * (self.total - self.done))}"
         kept = f", {self.kept} done before" if self.kept else ""
+        self.last = time.monotonic()
         self.emit(
             f"[{self.stage}] {self.done}/{self.total}{' ' + note if note else ''} "
             f"({duration(elapsed)}{kept}{tail})"

@@ -54,3 +54,22 @@ def test_a_restored_callback_counts_on_the_new_drivers_counter():
     assert old == [] and counter.done == 3
     assert len(new) == 1 and new[0].startswith("[search] 3/8 config a run s02 (")
     assert "2 done before" in new[0]
+
+
+def test_a_quiet_stage_still_shows_a_line_while_it_works():
+    # Prior learning in a submitted job: Ray starts a trainer's processes and the first epoch
+    # runs before any unit finishes; the log must not go quiet that long.
+    lines: list[str] = []
+    c = progress.Counter("pretrain", 4, lines.append)
+    with c.heartbeat("prior learning: 4 priors in 1 run(s)", every=0.05):
+        deadline = time.monotonic() + 30
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        c.add(1, "epochs")
+    assert lines[0].startswith("[pretrain] still at work: prior learning: 4 priors in 1 run(s)")
+    assert "0 of 4 done" in lines[0]
+    assert any(x.startswith("[pretrain] 1/4 epochs") for x in lines)
+    time.sleep(0.2)
+    after = len(lines)
+    time.sleep(0.2)
+    assert len(lines) == after  # the heartbeat stopped with its block

@@ -182,3 +182,18 @@ def test_interval_of_a_constant_score_is_a_point():
         cms[:, k] = np.diag([1, 1, 1])
     lo, hi = stats.interval(cms, "uf1")
     assert lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+
+
+def test_per_class_f1_is_the_mean_over_seeds_and_in_the_text_table(experiment):
+    s = results.entry_scores(experiment, "good")
+    p = experiment.outer("good")
+    for c, name in enumerate(["negative", "positive", "surprise"]):
+        per_seed = [
+            f1_score(g["label"], g["pred"], labels=[c], average=None, zero_division=0)[0]
+            for _, g in p.groupby("seed")
+        ]
+        assert s[f"f1[{name}]"] == pytest.approx(np.mean(per_seed))
+    text = results_report.format_table(experiment)
+    assert "F1 per class (negative / positive / surprise)" in text
+    line = next(x for x in text.splitlines() if "gamma=0.85" in x)
+    assert " / ".join(f"{s[f'f1[{n}]']:.3f}" for n in experiment.class_names) in line

@@ -104,15 +104,49 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     top = doc["top"]["config_id"]
     detail = run_job(["jobs/results.py", exp_uri, "--trial", top, "--format", "csv"], timeout=120)
     assert detail.returncode == 0 and detail.stdout.count("\n") == 1 + 4 + 8  # outer + inner
+    assert_ray_reads_the_experiment(exp_uri, doc)
     plots = run_job(["jobs/results.py", exp_uri, "--plots", str(tmp_path / "plots")], timeout=120)
     assert plots.returncode == 0, plots.stderr
+    # UF1 against gamma (two values searched), not against freeze (one value).
     assert sorted(os.listdir(tmp_path / "plots")) == [
         "confusion_top.png",
         "uf1_intervals.png",
         "uf1_per_seed.png",
-        "uf1_vs_freeze.png",
         "uf1_vs_gamma.png",
     ]
+
+
+def assert_ray_reads_the_experiment(exp_uri: str, doc: dict) -> None:
+    """Ray's own result API and TensorBoard see one row / run per configuration, with its
+    searched parameters and, for a finished search, the UF1/UAR jobs/results.py reports."""
+    import ray.tune
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    from mer.evaluation import search
+
+    methods = {r["config_id"]: r for r in doc["leaderboard"] if r["kind"] == "method"}
+    tune_dir = f"{exp_uri}/_tune"
+    frames = {
+        "ExperimentAnalysis": ray.tune.ExperimentAnalysis(tune_dir).dataframe(),
+        "ResultGrid": ray.tune.Tuner.restore(tune_dir, trainable=search.trainable(exp_uri))
+        .get_results()
+        .get_dataframe(),
+    }
+    for name, df in frames.items():
+        assert sorted(df["config_id"]) == sorted(methods), name
+        for row in df.to_dict("records"):
+            r = methods[row["config_id"]]
+            assert row["uf1"] == pytest.approx(r["uf1"]), name
+            assert row["uar"] == pytest.approx(r["uar"]), name
+            for key in ("gamma", "freeze"):
+                assert row[f"config/{key}"] == r[key], name
+    # What `tensorboard --logdir <experiment>/_tune` loads: a run per trial with its UF1 curve.
+    mux = EventMultiplexer().AddRunsFromDirectory(tune_dir)
+    mux.Reload()
+    curves = [mux.Scalars(run, "ray/tune/uf1") for run in mux.Runs()]
+    assert len(curves) == len(methods) and all(curves)
+    finals = sorted(c[-1].value for c in curves)
+    assert finals == pytest.approx(sorted(r["uf1"] for r in methods.values()))
 
 
 def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_path):
@@ -258,6 +292,7 @@ def test_seeds_intervals_and_paired_comparison_from_a_real_search(ray_local, tmp
     assert method["uf1"] == pytest.approx(np.mean([s["uf1"] for s in method["per_seed"]]))
     assert method["uf1_lo"] <= method["uf1"] <= method["uf1_hi"]
     assert method["standing"] == "top" and doc["top"]["config_id"] == method["config_id"]
+    assert_ray_reads_the_experiment(exp_uri, doc)  # UF1/UAR: means over the two seeds
     # Both seeds' predictions exist and were made under different seeds.
     preds = results.load_experiment(exp_uri).outer(method["config_id"])
     assert sorted(preds["seed"].unique()) == [0, 1]

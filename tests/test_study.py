@@ -240,6 +240,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     out = tmp_path / "study" / "tiny"
     assert sorted(os.listdir(out)) == [
         "config.yaml",
+        "report.html",  # one page holding the table, verdicts and plot (tests/test_report.py)
         "study.csv",
         "study.json",
         "study.md",

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from mer import layout, storage
+from mer.datasets import CLASSES_3
 from mer.errors import InputError
 from mer.evaluation import stats
 from mer.layout import read_predictions
-from mer.metrics import summarise
+from mer.metrics import per_class_f1, summarise
 
 SEARCH_NOTE = (
     "loso-search: hyperparameters chosen on the same folds that are scored (optimistic); "
@@ -49,6 +50,12 @@ class Experiment:
     @property
     def num_classes(self) -> int:
         return int(self.meta.get("num_classes", 3))
+
+    @property
+    def class_names(self) -> list[str]:
+        return (
+            list(CLASSES_3) if self.num_classes == 3 else [str(c) for c in range(self.num_classes)]
+        )
 
     @property
     def seeds(self) -> list[int]:
@@ -116,6 +123,7 @@ def _entry_scores(exp: Experiment, entry: str) -> dict:
         if len(ps):
             s = summarise(ps, exp.num_classes)
             row.update(uf1=s["uf1"], uar=s["uar"], accuracy=s["accuracy"])
+            row["f1"] = per_class_f1(np.asarray(s["confusion"]))
         per_seed.append(row)
     done = [r for r in per_seed if r["folds_done"]]
     complete = len(done) == len(exp.seeds) and all(r["folds_done"] == folds_total for r in done)
@@ -140,6 +148,9 @@ def _entry_scores(exp: Experiment, entry: str) -> dict:
         cms = stats.subject_confusions(p, seeds, _subjects(p), exp.num_classes)
         for metric in ("uf1", "uar"):
             out[f"{metric}_lo"], out[f"{metric}_hi"] = stats.interval(cms, metric)
+    # F1 of each class, mean over seeds (UF1 is their mean).
+    for c, name in enumerate(exp.class_names):
+        out[f"f1[{name}]"] = float(np.mean([r["f1"][c] for r in done]))
     for name, g in p.groupby("dataset", sort=True):
         vals = [summarise(gs, exp.num_classes)["uf1"] for _, gs in g.groupby("seed") if len(gs)]
         out[f"uf1[{name}]"] = float(np.mean(vals))
@@ -180,6 +191,23 @@ def leaderboard(exp: Experiment) -> pd.DataFrame:
     board = board.sort_values(["_group", "uf1", "config_id"], ascending=[True, False, True])
     board.insert(0, "protocol", "loso-search")
     return board.drop(columns="_group").reset_index(drop=True)
+
+
+def label(exp: Experiment, entry: str) -> str:
+    """An entry as people read it: its searched settings (gamma=2.0 freeze=1) and its id, or
+    'baseline: <name>'."""
+    if exp.kinds.get(entry) == "baseline":
+        return f"baseline: {entry}"
+    params = exp.params.get(entry, {})
+    keys = list(exp.meta.get("space") or params)
+    # Settings every configuration shares say nothing about this one: named only if all do.
+    methods = [p for e, p in exp.params.items() if exp.kinds.get(e) != "baseline"]
+    varying = [k for k in keys if len({repr(p.get(k)) for p in methods}) > 1]
+    return " ".join(f"{k}={_short(params.get(k))}" for k in varying or keys) + f" ({entry})"
+
+
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def top_config(exp: Experiment) -> str | None:

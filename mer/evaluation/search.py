@@ -116,22 +116,38 @@ def open_experiment(
         meta["created"] = storage.read_json(meta_uri).get("created", meta["created"])
     storage.write_json(meta_uri, meta)
     storage.write_bytes(storage.join(exp, "config.yaml"), cfg.to_yaml().encode())
+    storage.write_json(storage.join(exp, "fold_runs.json"), runs)
     return exp, runs
 
 
-def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progress=emit) -> str:
-    """Run (or resume) the search over `runs` (open_experiment's); returns its URI."""
-    import ray.tune
+def trainable(experiment: str, resources=None):
+    """The Tune trainable of the search experiment at `experiment` (a URI), rebuilt from what
+    the experiment stored (config.yaml, fold_runs.json, the key frames named in
+    _experiment.json). This is what `ray.tune.Tuner.restore(<experiment>/_tune,
+    trainable=mer.evaluation.search.trainable(<experiment>))` expects; `resources` default to the
+    config's (resolve them with mer.train.runtime.plan_resources to run trials)."""
+    from mer import config
+    from mer.errors import InputError
 
-    from mer.progress import Counter, tune_progress
-    from mer.train.finetune import finetune_loop, finished_keys, fold_units, loop_config
-    from mer.train.runtime import plan_resources, trainer_trial, tune_run_config
+    runs_uri = storage.join(experiment, "fold_runs.json")
+    if not storage.exists(runs_uri):
+        raise InputError(
+            f"{experiment}: no fold_runs.json (not a search experiment, or one made before "
+            "experiments stored their fold runs: rerun jobs/tune.py on it to write it)"
+        )
+    cfg = config.load(storage.join(experiment, "config.yaml"))
+    meta = storage.read_json(storage.join(experiment, "_experiment.json"))
+    return _trainable(
+        cfg, meta["keyframes"], storage.read_json(runs_uri), experiment, resources or cfg.resources
+    )
 
-    exp = layout.experiment_uri(cfg)
-    meta_uri = storage.join(exp, "_experiment.json")
-    meta = storage.read_json(meta_uri)
+
+def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, resources):
+    """One configuration per trial: a TorchTrainer running its fold runs at every seed."""
+    from mer.train.finetune import finetune_loop, fold_units, loop_config
+    from mer.train.runtime import trainer_trial
+
     seeds = list(cfg.search.seeds)
-    n_outer = sum(1 for r in runs if r["kind"] == "outer")
 
     def make_config(params: dict) -> tuple[dict, str]:
         cid = config_id(params)
@@ -139,6 +155,23 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
         storage.write_json(storage.join(out, "params.json"), params)
         units = fold_units(cfg, runs, seeds, out, params)
         return loop_config(cfg, keyframes, units, params, cid), f"cfg-{cid}"
+
+    return trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
+
+
+def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progress=emit) -> str:
+    """Run (or resume) the search over `runs` (open_experiment's); returns its URI."""
+    import ray.tune
+
+    from mer.progress import Counter, tune_progress
+    from mer.train.finetune import finished_keys
+    from mer.train.runtime import plan_resources, tune_loggers, tune_run_config
+
+    exp = layout.experiment_uri(cfg)
+    meta_uri = storage.join(exp, "_experiment.json")
+    meta = storage.read_json(meta_uri)
+    seeds = list(cfg.search.seeds)
+    n_outer = sum(1 for r in runs if r["kind"] == "outer")
 
     n_trials = trial_count(cfg)
     resources, concurrency = plan_resources(cfg.resources, n_trials)
@@ -152,11 +185,16 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
             f"{result['run']}{so_far}"
         )
 
-    trainable = trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
+    trial = _trainable(cfg, keyframes, runs, exp, resources)
     fs, path = storage.pyarrow_filesystem(exp)
     tune_path = storage.join(path, "_tune") if "://" in path else f"{path}/_tune"
+    # Tune's own per-trial files (result.json, progress.csv, TensorBoard events) next to its
+    # state: ExperimentAnalysis, Tuner.restore(...).get_results() and TensorBoard read them.
     run_config = tune_run_config(
-        exp, "_tune", [tune_progress(counter, describe, exp)], resources.max_failures
+        exp,
+        "_tune",
+        [tune_progress(counter, describe, exp), *tune_loggers()],
+        resources.max_failures,
     )
     if ray.tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
         progress(
@@ -165,7 +203,7 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
         )
         tuner = ray.tune.Tuner.restore(
             tune_path,
-            trainable,
+            trial,
             resume_unfinished=True,
             resume_errored=True,
             storage_filesystem=fs,
@@ -173,7 +211,7 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     else:
         adaptive = cfg.search.algorithm in ("optuna", "hyperopt")
         tuner = ray.tune.Tuner(
-            trainable,
+            trial,
             param_space=param_space(cfg.search.space, cfg.search.algorithm),
             tune_config=ray.tune.TuneConfig(
                 num_samples=cfg.search.num_samples,
@@ -190,7 +228,8 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
         f"runs, {concurrency} at a time ({resources.workers} worker(s) x "
         f"{resources.cpus_per_worker:g} CPU each); protocol {cfg.search.protocol}"
     )
-    results = tuner.fit()
+    with counter.heartbeat("target learning: fold runs under way"):
+        results = tuner.fit()
     errors = [r.error for r in results if r.error]
     storage.write_json(meta_uri, {**meta, "status": "finished" if not errors else "failed"})
     if errors:

@@ -423,10 +423,11 @@ _BASELINES = {
 
 
 def write_study(cfg: PipelineConfig, study: Study, *, progress=emit) -> dict:
-    """study.json, study.csv, study.md and study_uf1.png under <root>/study/<name>/."""
+    """study.json, study.csv, study.md, study_uf1.png and report.html (one self-contained
+    page) under <root>/study/<name>/."""
     import pandas as pd
 
-    from mer.evaluation.study_report import flat_rows, markdown, plot
+    from mer.evaluation.study_report import flat_rows, html, markdown, plot
 
     table = study_table(cfg, study)
     out = study_uri(cfg, study)
@@ -434,8 +435,10 @@ def write_study(cfg: PipelineConfig, study: Study, *, progress=emit) -> dict:
     csv = pd.DataFrame(flat_rows(table)).to_csv(index=False)
     storage.write_bytes(storage.join(out, "study.csv"), csv.encode())
     storage.write_bytes(storage.join(out, "study.md"), markdown(table).encode())
-    storage.write_bytes(storage.join(out, "study_uf1.png"), plot(table))
+    png = plot(table)
+    storage.write_bytes(storage.join(out, "study_uf1.png"), png)
+    storage.write_bytes(storage.join(out, "report.html"), html(table, png).encode())
     storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
-    progress(f"[study] {out}: study.json, study.csv, study.md, study_uf1.png")
+    progress(f"[study] {out}: study.json, study.csv, study.md, study_uf1.png, report.html")
     table["uri"] = out
     return table

@@ -190,3 +190,103 @@ def plot(table: dict) -> bytes:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return buf.getvalue()
+
+
+DIFF_KEYS = ("difference", "ci_low", "ci_high", "p_value")
+
+
+def html(table: dict, study_png: bytes | None = None) -> str:
+    """The study as one self-contained page: what it tests and how, every row with its
+    interval, each claim's paired difference to the full method with its verdict, the plot
+    (inline) and the facts that qualify the numbers. Numbers are study.json's, three
+    decimals (p-values four); each numeric cell names its row (variant and settings) and key."""
+    from mer.evaluation import html_page as h
+
+    rows = table["rows"]
+    # Keys beyond the usual four that a comparison carries (an adjusted p, say) get a column.
+    extra = sorted(
+        {
+            k
+            for r in rows
+            for m in ("uf1", "uar")
+            for k, v in ((r.get("full_minus_row") or {}).get(m) or {}).items()
+            if k not in DIFF_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
+    about = [
+        f"Data: {table['dataset']} ({_data_text(table['data'])}); seeds {table['seeds']}; "
+        f"protocol {table.get('protocol', 'loso')}.",
+        f"Selection of the full method's settings: {table['selection']}.",
+        f"Statistics: {table['note']}.",
+        "A verdict of 'no evidence of a difference' says the data cannot separate the two "
+        "rows, not that they are equal; a row that is not complete has no verdict.",
+    ]
+    headers = ["variant", "claim", "settings", "status", "UF1", "SD", "low", "high"]
+    headers += ["UAR", "SD", "low", "high"]
+    body, classes = [], []
+    for r in rows:
+        e = row_key(r)
+        cells: list = [_label(r), r.get("claim") or "", r.get("settings") or "", r["status"]]
+        for m in ("uf1", "uar"):
+            score = r.get(m) or {}
+            cells += [h.number(score.get(k), e, f"{m}.{k}") for k in ("mean", "sd", "lo", "hi")]
+        body.append(cells)
+        classes.append(
+            "partial"
+            if r["status"] != "complete"
+            else ("baseline" if r["kind"] == "baseline" else "")
+        )
+    claims_headers = ["variant", "claim", "metric", "full - row", "low", "high", "p"]
+    claims_headers += extra + ["verdict"]
+    claims = []
+    for r in rows:
+        d = r.get("full_minus_row") or {}
+        for m in ("uf1", "uar"):
+            if not d.get(m):
+                continue
+            c = d[m]
+            e, k = row_key(r), f"full_minus_row.{m}"
+            cells = [_label(r), r.get("claim") or "", m.upper()]
+            cells += [h.number(c.get(x), e, f"{k}.{x}") for x in DIFF_KEYS[:3]]
+            cells.append(h.number(c.get("p_value"), e, f"{k}.p_value", digits=4))
+            cells += [h.number(c.get(x), e, f"{k}.{x}", digits=4) for x in extra]
+            verdict = c.get("verdict", "") if r["status"] == "complete" else r["status"]
+            claims.append(cells + [verdict])
+    qualifiers = [t for t in _threads_text(rows) + _platforms_text(rows) if t]
+    not_run = [
+        f"{r['variant']}: {r.get('reason') or r.get('stale') or r['status']}"
+        for r in rows
+        if r["status"] not in ("complete", "partial")
+    ]
+    parts = [
+        h.section("What the study tests and how", h.items(about)),
+        h.section(
+            "Rows",
+            h.table(headers, body, classes),
+            h.paragraph(
+                "UF1 and UAR: mean over seeds, SD over seeds, [low, high] the 95 % "
+                "subject-bootstrap interval.",
+                "note",
+            ),
+        ),
+        h.section(
+            "Claims and verdicts (paired, full method - row, same folds and seeds)",
+            h.table(claims_headers, claims),
+        ),
+    ]
+    png = plot(table) if study_png is None else study_png
+    parts.append(h.section("Plot", h.image(png, "UF1 of each row with its 95 % interval")))
+    if qualifiers or not_run:
+        parts.append(
+            h.section(
+                "What qualifies the numbers",
+                h.items(qualifiers) if qualifiers else "",
+                h.paragraph("Rows not run:") + h.items(not_run) if not_run else "",
+            )
+        )
+    return h.page(f"Study {table['study']}", *parts)
+
+
+def row_key(r: dict) -> str:
+    """A row's name on the page (data-entry): its variant and swept settings."""
+    return _label(r)

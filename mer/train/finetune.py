@@ -91,6 +91,7 @@ def finetune_loop(config: dict) -> None:
                     "units": covered,
                     "seed": unit["seed"],
                     "run": unit["run"]["id"],
+                    "config_id": config.get("config_id", ""),
                 }
             )
             covered = []
@@ -246,7 +247,7 @@ class Tally:
     def add(self, preds: pd.DataFrame) -> None:
         self.done += 1
         if len(preds) and (preds["kind"] == "outer").all():
-            self.outer.append(preds[["dataset", "subject", "clip", "label", "pred"]])
+            self.outer.append(preds[["dataset", "subject", "clip", "label", "pred", "seed"]])
 
     def metrics(self) -> dict:
         from mer.metrics import summarise
@@ -258,8 +259,13 @@ class Tally:
             "outer_total": self.outer_total,
         }
         if self.outer:
-            s = summarise(pd.concat(self.outer, ignore_index=True), self.num_classes)
-            m.update(uf1=s["uf1"], uar=s["uar"], accuracy=s["accuracy"])
+            # Pooled at each seed, then the mean over the seeds begun: at the last report
+            # this is mer.evaluation.results' score of the configuration (Tune's own tables show it).
+            outer = pd.concat(self.outer, ignore_index=True)
+            per_seed = [summarise(g, self.num_classes) for _, g in outer.groupby("seed")]
+            for k in ("uf1", "uar", "accuracy"):
+                m[k] = float(sum(s[k] for s in per_seed) / len(per_seed))
+            m["seeds_begun"] = len(per_seed)
         else:
             m.update(uf1=0.0, uar=0.0, accuracy=0.0)
         return m

@@ -349,13 +349,14 @@ def run_pretraining(
         )
 
     t0 = time.time()
-    fan_out(
-        loop,
-        configs,
-        cfg.resources,
-        layout.pretrain_runs_uri(cfg),
-        f"tune-{h}",
-        tune_progress(counter, describe),
-    )
+    with counter.heartbeat(f"prior learning: {len(todo)} priors in {len(groups)} run(s)"):
+        fan_out(
+            loop,
+            configs,
+            cfg.resources,
+            layout.pretrain_runs_uri(cfg),
+            f"tune-{h}",
+            tune_progress(counter, describe),
+        )
     progress(f"[pretrain] {len(todo)} priors learnt in {time.time() - t0:.0f} s")
     return {"trained": len(todo), "jobs": len(jobs)}

@@ -296,8 +296,9 @@ def fit(trainer):
 def trainer_trial(
     loop, loop_config: Callable[[dict], tuple[dict, str]], resources, storage_uri: str
 ):
-    """A Tune trainable: `loop_config(params)` gives (train loop config, run name); the trial
-    fits one TorchTrainer with it, forwarding every report to Tune."""
+    """A Tune trainable (Tune records its name, "trial"; Tuner.restore checks it):
+    `loop_config(params)` gives (train loop config, run name); the trial fits one
+    TorchTrainer with it, forwarding every report to Tune."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -309,6 +310,14 @@ def trainer_trial(
         fit(trainer)
 
     return ray.tune.with_resources(trial, {"CPU": TRIAL_CPU})
+
+
+def tune_loggers() -> list:
+    """Tune's per-trial result.json, progress.csv and TensorBoard event files. Jobs switch
+    off Tune's automatic loggers at verbose 0 (mer.cli); these are asked for explicitly."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
 
 
 def tune_run_config(storage_uri: str, name: str, callbacks=(), max_failures: int = 0):
