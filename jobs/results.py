@@ -35,6 +35,11 @@ def main() -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--top", action="store_true", help="the top configuration and its ties")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison A - B")
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="compare entries made by different code, platforms or thread counts (named)",
+    )
     p.add_argument("--trial", metavar="CONFIG_ID", help="per-fold detail of one configuration")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
     args = p.parse_args()
@@ -47,7 +52,7 @@ def main() -> None:
             print(f"wrote {uri}", file=sys.stderr)
     if args.compare:
         (exp_a, a), (exp_b, b) = (entry(exp, name, args.root) for name in args.compare)
-        c = results.compare(exp_a, a, exp_b, b)
+        c = results.compare(exp_a, a, exp_b, b, allow_mixed=args.allow_mixed)
         print(json.dumps(c, indent=2) if args.format == "json" else results.format_compare(c))
         return
     if args.trial:

@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from mer import checkpoints, layout
+from mer import checkpoints, layout, provenance
 from mer.config import PipelineConfig, from_dict
 from mer.models import build_siamese
 from mer.progress import emit
@@ -164,6 +164,7 @@ def train_prior(
             "epoch_seconds": time.time() - t0,
             "threads": torch.get_num_threads(),
             "platform": platform(w.device),
+            **provenance.record(),
             "worker_pid": os.getpid(),
         }
         history.append(metrics)
