@@ -254,6 +254,21 @@ def _data_text(data: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]} {data[k]}" for k in keys if data.get(k) is not None)
 
 
+def _plotted(table: dict) -> list[dict]:
+    return [r for r in table["rows"] if (r.get("uf1") or {}).get("mean") is not None]
+
+
+def plot_labels(table: dict) -> list[str]:
+    """The plot's row labels, top to bottom: preset, variant, swept settings, and
+    "(exploratory)" / "(partial)" where a row is."""
+    labels = []
+    for r in _plotted(table):
+        label = (f"{r['preset']}: " if r.get("preset") else "") + _label(r)
+        label += " (exploratory)" if r.get("exploratory") else ""
+        labels.append(label if r["status"] == "complete" else label + " (partial)")
+    return labels
+
+
 def plot(table: dict) -> bytes:
     """UF1 with its interval per row, the full method's mean as a reference line (PNG)."""
     from mer.results_report import private_matplotlib_cache
@@ -264,7 +279,7 @@ def plot(table: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table["rows"] if r.get("uf1", {}).get("mean") is not None]
+    rows = _plotted(table)
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.6))
     colours = {"full": "tab:green", "variant": "tab:blue", "baseline": "tab:red"}
     for i, r in enumerate(rows):
@@ -282,12 +297,7 @@ def plot(table: dict) -> bytes:
             color=colour,
             mfc="white" if r["status"] != "complete" else None,
         )
-    labels = []
-    for r in rows:
-        label = (f"{r['preset']}: " if r.get("preset") else "") + _label(r)
-        label += " (exploratory)" if r.get("exploratory") else ""
-        labels.append(label if r["status"] == "complete" else label + " (partial)")
-    ax.set_yticks(range(len(rows))[::-1], labels, fontsize=8)
+    ax.set_yticks(range(len(rows))[::-1], plot_labels(table), fontsize=8)
     full = next((r for r in rows if r["kind"] == "full"), None)
     if full and not any(r.get("preset") for r in rows):  # one reference line per study
         ax.axvline(full["uf1"]["mean"], ls="--", color="tab:green", lw=1, label="full method")

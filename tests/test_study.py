@@ -102,6 +102,12 @@ def test_the_shipped_study_config_resolves_every_variant():
     assert layout.prior_hash(dev_prior) != layout.prior_hash(by_name["full"])
     assert frozen.search.space["freeze"] == [1, 2, 3, 4, 5]
     assert dev_prior.search.space["freeze"] == [0]
+    # Added after the full method's results on these folds: exploratory, the rest declared.
+    assert {v.name for v in s.variants if v.exploratory} == {
+        "dev-tuned",
+        "dev-prior",
+        "dev-prior-freeze",
+    }
 
 
 def test_the_small_study_config_resolves_every_variant():
