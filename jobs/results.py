@@ -15,6 +15,8 @@ a configuration id or baseline name of this experiment, or EXPERIMENT:ID for an 
 run on the same folds and seeds. Every output names its protocol: the search score picks
 hyperparameters on the folds it reports (optimistic); nested experiments also show the
 honest nested-loso estimate.
+A leaderboard or comparison of entries made by different code, platforms or thread counts
+(mer/provenance.py) is refused unless --allow-mixed, which names them.
 """
 
 import argparse
@@ -38,7 +40,7 @@ def main() -> None:
     p.add_argument(
         "--allow-mixed",
         action="store_true",
-        help="compare entries made by different code, platforms or thread counts (named)",
+        help="combine entries made by different code, platforms or thread counts (named)",
     )
     p.add_argument("--trial", metavar="CONFIG_ID", help="per-fold detail of one configuration")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
@@ -55,6 +57,13 @@ def main() -> None:
         c = results.compare(exp_a, a, exp_b, b, allow_mixed=args.allow_mixed)
         print(json.dumps(c, indent=2) if args.format == "json" else results.format_compare(c))
         return
+    if not args.trial:  # a leaderboard combines its entries: the same code, platform, threads
+        mixed = results.check_provenance(exp, args.allow_mixed)
+        if mixed:
+            print(
+                "made by different code, platforms or thread counts: " + "; ".join(mixed),
+                file=sys.stderr,
+            )
     if args.trial:
         detail = results.fold_detail(exp, args.trial)
         header = {"config_id": args.trial, "params": exp.params[args.trial], "folds": None}

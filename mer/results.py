@@ -289,6 +289,20 @@ def provenance_of(exp: Experiment, entry: str) -> dict:
     return provenance.of_predictions(exp.outer(entry), checked)
 
 
+def provenance_rows(exp: Experiment) -> dict:
+    """{entry: provenance_of(entry)} over the entries with predictions."""
+    have = set(exp.predictions["config_id"]) if len(exp.predictions) else set()
+    return {e: provenance_of(exp, e) for e in exp.params if e in have}
+
+
+def check_provenance(exp: Experiment, allow_mixed: bool = False) -> list[str]:
+    """Refuse (InputError) a leaderboard whose entries were made by different code,
+    platforms or thread counts unless allow_mixed; returns what differs."""
+    return provenance.check_combinable(
+        provenance_rows(exp), allow_mixed, f"the leaderboard of {exp.uri}"
+    )
+
+
 def compare(
     exp_a: Experiment, a: str, exp_b: Experiment, b: str, *, allow_mixed: bool = False
 ) -> dict:
@@ -385,6 +399,9 @@ def summary(exp: Experiment) -> dict:
     }
     if out["incomplete"]:
         out["partial"] = True
+    mixed = provenance.mixed(provenance_rows(exp))
+    if mixed:  # rows of other code, platforms or thread counts (jobs/results.py refuses them)
+        out["mixed"] = mixed
     top = top_config(exp)
     if top:
         out["top"] = {

@@ -280,6 +280,11 @@ def test_comparing_rows_of_two_code_versions_is_refused_unless_allowed(experimen
     assert any(m.startswith("code (") and "good: fedc9876" in m for m in c["mixed"])
     assert "near: 0123abcd + not recorded" in " ".join(c["mixed"])  # seeds 1-2 predate it
     assert "Made by different code" in results.format_compare(c)
+    # The leaderboard combines its entries too: refused, or named when allowed.
+    with pytest.raises(InputError, match="leaderboard .* different code"):
+        results.check_provenance(exp)
+    assert results.check_provenance(exp, allow_mixed=True)
+    assert any("good: fedc9876" in m for m in results.summary(exp)["mixed"])
 
 
 def test_interval_of_a_constant_score_is_a_point():
