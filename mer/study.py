@@ -12,11 +12,22 @@ its finetune gamma, beta and freeze), or a sweep of searchable finetune settings
 (`space: {freeze: [1, 2, 3]}`), one row per configuration.
 
 Nothing is chosen on the reported folds: every row is a fixed configuration, so each score is
-that configuration's pooled LOSO score (mean and SD over seeds, subject-bootstrap interval),
-and each row carries the paired comparison `mer.results.compare(full, row)`: full - row with a
-paired subject-bootstrap interval and a permutation p-value. The baselines (majority, linear)
+that configuration's pooled LOSO score (mean and SD over seeds, BCa subject-bootstrap
+interval), and each row carries the paired comparison `mer.results.compare(full, row)`:
+full - row with a paired subject-bootstrap interval and a permutation p-value. The baselines
 of the full method's experiment are rows too. How the full method's own settings were chosen
 is the study's `selection` text, written into every output.
+
+A study may run on several generator presets (`presets`, one experiment per preset and
+variant, `<study>-<preset>-<variant>`) and declare `comparisons`: each claim a - b on the
+preset where its mechanism should matter and on a control preset. Such a study is registered
+before it runs (`register`, registration.json) and a changed config is refused
+(`check_registration`) unless its new variants and comparisons are `exploratory`. Every
+comparison's p is Holm-adjusted within its family (the registered comparisons, or the rows
+declared with an unregistered study; every other comparison counted apart as exploratory)
+and its verdict read from that adjusted p. Rows made by different code, platforms or thread
+counts are refused together unless allow_mixed (mer/provenance.py). docs/study.md has the
+rules.
 
 Outputs under `<root>/study/<name>/`: study.json, study.csv, study.md, study_uf1.png.
 """
@@ -845,7 +856,8 @@ def _claims(study: Study, tests: list[dict]) -> list[dict]:
         conditions = []
         for t in tests:
             for tc in t["claims"]:
-                if tc["claim"] == c.claim and _of(c, t):
+                roles = dict(c.conditions())
+                if tc["claim"] == c.claim and _of(c, t) and roles.get(t["preset"]) == tc["role"]:
                     conditions.append(
                         {
                             "preset": t["preset"],
