@@ -270,8 +270,9 @@ def _on_sigint(signum, frame) -> None:
 
 def _leave(code: int) -> None:
     """Exit now: run the exit handlers (Ray's shutdown, the log upload) and leave without
-    joining other threads. A plain sys.exit waited for every non-daemon thread first (Ray
-    Tune's and Ray Data's), which kept an interrupted study alive for minutes."""
+    joining other threads. A plain sys.exit first joined every non-daemon thread the Ray
+    libraries had started, then shut Ray down: an interrupted study took 20-45 s to go
+    (docs/study.md, "Stopping")."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
