@@ -289,8 +289,9 @@ def main(fn) -> None:
     Ctrl-C stops the job within STOP_WITHIN_S seconds with exit status 130; every finished
     output was written whole (temporary name + rename), so a rerun resumes."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)
+        previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         fn()
     except KeyboardInterrupt:
@@ -302,3 +303,6 @@ def main(fn) -> None:
     except MERError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:  # a caller in this process (a test) gets its own Ctrl-C back
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
