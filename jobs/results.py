@@ -17,6 +17,8 @@ a configuration id or baseline name of this experiment, or EXPERIMENT:ID for an 
 run on the same folds and seeds. Every output names its protocol: the search score picks
 hyperparameters on the folds it reports (optimistic); nested experiments also show the
 honest nested-loso estimate.
+A leaderboard or comparison of entries made by different code, platforms or thread counts
+(mer/provenance.py) is refused unless --allow-mixed, which names them.
 """
 
 import argparse
@@ -37,6 +39,11 @@ def main() -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--top", action="store_true", help="the top configuration and its ties")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison A - B")
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="combine entries made by different code, platforms or thread counts (named)",
+    )
     p.add_argument("--trial", metavar="CONFIG_ID", help="per-fold detail of one configuration")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (local or s3://)")
     p.add_argument(
@@ -69,9 +76,16 @@ def main() -> None:
         print(f"logged to MLflow at {args.mlflow} (parent run {run_id})", file=sys.stderr)
     if args.compare:
         (exp_a, a), (exp_b, b) = (entry(exp, name, args.root) for name in args.compare)
-        c = results.compare(exp_a, a, exp_b, b)
+        c = results.compare(exp_a, a, exp_b, b, allow_mixed=args.allow_mixed)
         print(json.dumps(c, indent=2) if args.format == "json" else results.format_compare(c))
         return
+    if not args.trial:  # a leaderboard combines its entries: the same code, platform, threads
+        mixed = results.check_provenance(exp, args.allow_mixed)
+        if mixed:
+            print(
+                "made by different code, platforms or thread counts: " + "; ".join(mixed),
+                file=sys.stderr,
+            )
     if args.trial:
         detail = results.fold_detail(exp, args.trial)
         header = {"config_id": args.trial, "params": exp.params[args.trial], "folds": None}

@@ -20,6 +20,14 @@ speed and are left out. Content-keyed folders (key frames, priors) never clash; 
 folders (experiments, finetune runs) refuse a rerun under other settings with one sentence
 naming the settings that differ (`claim`). A rerun with the same settings finds and skips
 finished work.
+
+What made an output is recorded, not hashed (mer/provenance.py): every key-frame table,
+prior, fold run and baseline prediction records the code version (`code`, a hash of the
+`mer` package source; `commit`, the git commit with "+dirty"), the platform and the thread
+count. None of them is in a hash above, so a new commit never recomputes finished work and
+a rerun on one machine stays bit for bit identical. They are checked when rows are
+combined: a comparison or a study refuses rows made by different code, platforms or thread
+counts unless told `--allow-mixed`, and then names them (docs/study.md, "Provenance").
 """
 
 from __future__ import annotations

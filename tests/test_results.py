@@ -114,30 +114,56 @@ def test_leaderboard_ranks_complete_configurations_only_and_marks_ties(experimen
     assert "best" not in text and "baseline: linear" in text and "PARTIAL" in text
 
 
+def counts(p, seeds, subjects):
+    """Per subject and seed the counts of true positives, true and predicted labels per
+    class, written without mer.evaluation.stats: (3 (tp, true, pred), seeds, subjects, classes)."""
+    out = np.zeros((3, len(seeds), len(subjects), 3))
+    for i, s in enumerate(seeds):
+        for j, k in enumerate(subjects):
+            g = p[(p["seed"] == s) & (p["subject"] == k)]
+            y, q = g["label"].to_numpy(), g["pred"].to_numpy()
+            for c in range(3):
+                out[:, i, j, c] = [np.sum((y == c) & (q == c)), np.sum(y == c), np.sum(q == c)]
+    return out
+
+
+def pooled_uf1(c, pick):
+    """Mean over seeds of pooled UF1 over the subjects in each row of pick (n, subjects):
+    F1 = 2 TP / (T + P) per class, averaged over classes, then over seeds."""
+    tp, t, q = (c[m][:, pick].sum(axis=2) for m in range(3))  # (seeds, n, classes)
+    f1 = np.divide(2 * tp, t + q, out=np.zeros_like(tp), where=(t + q) > 0)
+    return f1.mean(axis=-1).mean(axis=0)
+
+
 def independent_bootstrap(pa_, pb, seeds, subjects, n=20000, seed=123):
-    """Paired subject bootstrap of mean-over-seeds pooled UF1 A - B, written without
-    mer.evaluation.stats: per subject and seed the counts of true positives, true and predicted labels
-    per class; resampled subjects' counts are summed and scored as F1 = 2 TP / (T + P)."""
+    """Paired subject bootstrap (percentile) of mean-over-seeds pooled UF1 A - B."""
     rng = np.random.default_rng(seed)
-
-    def counts(p):
-        out = np.zeros((3, len(seeds), len(subjects), 3))  # (tp, true, pred), seed, subject, class
-        for i, s in enumerate(seeds):
-            for j, k in enumerate(subjects):
-                g = p[(p["seed"] == s) & (p["subject"] == k)]
-                y, q = g["label"].to_numpy(), g["pred"].to_numpy()
-                for c in range(3):
-                    out[:, i, j, c] = [np.sum((y == c) & (q == c)), np.sum(y == c), np.sum(q == c)]
-        return out
-
-    def uf1(c, pick):  # c: counts; pick: (n, subjects) indices
-        tp, t, q = (c[m][:, pick].sum(axis=2) for m in range(3))  # (seeds, n, classes)
-        f1 = np.divide(2 * tp, t + q, out=np.zeros_like(tp), where=(t + q) > 0)
-        return f1.mean(axis=-1).mean(axis=0)  # mean over classes, then over seeds
-
-    ca, cb = counts(pa_), counts(pb)
+    ca, cb = counts(pa_, seeds, subjects), counts(pb, seeds, subjects)
     pick = rng.integers(0, len(subjects), size=(n, len(subjects)))
-    return np.percentile(uf1(ca, pick) - uf1(cb, pick), [2.5, 97.5])
+    return np.percentile(pooled_uf1(ca, pick) - pooled_uf1(cb, pick), [2.5, 97.5])
+
+
+def independent_bca(pa_, pb, seeds, subjects, n=20000, seed=321):
+    """The BCa interval of the same paired difference, from its textbook definition (Efron
+    and Tibshirani 1993, 14.3): bias z0 from the share of replicates below the estimate,
+    acceleration from the leave-one-subject-out jackknife."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+    ca, cb = counts(pa_, seeds, subjects), counts(pb, seeds, subjects)
+    k = len(subjects)
+    everyone = np.arange(k)[None, :]
+    estimate = (pooled_uf1(ca, everyone) - pooled_uf1(cb, everyone))[0]
+    pick = rng.integers(0, k, size=(n, k))
+    reps = pooled_uf1(ca, pick) - pooled_uf1(cb, pick)
+    z0 = norm.ppf(np.mean(reps < estimate))
+    jack_pick = np.array([np.delete(np.arange(k), i) for i in range(k)])
+    jack = pooled_uf1(ca, jack_pick) - pooled_uf1(cb, jack_pick)
+    d = jack.mean() - jack
+    a = (d**3).sum() / (6 * ((d**2).sum()) ** 1.5)
+    z = norm.ppf([0.025, 0.975])
+    levels = norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    return np.percentile(reps, 100 * levels)
 
 
 def test_paired_comparison_agrees_with_an_independent_bootstrap(experiment):
@@ -174,6 +200,92 @@ def test_comparison_needs_the_same_folds_and_seeds(experiment, tmp_path):
     exp2.meta["folds"] = exp2.meta["folds"][:-1]
     with pytest.raises(InputError, match="same held-out subjects"):
         results.compare(experiment, "good", exp2, "x")
+
+
+def test_intervals_are_bca_and_agree_with_an_independent_bca(tmp_path):
+    """With very unequal clips per subject the interval is BCa, and its bounds are the
+    textbook BCa's (within Monte-Carlo error), computed here without mer.evaluation.stats."""
+    exp = str(tmp_path / "unequal")
+    write_meta(exp, [0, 1])
+    rng = np.random.default_rng(7)
+    sizes = [1, 2, 2, 3, 3, 4, 6, 10, 18, 30]  # a few subjects hold most clips
+    import pyarrow as pa
+
+    for entry, acc in (("a", 0.75), ("b", 0.55)):
+        folder = storage.join(exp, "configs", entry)
+        storage.write_json(storage.join(folder, "params.json"), {"gamma": acc})
+        for seed in (0, 1):
+            for subject, size in zip(SUBJECTS, sizes, strict=True):
+                label = rng.integers(0, 3, size)
+                right = rng.random(size) < acc
+                pred = np.where(right, label, (label + 1) % 3)
+                df = pd.DataFrame(
+                    {
+                        "dataset": "d",
+                        "subject": subject,
+                        "clip": [f"{subject}-{c}" for c in range(size)],
+                        "label": label,
+                        "pred": pred,
+                        "run": f"d-{subject}",
+                        "kind": "outer",
+                        "outer": f"d-{subject}",
+                        "seed": seed,
+                    }
+                )
+                storage.write_parquet(
+                    pa.Table.from_pandas(df, preserve_index=False),
+                    storage.join(folder, f"seed-{seed}", f"d-{subject}.parquet"),
+                )
+    e = results.load_experiment(exp)
+    c = results.compare(e, "a", e, "b")["uf1"]
+    assert c["interval"] == "BCa"
+    lo, hi = independent_bca(e.outer("a"), e.outer("b"), [0, 1], SUBJECTS)
+    assert c["ci_low"] == pytest.approx(lo, abs=0.015)
+    assert c["ci_high"] == pytest.approx(hi, abs=0.015)
+    assert results.entry_scores(e, "a")["uf1_interval"] == "BCa"
+    assert stats.effective_subjects(sizes) == pytest.approx(
+        sum(sizes) ** 2 / sum(x * x for x in sizes)
+    )
+    assert stats.effective_subjects(sizes) < 5  # 10 subjects weigh like fewer than 5
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    p = [0.01, 0.04, 0.03, 0.5, 0.001]
+    # By hand: sorted 0.001*5, 0.01*4, 0.03*3, 0.04*2 (raised to 0.09), 0.5*1.
+    assert stats.holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.5, 0.005])
+    assert stats.holm([0.4, 0.3]) == pytest.approx([0.6, 0.6])  # monotone in p's order
+    assert stats.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # never above 1
+
+
+def test_comparing_rows_of_two_code_versions_is_refused_unless_allowed(experiment):
+    from mer.errors import InputError
+
+    folder = storage.join(experiment.uri, "configs", "near")
+    for path in sorted(storage.listdir(storage.join(folder, "seed-0"))):
+        uri = storage.join(folder, "seed-0", path)
+        df = pd.read_parquet(uri).assign(code="0123abcd", platform="cpu A", threads=1)
+        import pyarrow as pa
+
+        storage.write_parquet(pa.Table.from_pandas(df, preserve_index=False), uri)
+    for entry in ("good",):
+        for seed in (0, 1, 2):
+            f = storage.join(experiment.uri, "configs", entry, f"seed-{seed}")
+            for path in storage.listdir(f):
+                uri = storage.join(f, path)
+                df = pd.read_parquet(uri).assign(code="fedc9876", platform="cpu A", threads=1)
+                storage.write_parquet(pa.Table.from_pandas(df, preserve_index=False), uri)
+    exp = results.load_experiment(experiment.uri)
+    with pytest.raises(InputError, match="different code.*--allow-mixed"):
+        results.compare(exp, "good", exp, "near")
+    c = results.compare(exp, "good", exp, "near", allow_mixed=True)
+    assert any(m.startswith("code (") and "good: fedc9876" in m for m in c["mixed"])
+    assert "near: 0123abcd + not recorded" in " ".join(c["mixed"])  # seeds 1-2 predate it
+    assert "Made by different code" in results.format_compare(c)
+    # The leaderboard combines its entries too: refused, or named when allowed.
+    with pytest.raises(InputError, match="leaderboard .* different code"):
+        results.check_provenance(exp)
+    assert results.check_provenance(exp, allow_mixed=True)
+    assert any("good: fedc9876" in m for m in results.summary(exp)["mixed"])
 
 
 def test_interval_of_a_constant_score_is_a_point():

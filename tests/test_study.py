@@ -12,9 +12,9 @@ import pytest
 import torch
 from tests_paths import REPO
 
-from mer import layout
-from mer.errors import ConfigError
-from mer.evaluation import results, study, study_report
+from mer import layout, provenance
+from mer.errors import ConfigError, InputError
+from mer.evaluation import results, stats, study, study_report
 from mer.evaluation.stage import run_search_stage
 from mer.testing.fakes import write_random_keyframes
 from mer.train.runtime import platform
@@ -104,6 +104,12 @@ def test_the_shipped_study_config_resolves_every_variant():
     assert layout.prior_hash(dev_prior) != layout.prior_hash(by_name["full"])
     assert frozen.search.space["freeze"] == [1, 2, 3, 4, 5]
     assert dev_prior.search.space["freeze"] == [0]
+    # Added after the full method's results on these folds: exploratory, the rest declared.
+    assert {v.name for v in s.variants if v.exploratory} == {
+        "dev-tuned",
+        "dev-prior",
+        "dev-prior-freeze",
+    }
 
 
 def test_the_small_study_config_resolves_every_variant():
@@ -277,8 +283,23 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
             for k in ("difference", "ci_low", "ci_high", "p_value"):
                 assert got[k] == pytest.approx(c[m][k]), (r["variant"], m, k)
             assert got["ci_low"] <= got["difference"] <= got["ci_high"]
+            # Holm over the study's one family (4 comparisons x UF1, UAR): never below p.
+            assert got["family"] == "primary" and 1 >= got["p_holm"] >= got["p_value"]
+            assert got["verdict"] == stats.verdict(got["p_holm"])
+        # Every row records the code, platform and threads its predictions were made with.
+        assert r["provenance"]["code"] == [provenance.code_version().code]
+    assert doc["families"] == {
+        "primary": {"comparisons": 4, "tests": 8},
+        "exploratory": {"comparisons": 0, "tests": 0},
+    }
+    holm = stats.holm([r["full_minus_row"][m]["p_value"] for r in rows[1:] for m in ("uf1", "uar")])
+    assert [r["full_minus_row"][m]["p_holm"] for r in rows[1:] for m in ("uf1", "uar")] == (
+        pytest.approx(list(holm))
+    )
+    assert doc["presets"][0]["subjects"] == 3 and doc["presets"][0]["effective_subjects"] == 3
     md = (out / "study.md").read_text()
-    main_table = md.split("\n\n")[4]
+    main_table = md.split("\n\n")[5]
+    assert md.split("\n\n")[1].startswith("Not registered")
     assert main_table.count("\n| ") == len(rows) and "[" in md and "p=" in md
     assert "fixed by hand for the test" in md
     # Each fold run's thread count and each key-frame table's facts are in the outputs.
@@ -337,9 +358,14 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     t = pq.read_table(one)
     t = t.set_column(t.schema.get_field_index("threads"), "threads", [[2] * len(t)])
     pq.write_table(t, one)
-    flagged = study_report.markdown(study.study_table(cfg, s))
     swept = json.loads((one.parents[1] / "params.json").read_text())["gamma"]
+    with pytest.raises(InputError, match=r"different threads.*--allow-mixed"):
+        study.study_table(cfg, s)
+    mixed = study.study_table(cfg, s, allow_mixed=True)
+    assert any(f"uniform gamma={swept}: 1 + 2" in m for m in mixed["mixed"])
+    flagged = study_report.markdown(mixed)
     assert f"on other counts (can move a score by itself): uniform gamma={swept} (1, 2)" in flagged
+    assert "combined on request (--allow-mixed" in flagged
 
     # The same study name under another base setting is refused, naming study.name.
     cfg2, s2 = study.load_study(write_study_config(tmp_path, END), ["finetune.lr=0.01"])

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
-from mer import layout, storage
+from mer import layout, provenance, storage
 from mer.keyframes.table import ClipTable
 
 BASELINES = ("majority", "linear")
@@ -107,6 +108,17 @@ def predict_run(
     )
 
 
+def baseline_provenance() -> dict:
+    """What a baseline prediction records (mer.provenance): the code, the platform and its one
+    thread. Only code and platform are checked when rows are combined: baselines always run
+    on one thread, whatever the fold runs beside them use."""
+    import torch
+
+    from mer.train.runtime import platform
+
+    return {**provenance.record(), "platform": platform(torch.device("cpu")), "threads": 1}
+
+
 def run_baselines(
     exp: str, table: ClipTable, runs: list[dict], seeds: list[int], num_classes: int
 ) -> None:
@@ -124,7 +136,10 @@ def run_baselines(
                 continue
             if features is None and name == "linear":
                 features = apex_minus_onset(table)
-            preds = predict_run(name, table, features, run, num_classes)
+            with threadpool_limits(1):  # one thread: the same digits on any core count
+                preds = predict_run(name, table, features, run, num_classes)
+            for key, value in baseline_provenance().items():
+                preds[key] = value
             for seed, uri in zip(seeds, uris, strict=True):
                 table_ = pa.Table.from_pandas(preds.assign(seed=seed), preserve_index=False)
                 storage.write_parquet(table_, uri)

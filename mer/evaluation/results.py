@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mer import layout, storage
+from mer import layout, provenance, storage
 from mer.datasets import CLASSES_3
 from mer.errors import InputError
 from mer.evaluation import stats
@@ -34,7 +34,7 @@ SEARCH_NOTE = (
 )
 STAT_NOTE = (
     "mean +- SD over seeds of the pooled score; [95 % interval] from a subject-level "
-    "bootstrap; 'tied': interval overlaps the top configuration's"
+    "bootstrap (BCa); 'tied': interval overlaps the top configuration's"
 )
 
 
@@ -147,7 +147,9 @@ def _entry_scores(exp: Experiment, entry: str) -> dict:
         seeds = [r["seed"] for r in done]
         cms = stats.subject_confusions(p, seeds, _subjects(p), exp.num_classes)
         for metric in ("uf1", "uar"):
-            out[f"{metric}_lo"], out[f"{metric}_hi"] = stats.interval(cms, metric)
+            lo, hi, method = stats.interval_method(cms, metric)
+            out[f"{metric}_lo"], out[f"{metric}_hi"] = lo, hi
+            out[f"{metric}_interval"] = method
     # F1 of each class, mean over seeds (UF1 is their mean).
     for c, name in enumerate(exp.class_names):
         out[f"f1[{name}]"] = float(np.mean([r["f1"][c] for r in done]))
@@ -310,14 +312,47 @@ def nested(exp: Experiment) -> dict:
 # ---------------------------------------------------------------- paired comparison
 
 
-def compare(exp_a: Experiment, a: str, exp_b: Experiment, b: str) -> dict:
+def provenance_of(exp: Experiment, entry: str) -> dict:
+    """The code, platform and thread count an entry's outer predictions were made with
+    (mer.provenance); a baseline's thread count is not checked (it always runs on one)."""
+    checked = provenance.CHECKED
+    if exp.kinds.get(entry) == "baseline":
+        checked = tuple(c for c in checked if c != "threads")
+    return provenance.of_predictions(exp.outer(entry), checked)
+
+
+def provenance_rows(exp: Experiment) -> dict:
+    """{entry: provenance_of(entry)} over the entries with predictions."""
+    have = set(exp.predictions["config_id"]) if len(exp.predictions) else set()
+    return {e: provenance_of(exp, e) for e in exp.params if e in have}
+
+
+def check_provenance(exp: Experiment, allow_mixed: bool = False) -> list[str]:
+    """Refuse (InputError) a leaderboard whose entries were made by different code,
+    platforms or thread counts unless allow_mixed; returns what differs."""
+    return provenance.check_combinable(
+        provenance_rows(exp), allow_mixed, f"the leaderboard of {exp.uri}"
+    )
+
+
+def compare(
+    exp_a: Experiment, a: str, exp_b: Experiment, b: str, *, allow_mixed: bool = False
+) -> dict:
     """A vs B on the same folds and seeds: mean UF1/UAR of each, the difference A - B with a
-    paired subject-level bootstrap interval and a paired permutation p-value."""
+    paired subject-level bootstrap interval (BCa) and a paired permutation p-value. Refused
+    when A and B were made by different code, platforms or thread counts unless allow_mixed
+    (the output's "mixed" then says what differs)."""
     for exp, entry in ((exp_a, a), (exp_b, b)):
         if entry not in exp.params:
             raise InputError(f"{exp.uri}: no entry {entry!r} (known: {sorted(exp.params)})")
         if entry_scores(exp, entry)["status"] != "complete":
             raise InputError(f"{exp.uri}: {entry} has not finished every fold at every seed")
+    name_a, name_b = (a, b) if a != b or exp_a.uri != exp_b.uri else (a, f"{b} (B)")
+    diff = provenance.check_combinable(
+        {name_a: provenance_of(exp_a, a), name_b: provenance_of(exp_b, b)},
+        allow_mixed,
+        f"comparing {a} with {b}",
+    )
     pa_, pb = exp_a.outer(a), exp_b.outer(b)
     seeds = sorted(set(exp_a.seeds) & set(exp_b.seeds))
     subjects = _subjects(pa_)
@@ -337,10 +372,13 @@ def compare(exp_a: Experiment, a: str, exp_b: Experiment, b: str) -> dict:
         "resamples": stats.N_RESAMPLES,
         "note": (
             "A - B of the mean over seeds of the pooled score; 95 % interval from a paired "
-            "bootstrap over held-out subjects; p from a paired permutation test (each "
+            "bootstrap over held-out subjects (BCa); p from a paired permutation test (each "
             "subject's predictions swapped between A and B)"
         ),
+        "provenance": {"a": provenance_of(exp_a, a), "b": provenance_of(exp_b, b)},
     }
+    if diff:
+        out["mixed"] = diff
     for metric in ("uf1", "uar"):
         out[metric] = {
             "a": float(stats.per_seed(cms_a, metric).mean()),
@@ -356,11 +394,13 @@ def format_compare(c: dict) -> str:
         f"B = {c['b']['entry']} {c['b']['params']}",
         f"{c['subjects']} held-out subjects x seeds {c['seeds']}; {c['note']}",
     ]
+    if c.get("mixed"):
+        lines.append("Made by different code, platforms or thread counts: " + "; ".join(c["mixed"]))
     for metric in ("uf1", "uar"):
         m = c[metric]
         lines.append(
             f"{metric.upper()}: A {m['a']:.4f}  B {m['b']:.4f}  A - B {m['difference']:+.4f} "
-            f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]  p = {m['p_value']:.4f}  "
+            f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] ({m['interval']})  p = {m['p_value']:.4f}  "
             f"({m['verdict']})"
         )
     return "\n".join(lines)
@@ -391,6 +431,9 @@ def summary(exp: Experiment) -> dict:
     }
     if out["incomplete"]:
         out["partial"] = True
+    mixed = provenance.mixed(provenance_rows(exp))
+    if mixed:  # rows of other code, platforms or thread counts (jobs/results.py refuses them)
+        out["mixed"] = mixed
     top = top_config(exp)
     if top:
         out["top"] = {

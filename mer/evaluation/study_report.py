@@ -22,28 +22,40 @@ def _fmt(score: dict | None) -> str:
 def _fmt_diff(d: dict | None) -> str:
     if not d:
         return "-"
-    return f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] p={d['p_value']:.3g}"
+    text = f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] p={d['p_value']:.3g}"
+    if d.get("p_holm") is not None:
+        text += f", Holm {d['p_holm']:.3g}"
+    return text
 
 
 def flat_rows(table: dict) -> list[dict]:
     """One flat record per row (the CSV)."""
     out = []
+    keys = ("preset", "variant", "claim", "kind", "exploratory", "settings", "experiment")
     for r in table["rows"]:
-        flat = {k: r.get(k) for k in ("variant", "claim", "kind", "settings", "experiment")}
+        flat = {k: r.get(k) for k in keys}
         flat.update(config_id=r.get("config_id"), status=r["status"], folds=r.get("folds"))
         for m in ("uf1", "uar"):
             for k, v in (r.get(m) or {}).items():
                 flat[f"{m}_{k}"] = v
             d = (r.get("full_minus_row") or {}).get(m) or {}
-            for k in ("difference", "ci_low", "ci_high", "p_value", "verdict"):
+            for k in ("difference", "ci_low", "ci_high", "interval", "p_value", "p_holm"):
                 flat[f"full_minus_row_{m}_{k}"] = d.get(k)
+            flat[f"full_minus_row_{m}_family"] = d.get("family")
+            flat[f"full_minus_row_{m}_verdict"] = d.get("verdict")
+        prov = r.get("provenance") or {}
+        for k in ("code", "commit", "platform", "threads"):
+            flat[k] = " + ".join(prov[k]) if k in prov else None
         out.append(flat)
     return out
 
 
 def markdown(table: dict) -> str:
+    presets = any(r.get("preset") for r in table["rows"])
     lines = [
         f"# Study {table['study']}",
+        "",
+        _registration_text(table.get("registration")),
         "",
         f"Data: {table['dataset']} ({_data_text(table['data'])}); seeds {table['seeds']}.",
         "",
@@ -51,8 +63,9 @@ def markdown(table: dict) -> str:
         "",
         f"Statistics: {table['note']}.",
         "",
-        "| variant | claim | settings | UF1 | UAR | full - row, UF1 | full - row, UAR | verdict (UF1) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| " + ("preset | " if presets else "") + "variant | claim | settings | UF1 | UAR | "
+        "full - row, UF1 | full - row, UAR | verdict (UF1, Holm) |",
+        "|---" * (9 if presets else 8) + "|",
     ]
     for r in table["rows"]:
         d = r.get("full_minus_row") or {}
@@ -60,10 +73,15 @@ def markdown(table: dict) -> str:
         if r["status"] != "complete":
             verdict = r["status"]
         lines.append(
-            f"| {r['variant']} | {r['claim']} | {r['settings']} | {_fmt(r.get('uf1'))} | "
+            "| "
+            + (f"{r.get('preset') or ''} | " if presets else "")
+            + f"{_name(r)} | {r['claim']} | {r['settings']} | {_fmt(r.get('uf1'))} | "
             f"{_fmt(r.get('uar'))} | {_fmt_diff(d.get('uf1'))} | {_fmt_diff(d.get('uar'))} | "
             f"{verdict} |"
         )
+    lines += _families_text(table) + _presets_text(table)
+    lines += _claims_text(table.get("claims") or [])
+    lines += _mixed_text(table.get("mixed"))
     lines += _threads_text(table["rows"]) + _platforms_text(table["rows"])
     lines += _keyframes_text(table.get("keyframes") or [])
     untestable = [r for r in table["rows"] if r["status"] == "untestable"]
@@ -75,6 +93,94 @@ def markdown(table: dict) -> str:
         lines += ["", "Stale rows (results made under other settings are not shown):", ""]
         lines += [f"- {r['variant']}: {r['stale']}" for r in stale]
     return "\n".join(lines) + "\n"
+
+
+def _name(r: dict) -> str:
+    """A row's variant name, with "(exploratory)" on rows declared after results were seen."""
+    return r["variant"] + (" (exploratory)" if r.get("exploratory") else "")
+
+
+def _registration_text(reg: dict | None) -> str:
+    if not reg:
+        return (
+            "Not registered: the variants and comparisons were not fixed before the results "
+            "(rows marked exploratory were added after results of this study were seen)."
+        )
+    code = reg["code"].get("commit") or reg["code"].get("code")
+    return (
+        f"Registered {reg['registered']} (hash {reg['hash']}, code {code}) before anything "
+        "ran; rows and comparisons added later are marked exploratory."
+    )
+
+
+def _families_text(table: dict) -> list[str]:
+    fam = table.get("families") or {}
+    if not fam:
+        return []
+    p, e = fam.get("primary", {}), fam.get("exploratory", {})
+    return [
+        "",
+        f"Multiplicity: Holm over the primary family, {p.get('comparisons', 0)} comparisons x "
+        f"UF1 and UAR = {p.get('tests', 0)} tests; the exploratory family counted apart, "
+        f"{e.get('comparisons', 0)} comparisons = {e.get('tests', 0)} tests. A verdict "
+        "'difference' needs a Holm-adjusted permutation p below 0.05 in its family.",
+    ]
+
+
+def _presets_text(table: dict) -> list[str]:
+    done = [p for p in table.get("presets") or [] if p.get("subjects")]
+    if not done:
+        return []
+    lines = [
+        "",
+        "Subjects (held out, one fold each) and Kish's effective number of subjects, "
+        "(sum of clips)^2 / sum of clips^2:",
+        "",
+    ]
+    for p in done:
+        lo, hi = p["clips_per_subject"]
+        lines.append(
+            f"- {p['preset'] or table['study']}: {p['subjects']} subjects, {p['clips']} clips "
+            f"({lo}-{hi} per subject), effective subjects {p['effective_subjects']:.1f}"
+        )
+    return lines
+
+
+def _claims_text(claims: list[dict]) -> list[str]:
+    """One table per registered claim: condition, difference, adjusted p, verdict."""
+    lines = []
+    for c in claims:
+        fam = " (exploratory)" if c["family"] == "exploratory" else ""
+        lines += [
+            "",
+            f"Claim{fam}: {c['claim']}, {c['a']} vs {c['b']}",
+            "",
+            "| condition | a - b | UF1 difference [95 %] | p | Holm p | verdict | UAR difference "
+            "[95 %] | Holm p | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        if not c["conditions"]:
+            lines.append(f"| {c['matters']}, {c.get('control') or '-'} | not run yet |||||||")
+        for k in c["conditions"]:
+            u, a = k["uf1"], k["uar"]
+            lines.append(
+                f"| {k['preset']} ({k['role']}) | {k['a']} - {k['b']} | "
+                f"{u['difference']:+.3f} [{u['ci_low']:+.3f}, {u['ci_high']:+.3f}] | "
+                f"{u['p_value']:.3g} | {u['p_holm']:.3g} | {u['verdict']} | "
+                f"{a['difference']:+.3f} [{a['ci_low']:+.3f}, {a['ci_high']:+.3f}] | "
+                f"{a['p_holm']:.3g} | {a['verdict']} |"
+            )
+    return lines
+
+
+def _mixed_text(mixed: list[str] | None) -> list[str]:
+    if not mixed:
+        return []
+    return [
+        "",
+        "Rows made by different code, platforms or thread counts, combined on request "
+        "(--allow-mixed; any of them can move a score by itself): " + "; ".join(mixed) + ".",
+    ]
 
 
 def _label(r: dict) -> str:
@@ -134,8 +240,9 @@ def _keyframes_text(keyframes: list[dict]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for k in built:
+        where = f"{k['preset']}: " if k.get("preset") else ""
         lines.append(
-            f"| {', '.join(k['variants'])} | {k['table']} | {k['clips']} | "
+            f"| {where}{', '.join(k['variants'])} | {k['table']} | {k['clips']} | "
             f"{k['apex_held']} of {k['clips']} | {k['interpolated']} of {k['positions']} |"
         )
     return lines
@@ -145,6 +252,21 @@ def _data_text(data: dict) -> str:
     keys = ("data.synthetic.preset", "data.synthetic.seed", "data.synthetic.clips")
     keys += ("data.synthetic.subjects", "data.root")
     return ", ".join(f"{k.split('.')[-1]} {data[k]}" for k in keys if data.get(k) is not None)
+
+
+def _plotted(table: dict) -> list[dict]:
+    return [r for r in table["rows"] if (r.get("uf1") or {}).get("mean") is not None]
+
+
+def plot_labels(table: dict) -> list[str]:
+    """The plot's row labels, top to bottom: preset, variant, swept settings, and
+    "(exploratory)" / "(partial)" where a row is."""
+    labels = []
+    for r in _plotted(table):
+        label = (f"{r['preset']}: " if r.get("preset") else "") + _label(r)
+        label += " (exploratory)" if r.get("exploratory") else ""
+        labels.append(label if r["status"] == "complete" else label + " (partial)")
+    return labels
 
 
 def plot(table: dict) -> bytes:
@@ -157,10 +279,11 @@ def plot(table: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table["rows"] if r.get("uf1", {}).get("mean") is not None]
+    rows = _plotted(table)
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.6))
     colours = {"full": "tab:green", "variant": "tab:blue", "baseline": "tab:red"}
     for i, r in enumerate(rows):
+        colour = "tab:grey" if r.get("exploratory") else colours[r["kind"]]
         y = len(rows) - 1 - i
         s = r["uf1"]
         lo = s["lo"] if s.get("lo") is not None else s["mean"]
@@ -171,19 +294,15 @@ def plot(table: dict) -> bytes:
             xerr=[[s["mean"] - lo], [hi - s["mean"]]],
             fmt="o",
             capsize=3,
-            color=colours[r["kind"]],
+            color=colour,
             mfc="white" if r["status"] != "complete" else None,
         )
-    labels = []
-    for r in rows:
-        label = _label(r)
-        labels.append(label if r["status"] == "complete" else label + " (partial)")
-    ax.set_yticks(range(len(rows))[::-1], labels, fontsize=8)
+    ax.set_yticks(range(len(rows))[::-1], plot_labels(table), fontsize=8)
     full = next((r for r in rows if r["kind"] == "full"), None)
-    if full:
+    if full and not any(r.get("preset") for r in rows):  # one reference line per study
         ax.axvline(full["uf1"]["mean"], ls="--", color="tab:green", lw=1, label="full method")
         ax.legend(fontsize=7, loc="lower right")
-    ax.set_xlabel("pooled LOSO UF1, mean over seeds, 95 % subject-bootstrap interval")
+    ax.set_xlabel("pooled LOSO UF1, mean over seeds, 95 % subject-bootstrap interval (BCa)")
     ax.set_title(f"study {table['study']}")
     fig.tight_layout()
     buf = io.BytesIO()

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mer import layout, storage
+from mer import layout, provenance, storage
 from mer.config import PipelineConfig
 from mer.errors import DecodeError, InputError
 from mer.keyframes.clip_records import (
@@ -206,6 +206,7 @@ def build_keyframes_dataset(
         "parts": parts,
         "seconds": round(time.time() - started, 2),
         "versions": _versions(),
+        "provenance": _provenance(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_json(meta_uri, meta)
@@ -280,6 +281,20 @@ def _count_labels(manifest: pd.DataFrame) -> dict:
     if manifest.empty:
         return {}
     return {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
+
+
+def _provenance() -> dict:
+    """The code, platform and thread count of the process that built the table
+    (mer.provenance; the workers that decoded the clips ran the same code)."""
+    import torch
+
+    from mer.train.runtime import platform as torch_platform
+
+    return {
+        **provenance.record(),
+        "platform": torch_platform(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _versions() -> dict:

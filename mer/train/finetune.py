@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mer import layout, storage
+from mer import layout, provenance, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError
 from mer.keyframes.table import ClipTable, load_table
@@ -77,6 +77,8 @@ def finetune_loop(config: dict) -> None:
             preds["seconds"] = time.time() - t0
             preds["threads"] = torch.get_num_threads()  # what the fold run computed with
             preds["platform"] = platform(w.device)
+            for key, value in provenance.record().items():  # the code that computed
+                preds[key] = value
             preds["seed"] = unit["seed"]
             preds["config_id"] = config.get("config_id", "")
             preds["run_hash"] = unit["hash"]

@@ -42,7 +42,7 @@ import time
 import numpy as np
 import torch
 
-from mer import layout
+from mer import layout, provenance
 from mer.config import PipelineConfig, from_dict
 from mer.keyframes.table import ClipTable, load_table
 from mer.progress import emit
@@ -161,6 +161,7 @@ def train_prior(
             "epoch_seconds": time.time() - t0,
             "threads": torch.get_num_threads(),
             "platform": platform(w.device),
+            **provenance.record(),
             "worker_pid": os.getpid(),
         }
         history.append(metrics)
