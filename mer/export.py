@@ -223,7 +223,7 @@ def export_model(
     cfg must be the config the experiment ran with (checked against the experiment's
     settings). Weights made under the same settings are kept (only the card is refreshed,
     with the experiment's current scores); a name holding another model is refused."""
-    from mer import model_card, results
+    from mer import calibration, model_card, results
     from mer.table import load_table
 
     exp_uri = results.resolve(experiment or cfg.search.experiment, cfg.root)
@@ -280,6 +280,8 @@ def export_model(
             "experiment": exp.meta.get("settings_hash"),
             "model_settings": layout.digest(settings),
         },
+        calibration=calibration.from_experiment(exp, choice["config_id"]),
+        progress=progress,
     )
     progress(f"[export] done: {folder} ({WEIGHTS}, {PORTABLE}, {CARD}, {CARD_MD})")
     return folder

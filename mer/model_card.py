@@ -332,6 +332,10 @@ def markdown(card: dict) -> str:
                 f"{k} {v[0]} / {v[1]}" for k, v in ev["published"].items() if k != "note"
             )
             lines.append(f"Published ({ev['published']['note']}): {pub}.")
+    if card.get("trust"):
+        from mer.quality import markdown as quality_markdown
+
+        lines += ["", *quality_markdown(card["trust"])]
     lines += ["", "## Limitations", ""]
     lines += [f"- {x}" for x in card["limitations"]]
     return "\n".join(lines) + "\n"
