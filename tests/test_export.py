@@ -52,7 +52,8 @@ QUALITY = {"A": (A, {"outer": 0.95, "inner": 0.3}), "B": (B, {"outer": 0.6, "inn
 
 def fabricate_experiment(cfg, keyframes: str) -> str:
     """A finished nested experiment whose configurations' per-clip predictions are made up
-    (results are recomputed from predictions alone); the baselines are real."""
+    (results are recomputed from predictions alone), with overconfident probabilities (the
+    predicted class at 0.75-0.99 whatever the accuracy); the baselines are real."""
     table = load_table(keyframes)
     exp, runs = search.open_experiment(cfg, keyframes, table, select_folds(table))
     run_baselines(exp, table, runs, cfg.search.seeds, 3)
@@ -65,6 +66,10 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
             for run in runs:
                 idx = table.indices_of(run["test_subjects"])
                 right = rng.random(len(idx)) < accuracy[run["kind"]]
+                pred = np.where(right, labels[idx], (labels[idx] + 1) % 3)
+                top = rng.uniform(0.75, 0.99, len(idx))
+                probs = np.repeat(((1 - top) / 2)[:, None], 3, axis=1)
+                probs[np.arange(len(idx)), pred] = top
                 clips = table.clips.iloc[idx]
                 preds = pd.DataFrame(
                     {
@@ -72,7 +77,8 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
                         "subject": clips["subject"].to_numpy(),
                         "clip": clips["clip"].to_numpy(),
                         "label": labels[idx],
-                        "pred": np.where(right, labels[idx], (labels[idx] + 1) % 3),
+                        "pred": pred,
+                        "probs": list(probs),
                         "run": run["id"],
                         "kind": run["kind"],
                         "outer": run["outer"],
@@ -122,6 +128,8 @@ def test_final_model_learns_from_every_subject_and_carries_its_card(exported):
         "model.pt",
         "model.pt2",
         "model_card.json",
+        "reference_features.npy",
+        "reliability.png",
     ]
     subjects = [f"fake/s{i:02d}" for i in range(4)]
     settings = storage.read_json(os.path.join(folder, "_settings.json"))["settings"]
@@ -257,3 +265,41 @@ def test_export_job_prints_the_model_and_its_estimate(exported, ray_local, tmp_p
     assert "nested-loso UF1" in job.stdout
     with pytest.raises(InputError, match="no search experiment here"):
         export_model(exported["cfg"], "nope")
+
+
+def test_ece_of_the_calibrated_model_is_recomputable_from_the_out_of_fold_predictions(exported):
+    """The card's calibration: a temperature fitted on the chosen configuration's held-out
+    predictions at every seed; its ECE figures recomputed here from those predictions."""
+    from mer.calibration import ece, log_probs, nll, scale
+
+    # ECE by hand: bins 0.9-1.0 (right, 0.9) and 0.6-0.7 (wrong, 0.6), half the clips each.
+    assert ece(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1])) == pytest.approx(0.35)
+
+    folder = exported["folder"]
+    card = json.loads(open(os.path.join(folder, "model_card.json")).read())
+    cal = card["trust"]["calibration"]
+    assert cal["config_id"] == search.config_id(B) and cal["kind"] == "outer"
+    exp = results.load_experiment(exported["exp"])
+    oof = exp.outer(cal["config_id"])
+    assert len(oof) == cal["clips"] == 24 * len(exported["cfg"].search.seeds)
+    assert cal["subjects"] == 4
+    probs, labels = np.stack(oof["probs"].to_numpy()), oof["label"].to_numpy()
+    t = cal["temperature"]
+    assert ece(probs, labels) == pytest.approx(cal["ece"]["before"]["value"])
+    assert ece(scale(log_probs(probs), t), labels) == pytest.approx(cal["ece"]["after"]["value"])
+    # T minimises the negative log-likelihood; the made-up probabilities are overconfident.
+    assert nll(log_probs(probs), labels, t) <= min(
+        nll(log_probs(probs), labels, t * f) for f in (0.8, 1.25)
+    )
+    assert t > 1 and cal["ece"]["after"]["value"] < cal["ece"]["before"]["value"]
+    for figure in cal["ece"].values():
+        assert figure["lo"] <= figure["value"] <= figure["hi"]
+    png = open(os.path.join(folder, "reliability.png"), "rb").read()
+    assert png.startswith(b"\x89PNG")
+    md = open(os.path.join(folder, "MODEL_CARD.md")).read()
+    assert "## Calibration" in md and f"T = {t:.3f}" in md and "## Prediction quality" in md
+    # The fake key frames have no videos: the decoded measures set no threshold, and say so.
+    th = card["trust"]["thresholds"]
+    assert (card["trust"]["measured_clips"], card["trust"]["unreadable_clips"]) == (0, 24)
+    assert th["no_movement"]["threshold"] is None and not th["no_face"]["active"]
+    assert th["ood"]["threshold"] > 0 and th["length"]["low"] > 0
