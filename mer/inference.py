@@ -459,7 +459,7 @@ def _with_flags(done: pd.DataFrame, card: dict, abstain: bool) -> pd.DataFrame:
     from mer.quality import flag
 
     out = done.copy()
-    for c in ("frames", "frame_height", "frame_width", "apex_offset"):
+    for c in ("length", "frame_height", "frame_width", "apex_offset"):
         out[c] = out[c].astype(np.int64) if len(out) else out[c]
     out["face_found"] = out["face_found"].astype(bool)
     out = pd.concat([out, flag(out, card.get("trust"))], axis=1)

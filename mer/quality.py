@@ -2,7 +2,7 @@
 out-of-distribution score, each judged against the training clips of the model.
 
 Measures (`measure`, on the clip as the key-frame builder prepared it, mer.clip_records):
-  frames, frame_height, frame_width   the interval's length and the source's frame size
+  length, frame_height, frame_width   the interval's length (frames) and the source's frame size
   face_found, face_share              a frontal face (mer.faces) on the first frame, and its
                                       side as a share of the frame's shorter side
   motion_snr                          the motion curve's peak (after mer.motion.smooth) over
@@ -44,10 +44,13 @@ THRESHOLD_MARGIN = 1.5
 FACE_REQUIRED_SHARE = 0.9
 EDGE_FRAMES = 1  # an apex this close to the onset or offset is "at the edge"
 OOD_NEIGHBOURS = 5
+# Cosine distances below this are rounding (an untrained or collapsed embedding puts every
+# clip at distance ~1e-8): the OOD threshold is never lower.
+OOD_FLOOR = 1e-3
 REFERENCE_FEATURES = "reference_features.npy"
 
 MEASURES = (
-    "frames",
+    "length",
     "frame_height",
     "frame_width",
     "face_found",
@@ -68,12 +71,12 @@ FLAG_RULES = {
     f"x {THRESHOLD_MARGIN:g}",
     "apex_edge": f"apex within {EDGE_FRAMES} frame of the onset or offset (fixed rule; the "
     "training share is recorded)",
-    "length": f"frames outside the training range (/ x {RANGE_MARGIN:g})",
+    "length": f"length (frames) outside the training range (/ x {RANGE_MARGIN:g})",
     "frame_size": f"frame height or width outside the training range (/ x {RANGE_MARGIN:g})",
     "keyframe_gap": "no key frame within the training clips' largest apex gap (at least "
     f"{EDGE_FRAMES} frame) of the apex",
     "ood": f"ood_score above the training clips' {HIGH_QUANTILE:g} quantile (each against the "
-    f"others) x {THRESHOLD_MARGIN:g}",
+    f"others) x {THRESHOLD_MARGIN:g}, and at least {OOD_FLOOR:g}",
 }
 
 
@@ -109,7 +112,7 @@ def measure(clip, apex: int, keyframe_indices, source: str, kf: dict) -> dict:
     indices = np.asarray(keyframe_indices, np.float64)
     largest = clip.motion.largest
     return {
-        "frames": int(n),
+        "length": int(n),
         "frame_height": int(info["height"]),
         "frame_width": int(info["width"]),
         "face_found": bool(face_found),
@@ -217,6 +220,7 @@ def reference(cfg, table, subjects: list[str], model: torch.nn.Module, progress=
     _, feats = forward(model, table.frames[idx], torch.device("cpu"), input=cfg.model.input)
     feats = _unit(feats)
     loo = ood_scores(feats, feats, exclude_self=True)
+    ood = _quantile(loo, HIGH_QUANTILE, THRESHOLD_MARGIN, "ood_score (each against the others)")
 
     onset, offset = clips["onset"].to_numpy(), clips["offset"].to_numpy()
     apex = clips["apex"].to_numpy() - onset
@@ -268,9 +272,9 @@ def reference(cfg, table, subjects: list[str], model: torch.nn.Module, progress=
             f"{max(gaps, default=0.0):g} frames (at least {EDGE_FRAMES})",
         },
         "ood": {
-            **_quantile(
-                loo, HIGH_QUANTILE, THRESHOLD_MARGIN, "ood_score (each against the others)"
-            ),
+            **ood,
+            "threshold": None if ood["threshold"] is None else max(ood["threshold"], OOD_FLOOR),
+            "floor": OOD_FLOOR,
             "neighbours": OOD_NEIGHBOURS,
             "features": REFERENCE_FEATURES,
         },
@@ -310,7 +314,7 @@ def flag(df: pd.DataFrame, trust: dict | None) -> pd.DataFrame:
     before them) raises only the fixed-rule flags."""
     t = (trust or {}).get("thresholds", {})
     out = pd.DataFrame(index=df.index)
-    n = df["frames"].to_numpy(np.float64)
+    n = df["length"].to_numpy(np.float64)
     apex = df["apex_offset"].to_numpy(np.float64)
     found = df["face_found"].astype(bool).to_numpy()
     out["flag_no_face"] = ~found if t.get("no_face", {}).get("active") else np.zeros(len(df), bool)
@@ -318,7 +322,7 @@ def flag(df: pd.DataFrame, trust: dict | None) -> pd.DataFrame:
     out["flag_no_movement"] = _beyond(df["motion_snr"], t.get("no_movement", {}), below=True)
     out["flag_beyond_micro"] = _beyond(df["largest_motion"], t.get("beyond_micro", {}), False)
     out["flag_apex_edge"] = (apex <= EDGE_FRAMES) | (apex >= n - 1 - EDGE_FRAMES)
-    out["flag_length"] = _outside(df["frames"], t.get("length", {}))
+    out["flag_length"] = _outside(df["length"], t.get("length", {}))
     out["flag_frame_size"] = _outside(df["frame_height"], t.get("frame_height", {})) | _outside(
         df["frame_width"], t.get("frame_width", {})
     )
