@@ -10,12 +10,15 @@ it short), trained on every subject (mer.export.train_weights on the final run) 
 packaged (mer.model_folder.package: thresholds and reference embeddings from those training
 clips; no calibration, which needs a search). Clips predicted (mer.inference.predict_clips,
 whole clips, apex spotted, as `jobs/predict.py --input DIR`):
-  normal     the same generator and settings at seed HELD_OUT_SEED, never used in training
+  normal     the same generator and settings at seed HELD_OUT_SEED, never used in training,
+             with their annotated intervals (onset, apex, offset: as the training clips had)
+  normal_whole  the same files whole, their apex spotted (what a user without annotations
+             gets)
   noise      uniform random pixels (no face), 50 frames
   still      a drawn face that does not move
   big        a drawn face whose mouth opens by 25 px (far beyond a micro-expression)
   non-face   a textured pattern with a square sliding across it
-Reported per group: the share flagged (any flag, what --abstain turns into "unknown") and
+The unusable clips are predicted whole. Reported per group: the share flagged (any flag, what --abstain turns into "unknown") and
 the share raising each flag. The thresholds are the training clips' (mer.quality); nothing
 here was tuned on these clips. Figures in prediction_quality.json (--smoke:
 prediction_quality_smoke.json).
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -141,7 +145,7 @@ def main() -> None:
     import ray
 
     from mer.datasets.synthetic import generate
-    from mer.inference import predict_clips, read_output
+    from mer.inference import find_clips, predict_clips, read_output
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -162,8 +166,23 @@ def main() -> None:
             layout="video",
             size=size["size"],
         )
+        shutil.copytree(clips / "normal", clips / "normal_whole")
         unusable_clips(clips, size["unusable"])
-        summary = predict_clips(folder, str(clips), str(work / "out"), abstain=True, progress=say)
+        notes = pd.read_csv(clips / "normal" / "annotations.csv")
+        rows = [
+            {"path": f"normal/videos/{r.subject}/{r.clip}.mp4", **r._asdict()}
+            for r in notes[["subject", "clip", "onset", "apex", "offset"]].itertuples(index=False)
+        ]
+        rows += [
+            {"path": c["path"], "onset": "", "apex": "", "offset": ""}
+            for c in find_clips(str(clips))
+            if not c["path"].startswith("normal/")
+        ]
+        listed = work / "clips.csv"
+        pd.DataFrame(rows)[["path", "onset", "apex", "offset"]].to_csv(listed, index=False)
+        summary = predict_clips(
+            folder, str(clips), str(work / "out"), str(listed), abstain=True, progress=say
+        )
         preds, rejects = read_output(str(work / "out"))
     finally:
         ray.shutdown()

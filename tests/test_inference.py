@@ -419,6 +419,9 @@ def _drawn_face(side, t, n, mouth):
     return im
 
 
+UNUSABLE = ["noise.mp4", "still.mp4", "big.mp4"]
+
+
 def _unusable_clips(folder):
     """Pure noise (no face), a still drawn face, a drawn face whose mouth opens by 20 px
     (far beyond a micro-expression)."""
@@ -430,8 +433,9 @@ def _unusable_clips(folder):
 
 @pytest.fixture(scope="module")
 def trust_run(fold_model, ray_local, tmp_path_factory):
-    """Unusable clips and normal synthetic clips from a generator seed the model never saw
-    (fold_model's settings otherwise), predicted with --abstain."""
+    """Unusable clips (whole) and normal synthetic clips from a generator seed the model
+    never saw (fold_model's settings otherwise, annotated intervals), predicted with
+    --abstain."""
     from mer.datasets.synthetic import generate
 
     root = tmp_path_factory.mktemp("trust")
@@ -446,7 +450,19 @@ def trust_run(fold_model, ray_local, tmp_path_factory):
         frames=(30, 40),
     )
     _unusable_clips(clips)
-    summary = predict_clips(fold_model["folder"], str(clips), str(root / "out"), abstain=True)
+    # The normal clips with their annotated intervals, as the training clips had them; the
+    # unusable ones whole, their apex spotted.
+    notes = pd.read_csv(clips / "normal" / "annotations.csv")
+    rows = [
+        {"path": f"normal/videos/{r.subject}/{r.clip}.mp4", **r._asdict()}
+        for r in notes[["subject", "clip", "onset", "apex", "offset"]].itertuples(index=False)
+    ]
+    rows += [{"path": p, "onset": "", "apex": "", "offset": ""} for p in UNUSABLE]
+    listed = root / "clips.csv"
+    pd.DataFrame(rows)[["path", "onset", "apex", "offset"]].to_csv(listed, index=False)
+    summary = predict_clips(
+        fold_model["folder"], str(clips), str(root / "out"), str(listed), abstain=True
+    )
     preds, _ = read_output(str(root / "out"))
     print(preds[["path", "flags", "motion_snr", "largest_motion", "ood_score"]].to_string())
     return summary, preds.set_index("path"), root
