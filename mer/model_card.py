@@ -40,7 +40,8 @@ LIMITATIONS = [
     "tuned on synthetic data; an annotated apex is more reliable.",
     "A clip is assumed to hold one micro-expression between its onset and offset: the model "
     "always answers one of its classes (there is no 'no expression' class) and does not find "
-    "expressions inside long recordings.",
+    "expressions inside long recordings; jobs/predict.py flags clips unlike the training "
+    "clips (the card's trust section) and --abstain answers 'unknown' for them.",
     "Clips should resemble the training clips (face framing as in training, see "
     "input.keyframes.face_crop; frame rate; resolution): the scores describe only such data.",
 ]
