@@ -458,7 +458,7 @@ def _with_flags(done: pd.DataFrame, card: dict, abstain: bool) -> pd.DataFrame:
     with `abstain`, pred -1 / pred_class "unknown" where a flag is raised."""
     from mer.quality import flag
 
-    out = done.copy()
+    out = done.drop(columns=[*FLAG_COLUMNS, "flags", "flagged"], errors="ignore")
     for c in ("length", "frame_height", "frame_width", "apex_offset"):
         out[c] = out[c].astype(np.int64) if len(out) else out[c]
     out["face_found"] = out["face_found"].astype(bool)
