@@ -181,7 +181,7 @@ def package(
         upstream["interpolator"] = layout.interpolator_hash(cfg)
     trust, feats = quality.reference(cfg, table, run["train_subjects"], model, progress)
     buf = io.BytesIO()
-    np.save(buf, feats.astype(np.float32))
+    np.save(buf, feats.astype(np.float64))
     storage.write_bytes(storage.join(folder, quality.REFERENCE_FEATURES), buf.getvalue())
     cal = calibration or {"temperature": None, "status": "no search experiment given"}
     if cal.get("temperature") is not None:

@@ -44,9 +44,10 @@ THRESHOLD_MARGIN = 1.5
 FACE_REQUIRED_SHARE = 0.9
 EDGE_FRAMES = 1  # an apex this close to the onset or offset is "at the edge"
 OOD_NEIGHBOURS = 5
-# Cosine distances below this are rounding (an untrained or collapsed embedding puts every
-# clip at distance ~1e-8): the OOD threshold is never lower.
-OOD_FLOOR = 1e-3
+# The OOD threshold is never lower: distances this small are rounding or an untrained
+# embedding (one puts every clip at ~1e-8 in float32). Distances are computed in float64;
+# a small trained network's fc7 features lie close together (distances ~1e-5).
+OOD_FLOOR = 1e-6
 REFERENCE_FEATURES = "reference_features.npy"
 
 MEASURES = (
@@ -166,7 +167,7 @@ def forward(
 
 
 def _unit(feats: np.ndarray) -> np.ndarray:
-    feats = np.asarray(feats, np.float32)
+    feats = np.asarray(feats, np.float64)
     return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
 
@@ -175,7 +176,7 @@ def ood_scores(feats: np.ndarray, reference: np.ndarray, *, exclude_self: bool =
     `reference` (unit rows); `exclude_self`: feats is reference, each row left out."""
     if len(feats) == 0:
         return np.zeros(0)
-    d = 1.0 - _unit(feats) @ np.asarray(reference, np.float32).T
+    d = 1.0 - _unit(feats) @ np.asarray(reference, np.float64).T
     if exclude_self:
         np.fill_diagonal(d, np.inf)
     k = max(1, min(OOD_NEIGHBOURS, d.shape[1] - int(exclude_self)))
