@@ -66,8 +66,9 @@ FLAG_RULES = {
     f"on at least {FACE_REQUIRED_SHARE:.0%} of the training clips)",
     "face_size": "the face's share of the shorter side outside the training range "
     f"(/ x {RANGE_MARGIN:g})",
-    "no_movement": f"motion_snr below the training clips' {LOW_QUANTILE:g} quantile "
-    f"/ {THRESHOLD_MARGIN:g}",
+    "no_movement": f"motion_snr or largest_motion below the training clips' {LOW_QUANTILE:g} "
+    f"quantile / {THRESHOLD_MARGIN:g} (a still clip's curve is noise: compressed, its jitter "
+    "can look like a peak; lossless, peak and jitter are both ~0)",
     "beyond_micro": f"largest_motion above the training clips' {HIGH_QUANTILE:g} quantile "
     f"x {THRESHOLD_MARGIN:g}",
     "apex_edge": f"apex within {EDGE_FRAMES} frame of the onset or offset (fixed rule; the "
@@ -256,6 +257,9 @@ def reference(cfg, table, subjects: list[str], model: torch.nn.Module, progress=
         },
         "face_size": _range(m["face_share"][found] if len(m) else [], "face share", len(m)),
         "no_movement": _quantile(m["motion_snr"], LOW_QUANTILE, 1 / THRESHOLD_MARGIN, "motion_snr"),
+        "no_movement_largest": _quantile(
+            m["largest_motion"], LOW_QUANTILE, 1 / THRESHOLD_MARGIN, "largest_motion (px per 64)"
+        ),
         "beyond_micro": _quantile(
             m["largest_motion"], HIGH_QUANTILE, THRESHOLD_MARGIN, "largest_motion (px per 64)"
         ),
@@ -320,7 +324,9 @@ def flag(df: pd.DataFrame, trust: dict | None) -> pd.DataFrame:
     found = df["face_found"].astype(bool).to_numpy()
     out["flag_no_face"] = ~found if t.get("no_face", {}).get("active") else np.zeros(len(df), bool)
     out["flag_face_size"] = found & _outside(df["face_share"], t.get("face_size", {}))
-    out["flag_no_movement"] = _beyond(df["motion_snr"], t.get("no_movement", {}), below=True)
+    out["flag_no_movement"] = _beyond(
+        df["motion_snr"], t.get("no_movement", {}), below=True
+    ) | _beyond(df["largest_motion"], t.get("no_movement_largest", {}), below=True)
     out["flag_beyond_micro"] = _beyond(df["largest_motion"], t.get("beyond_micro", {}), False)
     out["flag_apex_edge"] = (apex <= EDGE_FRAMES) | (apex >= n - 1 - EDGE_FRAMES)
     out["flag_length"] = _outside(df["length"], t.get("length", {}))
