@@ -370,6 +370,9 @@ def markdown(trust: dict) -> list[str]:
     ]
     th = trust["thresholds"]
     source = {**th, "frame_size": th.get("frame_height", {})}
+    if "no_movement_largest" in th:  # two parts
+        both = f"{th['no_movement'].get('from')}; {th['no_movement_largest'].get('from')}"
+        source["no_movement"] = {"from": both}
     for name, rule in trust["rules"].items():
         lines.append(f"| {name} | {rule} | {source.get(name, {}).get('from', '-')} |")
     cal = trust.get("calibration") or {}
