@@ -12,6 +12,9 @@ numbers in the source's own numbering, videos from 0) instead. Key frames are bu
 the settings the model card records. Output under --out: predictions.parquet/.csv (one
 row per clip: path, interval, apex and its source, prob_<class>, pred, pred_class),
 rejects.parquet/.csv (unreadable or too-short clips, with the reason) and _summary.json.
+Each prediction also carries quality flags and an out-of-distribution score, judged against
+the model's training clips (docs/prediction-quality.md); prob_<class> are calibrated where
+the model card has a temperature. --abstain: a flagged clip's pred_class is "unknown".
 """
 
 import argparse
@@ -35,6 +38,11 @@ def main() -> None:
     p.add_argument("--gpus-per-predictor", type=float, default=0.0, help="fractions share one")
     p.add_argument(
         "--keyframe-workers", type=int, default=0, help="key-frame actors (0: one per free CPU)"
+    )
+    p.add_argument(
+        "--abstain",
+        action="store_true",
+        help="answer 'unknown' (pred -1) for a clip with any quality or OOD flag",
     )
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: cores)")
@@ -66,16 +74,22 @@ def main() -> None:
         cpus_per_predictor=args.cpus_per_predictor,
         gpus_per_predictor=args.gpus_per_predictor,
         keyframe_workers=args.keyframe_workers,
+        abstain=args.abstain,
     )
     preds, rejects = read_output(args.out)
     shown = ["path", "onset", "apex", "offset", "apex_source", "pred_class"]
-    shown += [c for c in preds.columns if c.startswith("prob_")]
+    shown += [c for c in preds.columns if c.startswith("prob_")] + ["flags"]
     if len(preds):
         print(preds[shown].head(20).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if len(rejects):
         print(f"rejected ({len(rejects)}):")
         print(rejects[["path", "stage", "reason"]].head(20).to_string(index=False))
-    print(f"{summary['predicted']} predicted, {summary['rejected']} rejected -> {args.out}")
+    flagged = summary["flagged"]["any"]
+    unknown = f", {summary['abstained']} answered unknown" if args.abstain else ""
+    print(
+        f"{summary['predicted']} predicted ({flagged} flagged{unknown}), "
+        f"{summary['rejected']} rejected -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ QUALITY = {"A": (A, {"outer": 0.95, "inner": 0.3}), "B": (B, {"outer": 0.6, "inn
 
 def fabricate_experiment(cfg, keyframes: str) -> str:
     """A finished nested experiment whose configurations' per-clip predictions are made up
-    (results are recomputed from predictions alone); the baselines are real."""
+    (results are recomputed from predictions alone), with overconfident probabilities (the
+    predicted class at 0.75-0.99 whatever the accuracy); the baselines are real."""
     table = load_table(keyframes)
     exp, runs = search.open_experiment(cfg, keyframes, table, select_folds(table))
     run_baselines(exp, table, runs, cfg.search.seeds, 3)
@@ -62,6 +63,10 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
             for run in runs:
                 idx = table.indices_of(run["test_subjects"])
                 right = rng.random(len(idx)) < accuracy[run["kind"]]
+                pred = np.where(right, labels[idx], (labels[idx] + 1) % 3)
+                top = rng.uniform(0.75, 0.99, len(idx))
+                probs = np.repeat(((1 - top) / 2)[:, None], 3, axis=1)
+                probs[np.arange(len(idx)), pred] = top
                 clips = table.clips.iloc[idx]
                 preds = pd.DataFrame(
                     {
@@ -69,7 +74,8 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
                         "subject": clips["subject"].to_numpy(),
                         "clip": clips["clip"].to_numpy(),
                         "label": labels[idx],
-                        "pred": np.where(right, labels[idx], (labels[idx] + 1) % 3),
+                        "pred": pred,
+                        "probs": list(probs),
                         "run": run["id"],
                         "kind": run["kind"],
                         "outer": run["outer"],
@@ -119,6 +125,8 @@ def test_final_model_learns_from_every_subject_and_carries_its_card(exported):
         "model.pt",
         "model.pt2",
         "model_card.json",
+        "reference_features.npy",
+        "reliability.png",
     ]
     subjects = [f"fake/s{i:02d}" for i in range(4)]
     settings = storage.read_json(os.path.join(folder, "_settings.json"))["settings"]
@@ -256,20 +264,39 @@ def test_export_job_prints_the_model_and_its_estimate(exported, ray_local, tmp_p
         export_model(exported["cfg"], "nope")
 
 
-def test_export_before_any_search_names_the_search_to_run(tmp_path):
-    """Before Ray starts, in one sentence, with the job's own arguments; no folder is made."""
-    root = tmp_path / "fresh"
-    job = subprocess.run(
-        [sys.executable, "jobs/export.py", "--config", "configs/tiny.yaml", "--root", str(root)],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_ece_of_the_calibrated_model_is_recomputable_from_the_out_of_fold_predictions(exported):
+    """The card's calibration: a temperature fitted on the chosen configuration's held-out
+    predictions at every seed; its ECE figures recomputed here from those predictions."""
+    from mer.serving.calibration import ece, log_probs, nll, scale
+
+    # ECE by hand: bins 0.9-1.0 (right, 0.9) and 0.6-0.7 (wrong, 0.6), half the clips each.
+    assert ece(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1])) == pytest.approx(0.35)
+
+    folder = exported["folder"]
+    card = json.loads(open(os.path.join(folder, "model_card.json")).read())
+    cal = card["trust"]["calibration"]
+    assert cal["config_id"] == search.config_id(B) and cal["kind"] == "outer"
+    exp = results.load_experiment(exported["exp"])
+    oof = exp.outer(cal["config_id"])
+    assert len(oof) == cal["clips"] == 24 * len(exported["cfg"].search.seeds)
+    assert cal["subjects"] == 4
+    probs, labels = np.stack(oof["probs"].to_numpy()), oof["label"].to_numpy()
+    t = cal["temperature"]
+    assert ece(probs, labels) == pytest.approx(cal["ece"]["before"]["value"])
+    assert ece(scale(log_probs(probs), t), labels) == pytest.approx(cal["ece"]["after"]["value"])
+    # T minimises the negative log-likelihood; the made-up probabilities are overconfident.
+    assert nll(log_probs(probs), labels, t) <= min(
+        nll(log_probs(probs), labels, t * f) for f in (0.8, 1.25)
     )
-    assert job.returncode == 2 and job.stderr.count("\n") == 1, job.stderr
-    assert "nothing to export: no search has run" in job.stderr
-    assert f"run it first: python jobs/tune.py --config configs/tiny.yaml --root {root}" in (
-        job.stderr
-    )
-    assert not root.exists()
+    assert t > 1 and cal["ece"]["after"]["value"] < cal["ece"]["before"]["value"]
+    for figure in cal["ece"].values():  # (a resampled ECE is biased up: no value in between)
+        assert 0 <= figure["lo"] <= figure["hi"] <= 1
+    png = open(os.path.join(folder, "reliability.png"), "rb").read()
+    assert png.startswith(b"\x89PNG")
+    md = open(os.path.join(folder, "MODEL_CARD.md")).read()
+    assert "## Calibration" in md and f"T = {t:.3f}" in md and "## Prediction quality" in md
+    # The fake key frames have no videos: the decoded measures set no threshold, and say so.
+    th = card["trust"]["thresholds"]
+    assert (card["trust"]["measured_clips"], card["trust"]["unreadable_clips"]) == (0, 24)
+    assert th["no_movement"]["threshold"] is None and not th["no_face"]["active"]
+    assert th["ood"]["threshold"] > 0 and th["length"]["low"] > 0

@@ -3,7 +3,9 @@ made outside the project (corrupt, empty, one-frame), listing and CSV rules."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -217,7 +219,7 @@ def test_predict_job_on_clips_made_elsewhere(fold_model, ray_local, tmp_path):
         timeout=300,
     )
     assert job.returncode == 0, job.stderr[-3000:]
-    assert "3 predicted, 4 rejected" in job.stdout
+    assert re.search(r"3 predicted \(\d+ flagged\), 4 rejected", job.stdout)
     preds, rejects = read_output(str(out))
     assert sorted(preds["path"]) == ["b.avi", "cam1/a.mp4", "frames_c"]
     why = dict(zip(rejects["path"], rejects["stage"] + ": " + rejects["reason"], strict=True))
@@ -318,7 +320,7 @@ def test_an_empty_input_gives_empty_tables_with_the_full_schema(fold_model, tmp_
 def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
     """--model, --input, --clips and --out as s3:// URIs: the held-out probabilities again."""
     bucket = "s3://mer-test/inference"
-    for name in ("model.pt", "model_card.json"):
+    for name in ("model.pt", "model_card.json", "reference_features.npy"):
         blob = open(os.path.join(fold_model["folder"], name), "rb").read()
         storage.write_bytes(f"{bucket}/model/{name}", blob)
     table, data = fold_model["table"], fold_model["data"]
@@ -394,3 +396,108 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     assert np.array_equal(got["frames"], build_record(row, kf, learned)["frames"])
     linear = build_record(row, {**kf, "interpolation": "linear"})["frames"]
     assert not np.array_equal(got["frames"], linear)  # the interpolator did render frames
+
+
+# ---------------------------------------------------------------- how far to trust a prediction
+
+
+def _drawn_face(side, t, n, mouth):
+    """A drawn face (no texture) whose mouth opens by `mouth` px around mid-clip: the kind
+    of clip a new user makes by hand."""
+    im = np.full((side, side, 3), 200, np.uint8)
+    c = side // 2
+    cv2.ellipse(im, (c, c), (int(side * 0.35), int(side * 0.45)), 0, 0, 360, (150, 170, 210), -1)
+    for dx in (-1, 1):
+        cv2.circle(im, (c + dx * int(side * 0.13), int(side * 0.4)), side // 30, (40, 40, 40), -1)
+    open_ = mouth * np.exp(-(((t - n / 2) / (n / 8)) ** 2))
+    axes = (int(side * 0.14), max(1, int(side * 0.04 + open_)))
+    cv2.ellipse(im, (c, int(side * 0.68)), axes, 0, 0, 180, (60, 40, 120), 2)
+    return im
+
+
+UNUSABLE = ["noise.mp4", "still", "big.mp4"]
+
+
+def _unusable_clips(folder):
+    """Pure noise (no face), a still drawn face (PNG frames), a drawn face whose mouth opens
+    by 20 px (far beyond a micro-expression)."""
+    rng = np.random.default_rng(0)
+    _video(folder / "noise.mp4", [rng.integers(0, 255, (96, 80, 3), np.uint8) for _ in range(36)])
+    # Lossless frames: a still face compressed to MPEG-4 "moves" with the codec's noise,
+    # which the no-movement flag does not always tell from a micro-expression (see
+    # benchmarks/README.md, "Prediction quality").
+    (folder / "still").mkdir()
+    for t in range(36):
+        cv2.imwrite(str(folder / "still" / f"{t:03d}.png"), _drawn_face(96, t, 36, 0.0))
+    _video(folder / "big.mp4", [_drawn_face(96, t, 36, 20.0) for t in range(36)])
+
+
+@pytest.fixture(scope="module")
+def trust_run(fold_model, ray_local, tmp_path_factory):
+    """Unusable clips (whole) and normal synthetic clips from a generator seed the model
+    never saw (fold_model's settings otherwise, annotated intervals), predicted with
+    --abstain."""
+    from mer.datasets.synthetic.generator import generate
+
+    root = tmp_path_factory.mktemp("trust")
+    clips = root / "clips"
+    generate(
+        str(clips / "normal"),
+        subjects=1,
+        clips_per_subject=3,
+        seed=1,
+        layout="video",
+        size=(96, 80),
+        frames=(30, 40),
+    )
+    _unusable_clips(clips)
+    # The normal clips with their annotated intervals, as the training clips had them; the
+    # unusable ones whole, their apex spotted.
+    notes = pd.read_csv(clips / "normal" / "annotations.csv")
+    rows = [
+        {"path": f"normal/videos/{r.subject}/{r.clip}.mp4", **r._asdict()}
+        for r in notes[["subject", "clip", "onset", "apex", "offset"]].itertuples(index=False)
+    ]
+    rows += [{"path": p, "onset": "", "apex": "", "offset": ""} for p in UNUSABLE]
+    listed = root / "clips.csv"
+    pd.DataFrame(rows)[["path", "onset", "apex", "offset"]].to_csv(listed, index=False)
+    summary = predict_clips(
+        fold_model["folder"], str(clips), str(root / "out"), str(listed), abstain=True
+    )
+    preds, _ = read_output(str(root / "out"))
+    print(preds[["path", "flags", "motion_snr", "largest_motion", "ood_score"]].to_string())
+    return summary, preds.set_index("path"), root
+
+
+def test_unusable_clips_are_flagged_and_normal_ones_are_not(trust_run, fold_model):
+    summary, preds, _ = trust_run
+    card = json.loads(open(os.path.join(fold_model["folder"], "model_card.json")).read())
+    th = card["trust"]["thresholds"]
+    assert th["no_face"]["active"]  # the synthetic training faces were found
+    assert th["no_movement"]["threshold"] > 0 and th["beyond_micro"]["threshold"] > 0
+    flags = preds["flags"].str.split(";")
+    assert "no_face" in flags["noise.mp4"]
+    assert "no_movement" in flags["still"]
+    assert "beyond_micro" in flags["big.mp4"]
+    assert preds.loc["big.mp4", "largest_motion"] > th["beyond_micro"]["threshold"]
+    normal = preds[preds.index.str.startswith("normal/")]
+    assert len(normal) == 3 and not normal["flagged"].any(), normal["flags"]
+    assert normal["face_found"].all()
+    # Counts in the summary agree with the table.
+    assert summary["flagged"]["any"] == int(preds["flagged"].sum()) == 3
+    assert summary["flagged"]["no_face"] == int(preds["flag_no_face"].sum())
+
+
+def test_abstain_answers_unknown_for_flagged_clips_only(trust_run):
+    summary, preds, _ = trust_run
+    flagged = preds["flagged"]
+    assert (preds.loc[flagged, "pred_class"] == "unknown").all()
+    assert (preds.loc[flagged, "pred"] == -1).all()
+    kept = preds[~flagged]
+    probs = kept[[c for c in kept.columns if c.startswith("prob_")]].to_numpy()
+    assert (kept["pred"].to_numpy() == probs.argmax(1)).all()
+    assert summary["abstain"] and summary["abstained"] == int(flagged.sum())
+    # Without a calibration (no search experiment), probabilities are the raw ones.
+    assert summary["temperature"] is None
+    raw = kept[[f"raw_{c}" for c in kept.columns if c.startswith("prob_")]].to_numpy()
+    assert np.array_equal(probs, raw)

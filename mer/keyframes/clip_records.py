@@ -28,6 +28,7 @@ class PreparedClip(NamedTuple):
     motion: object  # mer.keyframes.motion.Motion: the motion curve and the head drift it measured
     drift: np.ndarray | None  # per-frame head shift in frame pixels, None: phase correlation
     face_found: bool | None
+    face_share: float | None = None  # face_crop: the detected face's side / frame's shorter side
 
 
 def keyframe_settings(keyframes: dict, interpolator_uri: Callable[[], str]) -> dict:
@@ -55,10 +56,11 @@ def prepare_clip(row: dict, kf: dict) -> PreparedClip:
     # means as often as it stays at least that large: frame folders as they are decoded,
     # a face crop or a video afterwards (mer.keyframes.video).
     need = max(int(kf["size"]), MIN_SIDE)
-    face_found = None
+    face_found, face_share = None, None
     if kf["face_crop"]:
         frames = read_clip(row["source"], onset, offset, timeout=kf["decode_timeout"])
         box, face_found = face_crop_box(frames[0])
+        face_share = box[2] / min(frames.shape[1:3]) if face_found else None
         frames = crop(frames, box)
     else:
         frames = read_clip(
@@ -75,12 +77,14 @@ def prepare_clip(row: dict, kf: dict) -> PreparedClip:
     drift = None
     if kf["registration"] == "motion" and motion.drift is not None:
         drift = motion.drift * reduced[1]
-    return PreparedClip(frames, reduced, motion, drift, face_found)
+    return PreparedClip(frames, reduced, motion, drift, face_found, face_share)
 
 
-def build_record(row: dict, kf: dict, interpolator=None) -> dict:
+def build_record(row: dict, kf: dict, interpolator=None, *, quality: bool = False) -> dict:
     """Decode one clip and build its key-frame record; raises on any failure.
-    `interpolator`: the trained interpolator kf["interpolation"] "adaconv" renders with."""
+    `interpolator`: the trained interpolator kf["interpolation"] "adaconv" renders with.
+    `quality`: add the clip's quality measures (mer.keyframes.clip_quality.measure) under "quality"."""
+    from mer.keyframes.clip_quality import measure
     from mer.keyframes.construction import build_keyframes
 
     onset, offset = int(row["onset"]), int(row["offset"])
@@ -106,7 +110,7 @@ def build_record(row: dict, kf: dict, interpolator=None) -> dict:
         interpolator=interpolator,
     )
     keyframes = keys.frames
-    return {
+    record = {
         "dataset": row["dataset"],
         "subject": str(row["subject"]),
         "clip": str(row["clip"]),
@@ -122,6 +126,9 @@ def build_record(row: dict, kf: dict, interpolator=None) -> dict:
         "fps": float(row["fps"]),
         "face_found": face_found,
     }
+    if quality:  # how far to trust a prediction on this clip (not in the key-frame table)
+        record["quality"] = measure(clip, int(keys.apex), keys.indices, row["source"], kf)
+    return record
 
 
 def registered_frames(row: dict, kf: dict) -> np.ndarray:

@@ -88,10 +88,15 @@ class Motion:
     head moved further between two sampled frames than the flow follows and the flow
     noticed (on a textured test face at 340 x 280: a sudden jump of 24 px was followed,
     32 and 40 px were lost and noticed, 64 px was lost unnoticed).
+    largest: the 99th percentile over the usable pixels of each pixel's largest movement
+    (px per 64 px of face) before pixels beyond MICRO_LIMIT are left out: how far the
+    movement the curve discards goes (mer.serving.quality flags movements far beyond the training
+    clips'). None in "diff" mode (grey levels, not pixels) and where no pixel was usable.
     """
 
     curve: np.ndarray
     drift: np.ndarray | None
+    largest: float | None = None
 
 
 def motion_curve(
@@ -131,7 +136,9 @@ def measure_motion(
         return Motion(np.zeros(n), None)
     measure = _flow_motion if mode == "flow" else _diff_motion
     moves, shifts = measure(mids, smalls, first, usable)
+    largest = None
     if mode == "flow":
+        largest = float(np.quantile(moves.max(axis=0)[usable.ravel()], 0.99)) * 64 / size
         small_motion = usable & ~_too_big(moves, size)
         if small_motion.sum() >= 0.25 * usable.sum():  # else the face moves a lot: keep all
             usable = small_motion
@@ -142,7 +149,7 @@ def measure_motion(
         # The copies are size x size whatever the frame's shape: back to the frame's pixels.
         shifts = shifts * np.array([w / size, h / size])
         drift = np.stack([np.interp(grid, sampled, shifts[:, k]) for k in (0, 1)], axis=1)
-    return Motion(curve, drift)
+    return Motion(curve, drift, largest)
 
 
 def _flow_motion(mids, smalls, first: int, usable: np.ndarray):

@@ -243,7 +243,7 @@ def export_model(
     with the experiment's current scores); a name holding another model is refused."""
     from mer.evaluation import results
     from mer.keyframes.table import load_table
-    from mer.serving import model_card
+    from mer.serving import calibration, model_card
 
     exp_uri = search_ran(cfg, experiment)
     exp = results.load_experiment(exp_uri)
@@ -299,6 +299,8 @@ def export_model(
             "experiment": exp.meta.get("settings_hash"),
             "model_settings": layout.digest(settings),
         },
+        calibration=calibration.from_experiment(exp, choice["config_id"]),
+        progress=progress,
     )
     progress(f"[export] done: {folder} ({WEIGHTS}, {PORTABLE}, {CARD}, {CARD_MD})")
     return folder

@@ -12,10 +12,13 @@ out, one row per clip.
        batches of key frames through mer.train.step.predict, the normalisation and forward
        pass of training-time evaluation
     -> <out>/predictions.parquet, .csv   one row per clip: path, source, onset, apex, offset,
-                                        apex_source, prob_<class>..., pred, pred_class
+                                        apex_source, prob_<class>... (calibrated), pred,
+                                        pred_class, flagged, flags, the quality measures,
+                                        ood_score, flag_<name>..., raw_prob_<class>...
+                                        (mer.serving.quality; docs/prediction-quality.md)
        <out>/rejects.parquet, .csv      clips that could not be used: path, source, onset,
                                         offset, stage, reason
-       <out>/_summary.json              model, input, counts, seconds
+       <out>/_summary.json              model, input, counts (flags included), seconds
 A clip that cannot be decoded, whose interval lies outside its frames, or that is shorter
 than mer.serving.model_card.MIN_FRAMES frames is a reject with its reason; nothing aborts the batch.
 Frames stay on the workers: the driver receives probabilities only.
@@ -37,10 +40,12 @@ from mer import storage
 from mer.errors import ConfigError, DecodeError, InputError
 from mer.keyframes import clip_records
 from mer.progress import emit
+from mer.serving.quality import FLAG_COLUMNS, MEASURES, counts
 
 log = logging.getLogger(__name__)
 
 UNSET = -1  # a frame number not given (whole clip / apex to spot)
+UNKNOWN = "unknown"  # pred_class of a flagged clip under --abstain
 # A whole clip is decoded at once (mer.keyframes.video.read_clip): longer recordings (more than this
 # many bytes of decoded frames: 39 s of 640x480 at 30 fps) must come with intervals.
 MAX_DECODED_BYTES = 1 << 30
@@ -204,9 +209,7 @@ def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
         "source": source,
         "fps": fps,
     }
-    if interpolator is not None:
-        return build_record(row, kf, interpolator)
-    return build_record(row, kf)
+    return build_record(row, kf, interpolator, quality=True)
 
 
 class KeyFrames:
@@ -232,6 +235,7 @@ class KeyFrames:
         return {
             **{c: np.asarray([r[c] for r in rows], dtype=object) for c in text},
             **{c: np.asarray([r[c] for r in rows], np.int64) for c in ("onset", "apex", "offset")},
+            **{c: np.asarray([r["quality"][c] for r in rows], np.float64) for c in MEASURES},
             "frames": np.stack([r["frames"] for r in rows]),
         }
 
@@ -240,7 +244,7 @@ class KeyFrames:
         out = {"path": str(clip["path"]), "source": str(clip["source"]), "stage": "", "reason": ""}
         try:
             rec = clip_record(clip, self.kf, self.interpolator)
-            kept = ("onset", "apex", "offset", "apex_source", "frames")
+            kept = ("onset", "apex", "offset", "apex_source", "frames", "quality")
             return {**out, **{c: rec[c] for c in kept}}
         except (InputError, DecodeError) as e:
             stage = "decode" if isinstance(e, DecodeError) else "input"
@@ -252,11 +256,14 @@ class KeyFrames:
             "offset": int(clip["offset"]),
             "apex_source": "",
             "frames": np.zeros(self.shape, np.uint8),
+            "quality": dict.fromkeys(MEASURES, float("nan")),
         }
 
 
 class Predictor:
-    """Ray Data actor holding the model: a batch of key frames -> class probabilities."""
+    """Ray Data actor holding the model: a batch of key frames -> class probabilities
+    (calibrated with the card's temperature, where it has one; raw_prob_<class>
+    uncalibrated) and the out-of-distribution score (mer.serving.quality)."""
 
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, cpus: float = 1):
         from mer.serving.model_folder import load_model
@@ -269,14 +276,23 @@ class Predictor:
         self.input = card["config"]["model"]["input"]
         self.amp = bool(card["config"]["finetune"]["amp"]) and self.device.type == "cuda"
         self.batch_size = batch_size
+        self.temperature = (card.get("trust") or {}).get("calibration", {}).get("temperature")
+        self.reference = None
+        if card.get("trust"):
+            from mer.serving.quality import REFERENCE_FEATURES
+
+            blob = storage.read_bytes(storage.join(model, REFERENCE_FEATURES))
+            self.reference = np.load(io.BytesIO(blob))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mer.train.step import predict
+        from mer.serving.calibration import scale
+        from mer.serving.quality import forward, ood_scores
 
         ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
         probs = np.full((len(ok), len(self.classes)), np.nan)
+        raw, ood = probs.copy(), np.full(len(ok), np.nan)
         if ok.any():
-            probs[ok] = predict(
+            logits, feats = forward(
                 self.model,
                 batch["frames"][ok],
                 self.device,
@@ -284,10 +300,16 @@ class Predictor:
                 input=self.input,
                 batch_size=self.batch_size,
             )
+            raw[ok] = scale(logits, 1.0)
+            probs[ok] = scale(logits, self.temperature) if self.temperature else raw[ok]
+            if self.reference is not None:
+                ood[ok] = ood_scores(feats, self.reference)
         pred = np.where(ok, np.nan_to_num(probs, nan=-1.0).argmax(1), -1)
         out = {c: batch[c] for c in batch if c != "frames"}
         for j, name in enumerate(self.classes):
             out[f"prob_{name}"] = probs[:, j]
+            out[f"raw_prob_{name}"] = raw[:, j]
+        out["ood_score"] = ood
         out["pred"] = pred.astype(np.int64)
         out["pred_class"] = np.asarray(
             [self.classes[p] if p >= 0 else "" for p in pred], dtype=object
@@ -326,10 +348,13 @@ def predict_clips(
     cpus_per_predictor: float = 0.25,
     gpus_per_predictor: float = 0.0,
     keyframe_workers: int = 0,
+    abstain: bool = False,
     progress=emit,
 ) -> dict:
     """Predict every clip under `input` (or listed in the CSV `clips`) with the model folder
-    `model`; writes <out>/predictions.*, rejects.* and _summary.json. Returns the summary."""
+    `model`; writes <out>/predictions.*, rejects.* and _summary.json. Returns the summary.
+    Every prediction carries its quality measures and flags (mer.serving.quality); `abstain`: a
+    flagged clip's pred_class is "unknown" (pred -1), its probabilities kept."""
     from mer.serving.model_folder import read_card
 
     for name, value in (("--batch-size", batch_size), ("--predictors", predictors)):
@@ -366,7 +391,8 @@ def predict_clips(
     done = pd.concat(rows, ignore_index=True) if rows else empty
     failed = done[done["reason"] != ""]
     rejects = listed + [_reject(r, r["stage"], r["reason"]) for r in failed.to_dict("records")]
-    preds = done[done["reason"] == ""][_columns(card)].sort_values(["path", "onset"])
+    preds = _with_flags(done[done["reason"] == ""], card, abstain)
+    preds = preds[_columns(card)].sort_values(["path", "onset"])
     rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values(["path", "onset"])
     _write_table(preds.reset_index(drop=True), out, "predictions")
     _write_table(rej.reset_index(drop=True), out, "rejects")
@@ -382,6 +408,11 @@ def predict_clips(
         "predicted": int(len(preds)),
         "rejected": int(len(rej)),
         "reject_stages": {str(k): int(v) for k, v in rej["stage"].value_counts().items()},
+        "flagged": counts(preds),
+        "abstain": abstain,
+        "abstained": int((preds["pred_class"] == UNKNOWN).sum()),
+        "calibrated": _temperature(card) is not None,
+        "temperature": _temperature(card),
         "seconds": round(seconds, 2),
         "device": device,
         "batch_size": batch_size,
@@ -389,8 +420,10 @@ def predict_clips(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_json(storage.join(out, "_summary.json"), summary)
+    unknown = f", {summary['abstained']} answered unknown" if abstain else ""
     progress(
-        f"[predict] done: {len(preds)} clips predicted, {len(rej)} rejected ({seconds:.0f} s); "
+        f"[predict] done: {len(preds)} clips predicted ({summary['flagged']['any']} flagged"
+        f"{unknown}), {len(rej)} rejected ({seconds:.0f} s); "
         f"{storage.join(out, 'predictions.parquet')}, rejects in "
         f"{storage.join(out, 'rejects.parquet')}"
     )
@@ -409,7 +442,33 @@ def _columns(card: dict) -> list[str]:
         *probs,
         "pred",
         "pred_class",
+        "flagged",
+        "flags",
+        *MEASURES,
+        "ood_score",
+        *FLAG_COLUMNS,
+        *[f"raw_{p}" for p in probs],
     ]
+
+
+def _temperature(card: dict) -> float | None:
+    return ((card.get("trust") or {}).get("calibration") or {}).get("temperature")
+
+
+def _with_flags(done: pd.DataFrame, card: dict, abstain: bool) -> pd.DataFrame:
+    """The predicted rows with their measures typed, their flags (mer.serving.quality.flag) and,
+    with `abstain`, pred -1 / pred_class "unknown" where a flag is raised."""
+    from mer.serving.quality import flag
+
+    out = done.drop(columns=[*FLAG_COLUMNS, "flags", "flagged"], errors="ignore")
+    for c in ("length", "frame_height", "frame_width", "apex_offset"):
+        out[c] = out[c].astype(np.int64) if len(out) else out[c]
+    out["face_found"] = out["face_found"].astype(bool)
+    out = pd.concat([out, flag(out, card.get("trust"))], axis=1)
+    if abstain and len(out):
+        out.loc[out["flagged"], "pred"] = -1
+        out.loc[out["flagged"], "pred_class"] = UNKNOWN
+    return out
 
 
 def _run(

@@ -42,7 +42,8 @@ LIMITATIONS = [
     "tuned on synthetic data; an annotated apex is more reliable.",
     "A clip is assumed to hold one micro-expression between its onset and offset: the model "
     "always answers one of its classes (there is no 'no expression' class) and does not find "
-    "expressions inside long recordings.",
+    "expressions inside long recordings; jobs/predict.py flags clips unlike the training "
+    "clips (the card's trust section) and --abstain answers 'unknown' for them.",
     "Clips should resemble the training clips (face framing as in training, see "
     "input.keyframes.face_crop; frame rate; resolution): the scores describe only such data.",
 ]
@@ -316,6 +317,10 @@ def markdown(card: dict) -> str:
                 f"{k} {v[0]} / {v[1]}" for k, v in ev["published"].items() if k != "note"
             )
             lines.append(f"Published ({ev['published']['note']}): {pub}.")
+    if card.get("trust"):
+        from mer.serving.quality import markdown as quality_markdown
+
+        lines += ["", *quality_markdown(card["trust"])]
     lines += ["", "## Limitations", ""]
     lines += [f"- {x}" for x in card["limitations"]]
     return "\n".join(lines) + "\n"

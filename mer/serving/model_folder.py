@@ -16,6 +16,11 @@
   MODEL_CARD.md     the same, for people
   interpolator.pt   the learned interpolator, when the key frames are rendered with it
                     (keyframes.interpolation adaconv): inference builds key frames with it
+  reference_features.npy  the training clips' unit fc7 embeddings: the out-of-distribution
+                    score's neighbours (mer.serving.quality); the card's "trust" section holds every
+                    quality threshold and the calibration
+  reliability.png   the reliability diagram before and after calibration (mer.serving.calibration),
+                    when the search saved out-of-fold probabilities
 
 mer.serving.export (the final model's driver) writes a folder with `package`; inference and users
 read one with `read_card` and `load_model`, without importing the driver. Portable format:
@@ -27,6 +32,7 @@ nothing beyond torch.
 from __future__ import annotations
 
 import hashlib
+import io
 
 import numpy as np
 import torch
@@ -78,8 +84,6 @@ def plain_classifier(cfg: PipelineConfig, state: dict, num_classes: int) -> nn.M
 def write_portable(model: nn.Module, cfg: PipelineConfig, uri: str, frames: np.ndarray) -> dict:
     """Export `model` (plain, eval) with torch.export to `uri`; check the program against the
     PyTorch model on `frames` (uint8 N, K, S, S, C) and return what the card says of it."""
-    import io
-
     from mer.train.step import predict
 
     wrapped = Probabilities(model, cfg.model.input).eval()
@@ -133,12 +137,16 @@ def package(
     training: dict,
     evaluation: dict | None = None,
     hashes: dict | None = None,
+    calibration: dict | None = None,
+    progress=None,
 ) -> dict:
     """Complete a model folder whose weights (<folder>/model.pt) `run` trained with cfg: its
-    config.yaml, the portable program (checked against the weights) and the card, written
-    last. Returns the card."""
+    config.yaml, the portable program (checked against the weights), the quality reference
+    of its training clips, the calibration (mer.serving.calibration.from_experiment, if given) and
+    the card, written last. Returns the card."""
     from mer.keyframes.table import load_table
-    from mer.serving import model_card
+    from mer.serving import calibration as calib
+    from mer.serving import model_card, quality
     from mer.train.checkpoints import load_state
 
     table = load_table(keyframes)
@@ -167,6 +175,15 @@ def package(
     if cfg.keyframes.interpolation == "adaconv":  # key frames need the learned interpolator
         files["interpolator"] = _copy_interpolator(cfg, folder)
         upstream["interpolator"] = layout.interpolator_hash(cfg)
+    trust, feats = quality.reference(cfg, table, run["train_subjects"], model, progress)
+    buf = io.BytesIO()
+    np.save(buf, feats.astype(np.float64))
+    storage.write_bytes(storage.join(folder, quality.REFERENCE_FEATURES), buf.getvalue())
+    cal = calibration or {"temperature": None, "status": "no search experiment given"}
+    if cal.get("temperature") is not None:
+        cal = {**cal, "diagram": calib.DIAGRAM}
+        storage.write_bytes(storage.join(folder, calib.DIAGRAM), calib.diagram(cal))
+    trust["calibration"] = cal
     card = model_card.build_card(
         cfg,
         name=name,
@@ -176,6 +193,7 @@ def package(
         files=files,
         evaluation=evaluation,
     )
+    card["trust"] = trust
     storage.write_bytes(storage.join(folder, CARD_MD), model_card.markdown(card).encode())
     storage.write_json(storage.join(folder, CARD), card)
     return card
