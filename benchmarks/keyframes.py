@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE.parent))
 
 TARGET_CONSTRUCTION_RATIO = 0.5
 TARGET_SCALING = 1.6
+SMOKE_HELP = "tiny sizes that run in seconds (CI checks the script with it; pass --out too)"
 
 
 def uptime() -> str:
@@ -110,7 +111,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--out", default=str(HERE / "keyframes.json"))
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:  # 4 clips, one round: checks that the script runs, measures nothing
+        args.subjects, args.clips, args.rounds, args.chunk_size = 2, 2, 1, 2
 
     import cv2
 
@@ -144,7 +148,7 @@ def main() -> None:
             ],
         )
 
-    kf = config.section_dict(cfg_for(work, 1), "keyframes")
+    kf = cfg_for(work, 1).to_dict()["keyframes"]
 
     def decode(row: dict) -> int:
         return len(
@@ -233,7 +237,7 @@ def main() -> None:
                 progress=lambda s: None,
             )
             shutil.rmtree(work / "ray-warmup", ignore_errors=True)
-            parallelism.append(machine_parallelism())
+            parallelism.append(machine_parallelism(0.05 if args.smoke else 1.0))
             print(f"  two CPU-bound processes on this machine now: {parallelism[-1]}x one")
             order = [1, 2, 2, 1] * (args.rounds // 2) + [1, 2] * (args.rounds % 2)
             runs: dict[int, list[dict]] = {1: [], 2: []}
@@ -260,7 +264,7 @@ def main() -> None:
     parallelism: list[float] = []
     ray_runs = ray_stage("1 OpenCV thread per task", {})
     ray1, ray2 = ray_runs[1], ray_runs[2]
-    parallelism.append(machine_parallelism())
+    parallelism.append(machine_parallelism(0.05 if args.smoke else 1.0))
     load_after = uptime()
 
     ratio_construction = con["clips_per_s"] / dec["clips_per_s"]
