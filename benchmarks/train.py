@@ -181,6 +181,16 @@ def data_loop(config: dict) -> None:
     Path(config["timings"]).write_text(json.dumps(res))
 
 
+def _frames_as_tensors(batch):
+    import pyarrow as pa
+
+    from mer.table import frames_array
+
+    i = batch.schema.get_field_index("frames")
+    frames = pa.FixedShapeTensorArray.from_numpy_ndarray(frames_array(batch))
+    return batch.set_column(i, "frames", frames)
+
+
 def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int, resources) -> dict:
     import ray
     import ray.train
@@ -197,6 +207,8 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int, resour
         ray.data.read_parquet(paths)
         .filter(expr=col("subject").is_in(subjects))
         .select_columns(["frames", "label"])
+        # The parts hold each clip's frames as one binary value (mer.table): back to arrays.
+        .map_batches(_frames_as_tensors, batch_format="pyarrow")
     )
     trainer = TorchTrainer(
         data_loop,

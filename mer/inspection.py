@@ -28,7 +28,7 @@ import pandas as pd
 from mer import storage
 from mer.errors import DecodeError, InputError
 from mer.progress import emit
-from mer.table import REJECT_COLUMNS
+from mer.table import REJECT_COLUMNS, frames_array
 
 # A clip's input that cannot be used (as mer.preprocess treats it): drawn without a curve, or
 # listed as a failed sheet, never a crash of the whole inspection.
@@ -522,7 +522,7 @@ def _read_frames(uri: str, meta: dict, rows: pd.DataFrame) -> dict:
         )
         if not t.num_rows:
             continue
-        frames = t.column("frames").combine_chunks().to_numpy_ndarray()
+        frames = frames_array(t)
         keys = zip(*(t.column(c).to_pylist() for c in ("dataset", "subject", "clip")), strict=True)
         for key, f in zip(keys, frames, strict=True):
             if key in wanted:
