@@ -118,7 +118,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--out", default=str(HERE / "fold_runs.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI)")
     args = ap.parse_args()
+    shape, rounds, step_seconds = SHAPE, 2, 4.0
+    if args.smoke:  # 3 folds, one epoch: checks that the script runs, measures nothing
+        shape, rounds, step_seconds, args.epochs = {**SHAPE, "subjects": 3, "clips": 4}, 1, 0.2, 1
 
     import ray
     import torch
@@ -131,7 +135,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    uri = write_random_keyframes(str(work / "kf"), **SHAPE)
+    uri = write_random_keyframes(str(work / "kf"), **shape)
     table = load_table(uri)
     runs = outer_runs(fold_specs(table))
     cfg = config.load(
@@ -150,7 +154,7 @@ def main() -> None:
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"load before: {load}", flush=True)
     times = {"bare": [], "library": []}
-    for _ in range(2):  # bare, library, library, bare: drift in the machine's load cancels
+    for _ in range(rounds):  # bare, library, library, bare: drift in the machine's load cancels
         times["bare"].append(bare(cfg, table, runs))
         times["library"].append(library(cfg, table, runs))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -174,7 +178,9 @@ def main() -> None:
         "ray_units_over_bare": round(ray_units / b, 3),
         "ray_wall_over_bare": round(ray_wall / b, 3),
         "fixed_cost_s": round(ray_wall - ray_units, 2),
-        "step_clips_per_s": {str(n): round(step_speed(cfg, table, n), 1) for n in (8, 16, 32)},
+        "step_clips_per_s": {
+            str(n): round(step_speed(cfg, table, n, step_seconds), 1) for n in (8, 16, 32)
+        },
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -11,7 +11,8 @@
 # The tests and the step benchmark need torch with CUDA, pytest and numpy (they import only
 # mer.train.models and mer.train.losses); the loops need requirements.txt, installed here when missing. When torch is missing or CPU-only it tries
 # `pip install torch==2.13.0` (PyPI's default Linux wheel is the CUDA build) and says so.
-# Dry run on a CPU machine (no install; tests skip; benchmark at tiny sizes, no compile):
+# Dry run on a CPU machine (no install; tests skip; benchmarks at tiny sizes, no compile; CI
+# runs it, tests/test_benchmarks_smoke.py):
 #   SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -103,7 +104,9 @@ loops_rc=$?
 kf_rc=0
 if "$PY" -c "import cv2, openpyxl; cv2.CascadeClassifier" 2>/dev/null; then
   echo "== key-frame stage per interpolation: $PY benchmarks/keyframes_adaconv.py"
-  timeout 150 "$PY" benchmarks/keyframes_adaconv.py --rounds 2 --out "$DEST/keyframes_adaconv.json"
+  kf_flags=(--rounds 2)
+  [ "$SMOKE" = 1 ] && kf_flags=(--smoke)
+  timeout 150 "$PY" benchmarks/keyframes_adaconv.py --out "$DEST/keyframes_adaconv.json" "${kf_flags[@]}"
   kf_rc=$?
 else
   echo "== skipped benchmarks/keyframes_adaconv.py: this OpenCV has no Haar cascades (or no openpyxl)"

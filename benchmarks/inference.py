@@ -132,7 +132,11 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16, help="clips per subject")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=str(HERE / "inference.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI)")
     args = ap.parse_args()
+    if args.smoke:  # 4 clips, one round: checks that the script runs, measures nothing
+        args.subjects, args.clips, args.rounds = 2, 2, 1
+    spin = 0.05 if args.smoke else 1.0
 
     import ray
     from keyframes import machine_parallelism, uptime
@@ -153,7 +157,10 @@ def main() -> None:
     kf = read_card(demo)["config"]["keyframes"]
     print(f"{len(items)} clips ({summary['frames_written']} frames), models written", flush=True)
 
-    model_demo, model_full = model_alone(DEMO, 256), model_alone([], 8)
+    model_demo, model_full = (
+        model_alone(DEMO, 4 if args.smoke else 256),
+        model_alone([], 1 if args.smoke else 8),
+    )
     print(f"model alone: demo {model_demo:.1f} clips/s, full {model_full:.2f} clips/s", flush=True)
 
     ray.init(
@@ -170,7 +177,7 @@ def main() -> None:
     # Warm-up (worker processes, imports): a few clips through both.
     keyframes_alone(items[:8], kf, 2)
     predict_clips(demo, str(work / "data" / "videos"), str(work / "warm"), progress=quiet)
-    parallelism = [machine_parallelism()]
+    parallelism = [machine_parallelism(spin)]
     timings: dict[str, list[float]] = {"keyframes": [], "predict": []}
     order = ["keyframes", "predict", "predict", "keyframes"] * args.rounds
     for what in order[: 2 * args.rounds]:
@@ -185,7 +192,7 @@ def main() -> None:
             assert s["predicted"] == len(items), s
         timings[what].append(seconds)
         print(f"{what}: {len(items) / seconds:.2f} clips/s ({seconds:.1f} s)", flush=True)
-    parallelism.append(machine_parallelism())
+    parallelism.append(machine_parallelism(spin))
     load_after = uptime()
     ray.shutdown()
 

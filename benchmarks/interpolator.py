@@ -54,6 +54,7 @@ GAPS = (2, 4, 8, 16)
 # Grey levels: |b - a| above this is motion, not the clips' noise (p99 of |d| at gap 1 is 3).
 MOVING = 4
 METHODS = ("linear", "flow", "adaconv")
+TIMING_S = 1.0  # seconds per timing run (per_second)
 
 
 def uptime() -> str:
@@ -153,8 +154,10 @@ def summarise(scores: list[dict], size: int) -> list[dict]:
     return rows
 
 
-def per_second(fn, *args, seconds: float = 1.0) -> float:
-    """Calls of fn(*args) per second: best of three runs of about `seconds` each."""
+def per_second(fn, *args, seconds: float | None = None) -> float:
+    """Calls of fn(*args) per second: best of three runs of about `seconds` (default:
+    TIMING_S) each."""
+    seconds = TIMING_S if seconds is None else seconds
     fn(*args)
     best = 0.0
     for _ in range(3):
@@ -198,7 +201,13 @@ def main() -> None:
     ap.add_argument("--steps64", type=int, default=250)
     ap.add_argument("--max-gap", type=int, default=16, help="training triplets' largest gap")
     ap.add_argument("--out", default=str(HERE / "interpolator.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI)")
     args = ap.parse_args()
+    global TIMING_S
+    clips_per_subject, frames = 4, (40, 60)
+    if args.smoke:  # one clip a subject, two steps: checks that the script runs
+        args.steps32 = args.steps64 = 2
+        clips_per_subject, frames, TIMING_S = 1, (20, 24), 0.01
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     steps = {32: args.steps32, 64: args.steps64}
@@ -207,7 +216,14 @@ def main() -> None:
     print(f"load before: {load_before}", flush=True)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    generate(str(work), subjects=6, clips_per_subject=4, seed=0, size=(340, 280), frames=(40, 60))
+    generate(
+        str(work),
+        subjects=6,
+        clips_per_subject=clips_per_subject,
+        seed=0,
+        size=(340, 280),
+        frames=frames,
+    )
     clips = load_clips(str(work), tuple(steps))
     subjects = sorted(clips[32])
     train_subjects, test_subjects = subjects[:4], subjects[4:]

@@ -24,7 +24,11 @@ Wall-clock and this process's CPU time are both recorded; `uptime` before and af
 Before the Ray runs and after the last, `machine_parallelism` times two pure-Python jobs in
 two processes against one job in one: 2.0 on an idle 2-core machine, less while other work
 holds a core. On a shared machine that figure bounds the concurrency-2 gain.
-Targets (from the task): construction / decode >= 0.5; concurrency 2 / concurrency 1 >= 1.6.
+Each Ray run also records where its time went (`time_split`: actor start-up, the chunks'
+build / Arrow / Parquet / marker steps, the rest idle or Ray Data's) and Ray Data's stats.
+Targets (issue 37): construction / decode >= 0.75; Ray concurrency 2 / 1 >= 1.7 (or >= 0.9 x
+the measured two-process parallelism when that is lower); Ray concurrency 1 / construction on
+one OpenCV thread >= 0.9.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-TARGET_CONSTRUCTION_RATIO = 0.5
-TARGET_SCALING = 1.6
+# Targets (issue 37): construction / decode; Ray concurrency 2 / 1 (or 0.9 x the machine's
+# measured two-process parallelism where that is lower); Ray concurrency 1 / in-process
+# construction on one OpenCV thread.
+TARGET_CONSTRUCTION_RATIO = 0.75
+TARGET_SCALING = 1.7
+TARGET_RAY_OVER_PROCESS = 0.9
+SMOKE_HELP = "tiny sizes that run in seconds (CI checks the script with it; pass --out too)"
 
 
 def uptime() -> str:
@@ -95,6 +104,27 @@ def timed_pass(fn, rows: list[dict]) -> dict:
     }
 
 
+def time_split(profile: dict, t0: float, wall: float, actors: int) -> dict:
+    """Where a Ray build's wall time went, from its chunks' own timings (mer.keyframes.preprocess):
+    actor start-up (call to each actor's first readiness), the chunk steps summed over
+    actors, and the rest of the actors' time (idle: between chunks, Ray Data's own work,
+    markers to _meta.json), in actor-seconds and as shares of actors x wall."""
+    chunks = profile["chunks"]
+    ready = sorted({c["actor_ready"] for c in chunks})
+    steps = {k: sum(c["steps"][k] for c in chunks) for k in chunks[0]["steps"]}
+    startup = sum(r - t0 for r in ready) + (actors - len(ready)) * wall
+    busy = sum(c["seconds"] for c in chunks)
+    total = actors * wall
+    split = {"actor_startup": startup, **steps, "idle_and_ray": total - startup - busy}
+    stats = profile["ray_data_stats"]
+    return {
+        "actor_seconds": {k: round(v, 3) for k, v in split.items()},
+        "shares": {k: round(v / total, 3) for k, v in split.items()},
+        "first_chunk_after_s": round(min(c["started"] for c in chunks) - t0, 3),
+        "ray_data_stats": [line.strip() for line in stats.splitlines() if "wall time" in line],
+    }
+
+
 def best(passes: list[dict]) -> dict:
     return {
         **max(passes, key=lambda p: p["clips_per_s"]),
@@ -110,7 +140,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--out", default=str(HERE / "keyframes.json"))
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:  # 4 clips, one round: checks that the script runs, measures nothing
+        args.subjects, args.clips, args.rounds, args.chunk_size = 2, 2, 1, 2
 
     import cv2
 
@@ -145,7 +178,7 @@ def main() -> None:
             ],
         )
 
-    kf = config.section_dict(cfg_for(work, 1), "keyframes")
+    kf = cfg_for(work, 1).to_dict()["keyframes"]
 
     def decode(row: dict) -> int:
         return len(
@@ -234,14 +267,14 @@ def main() -> None:
                 progress=lambda s: None,
             )
             shutil.rmtree(work / "ray-warmup", ignore_errors=True)
-            parallelism.append(machine_parallelism())
+            parallelism.append(machine_parallelism(0.05 if args.smoke else 1.0))
             print(f"  two CPU-bound processes on this machine now: {parallelism[-1]}x one")
             order = [1, 2, 2, 1] * (args.rounds // 2) + [1, 2] * (args.rounds % 2)
             runs: dict[int, list[dict]] = {1: [], 2: []}
             for i, n in enumerate(order):
                 root = work / f"ray-c{n}-{i}"
                 load = os.getloadavg()[0]
-                t0 = time.perf_counter()
+                t0, epoch = time.perf_counter(), time.time()
                 meta = build_keyframes_dataset(cfg_for(root, n), manifest, progress=lambda s: None)
                 wall = time.perf_counter() - t0
                 assert meta["counts"]["written"] == len(rows), meta["counts"]
@@ -250,6 +283,7 @@ def main() -> None:
                         "wall_s": round(wall, 3),
                         "clips_per_s": round(len(rows) / wall, 2),
                         "load_1min_at_start": load,
+                        "where_the_time_went": time_split(meta["profile"], epoch, wall, n),
                     }  # fmt: skip
                 )
                 print(f"  ray data, {label}, concurrency {n}: {runs[n][-1]['clips_per_s']} clips/s")
@@ -261,12 +295,14 @@ def main() -> None:
     parallelism: list[float] = []
     ray_runs = ray_stage("1 OpenCV thread per task", {})
     ray1, ray2 = ray_runs[1], ray_runs[2]
-    parallelism.append(machine_parallelism())
+    parallelism.append(machine_parallelism(0.05 if args.smoke else 1.0))
     load_after = uptime()
 
     ratio_construction = con["clips_per_s"] / dec["clips_per_s"]
     ratio_construction_cpu = con["clips_per_cpu_s"] / dec["clips_per_cpu_s"]
     scaling = ray2["clips_per_s"] / ray1["clips_per_s"]
+    ray_over_process = ray1["clips_per_s"] / con1["clips_per_s"]
+    target_scaling = min(TARGET_SCALING, 0.9 * min(parallelism))
     result = {
         "command": "python benchmarks/keyframes.py " + " ".join(sys.argv[1:]),
         "machine": {
@@ -299,9 +335,11 @@ def main() -> None:
             "construction_over_decode": round(ratio_construction, 3),
             "construction_over_decode_cpu_time": round(ratio_construction_cpu, 3),
             "ray_2_over_1": round(scaling, 3),
+            "ray_1_over_construction_1_thread": round(ray_over_process, 3),
             "targets": {
                 "construction_over_decode": TARGET_CONSTRUCTION_RATIO,
-                "ray_2_over_1": TARGET_SCALING,
+                "ray_2_over_1": round(target_scaling, 3),
+                "ray_1_over_construction_1_thread": TARGET_RAY_OVER_PROCESS,
             },
         },
     }
@@ -325,10 +363,13 @@ def main() -> None:
         )
     for name, value, target in [
         ("construction / decode", ratio_construction, TARGET_CONSTRUCTION_RATIO),
-        ("Ray concurrency 2 / 1", scaling, TARGET_SCALING),
+        ("Ray concurrency 2 / 1", scaling, target_scaling),
+        ("Ray concurrency 1 / construction (1 thread)", ray_over_process, TARGET_RAY_OVER_PROCESS),
     ]:
         verdict = "met" if value >= target else "MISSED"
-        print(f"{name}: {value:.2f} (target >= {target}: {verdict})")
+        print(f"{name}: {value:.2f} (target >= {target:.2f}: {verdict})")
+    for n, r in ((1, ray1), (2, ray2)):
+        print(f"Ray concurrency {n}, shares of actors x wall: {r['where_the_time_went']['shares']}")
     print(f"two CPU-bound processes vs one, during the run: {parallelism}")
     print(f"load after: {load_after}")
     print(f"wrote {args.out}")

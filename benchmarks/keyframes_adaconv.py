@@ -33,7 +33,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "keyframes_adaconv.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI)")
     args = ap.parse_args()
+    data = []
+    if args.smoke:  # 2 clips, one round: checks that the script runs, measures nothing
+        args.rounds = 1
+        data = ["data.synthetic.subjects=2", "data.synthetic.clips_per_subject=1"]
 
     import numpy as np
     import torch
@@ -47,8 +52,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="mer-kf-adaconv-"))
-    base, _ = load_study(str(HERE.parent / "configs" / "study-short.yaml"), [f"root={work}"])
-    generate(layout.data_root(base), **base.data.synthetic)
+    base, _ = load_study(str(HERE.parent / "configs" / "study-short.yaml"), [f"root={work}", *data])
+    clips = generate(layout.data_root(base), **base.data.synthetic)["clips"]
     variants = {"linear": [], "flow": [], "adaconv-cpu": ["keyframes.interpolation=adaconv"]}
     if torch.cuda.is_available():
         variants["adaconv-cuda"] = ["keyframes.interpolation=adaconv", "keyframes.gpus=1"]
@@ -59,7 +64,7 @@ def main() -> None:
             if name == "flow":
                 extra = ["keyframes.interpolation=flow"]
             cfg, _ = load_study(
-                str(HERE.parent / "configs" / "study-short.yaml"), [f"root={work}", *extra]
+                str(HERE.parent / "configs" / "study-short.yaml"), [f"root={work}", *data, *extra]
             )
             if cfg.keyframes.interpolation == "adaconv":
                 size = cfg.keyframes.size
@@ -75,7 +80,6 @@ def main() -> None:
             if fractional is None:
                 idx = np.stack(load_table(out).clips["keyframe_indices"].to_numpy())
                 fractional = float(np.mean(np.abs(idx - np.round(idx)) > 1e-6))
-    clips = 48
     rows = [
         {
             "variant": name,
@@ -98,6 +102,7 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
     print(f"{'variant':<14}{'s':>8}{'clips/s':>10}{'vs linear':>11}")
     for r in rows:
         print(f"{r['variant']:<14}{r['seconds']:>8}{r['clips_per_s']:>10}{r['vs_linear']:>11}")

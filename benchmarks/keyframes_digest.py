@@ -19,17 +19,23 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mer.evaluation.study import keyframe_facts  # noqa: E402
+from mer.keyframes.table import frames_array  # noqa: E402
 
 
 def read(folder: str) -> pd.DataFrame:
     parts = sorted(glob.glob(os.path.join(folder, "part-*.parquet")))
     if not parts:
         raise SystemExit(f"error: no key-frame table (part-*.parquet) under {folder}")
-    cols = ["dataset", "subject", "clip", "label", "apex", "keyframe_indices", "frames"]
-    return pd.concat(pd.read_parquet(p, columns=cols) for p in parts)
+    cols = ["dataset", "subject", "clip", "label", "apex", "keyframe_indices"]
+    frames = []
+    for p in parts:  # frames as arrays, whichever way the part stores them (mer.keyframes.table)
+        t = pq.read_table(p, columns=[*cols, "frames"])
+        frames.append(t.drop_columns(["frames"]).to_pandas().assign(frames=list(frames_array(t))))
+    return pd.concat(frames)
 
 
 def digest(t: pd.DataFrame) -> str:

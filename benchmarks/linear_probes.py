@@ -73,7 +73,10 @@ def main(argv=None) -> dict:
     p.add_argument("--folds", type=int, default=5, help="subject groups")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(HERE, "linear_probes.jsonl"))
+    p.add_argument("--smoke", action="store_true", help="2 groups: runs in seconds (CI)")
     args = p.parse_args(argv)
+    if args.smoke:  # checks that the script runs on a small table, measures nothing
+        args.folds = 2
     table = load_table(os.path.abspath(args.keyframes))
     runs = group_runs(table, args.folds, args.split_seed)
     out = {

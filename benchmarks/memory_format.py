@@ -35,7 +35,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(HERE / "memory_format.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI)")
     args = ap.parse_args()
+    shapes = SHAPES
+    if args.smoke:  # the small shape, one step: checks that the script runs
+        args.rounds, args.steps, shapes = 1, 1, SHAPES[:1]
 
     import torch
 
@@ -43,7 +47,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results = []
-    for name, k, s, width, batch in SHAPES:
+    for name, k, s, width, batch in shapes:
         torch.manual_seed(0)
         base = C3D(frames=k, size=s, width=width)
         x = torch.randn(batch, 3, k, s, s)

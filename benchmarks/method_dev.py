@@ -286,7 +286,13 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--probe-only", action="store_true", help="prior learning and probes only")
     p.add_argument("--out", default=os.path.join(HERE, "method_dev.jsonl"))
+    p.add_argument(
+        "--smoke", action="store_true", help="2 groups, one epoch each: runs in seconds (CI)"
+    )
     args = p.parse_args(argv)
+    if args.smoke:  # checks that the script runs on a small table, measures nothing
+        args.folds = 2
+        args.set += ["pretrain.epochs=1", "finetune.epochs=1"]
     out = run(args)
     print(json.dumps(out, indent=1))
     with open(args.out, "a") as f:

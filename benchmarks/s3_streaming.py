@@ -97,7 +97,7 @@ def run_dataset(cluster: LocalCluster, layout: str, clips: int) -> dict:
     import boto3
 
     run = f"stream-{layout}-{clips}-{uuid.uuid4().hex[:6]}"
-    subjects = 10
+    subjects = min(10, clips)
     entry = ["python", "jobs/preprocess.py", "--config", "configs/tiny.yaml"]
     entry += ["--root", f"s3://mer-test/{run}"]
     for o in (
@@ -152,7 +152,10 @@ def main() -> None:
     p.add_argument("--videos", type=int, nargs="*", default=[60, 300])
     p.add_argument("--folders", type=int, nargs="*", default=[60])
     p.add_argument("--out", default=str(REPO / "benchmarks" / "s3_streaming.json"))
+    p.add_argument("--smoke", action="store_true", help="2 videos, no folders: quick (CI)")
     args = p.parse_args()
+    if args.smoke:  # the same cluster and job on 2 clips: checks the script, measures nothing
+        args.videos, args.folders = [2], []
 
     server = LocalS3("mer-test").start()  # every node inherits its AWS_* settings
     cluster = LocalCluster()

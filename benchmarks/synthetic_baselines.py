@@ -171,11 +171,18 @@ def main(argv: list[str] | None = None) -> dict:
             os.path.dirname(os.path.abspath(__file__)), "synthetic_baselines.json"
         ),
     )
+    parser.add_argument(
+        "--smoke", action="store_true", help="simple preset, 4 subjects x 3 clips, 64x64 (CI)"
+    )
     args = parser.parse_args(argv)
+    smoke = {}
+    if args.smoke:  # checks that the script runs, measures nothing
+        args.presets, args.size = ["simple"], (64, 64)
+        smoke = {"subjects": 4, "clips_per_subject": 3}
     unknown = [p for p in args.presets if p not in PRESETS]
     if unknown:
         parser.error(f"unknown preset(s) {unknown}; expected {list(PRESETS)}")
-    options = {"seed": args.seed, **({"size": args.size} if args.size else {})}
+    options = {"seed": args.seed, **({"size": args.size} if args.size else {}), **smoke}
     results = {}
     with tempfile.TemporaryDirectory(prefix="mer-baselines-") as tmp:
         for preset in args.presets:

@@ -181,13 +181,22 @@ def data_loop(config: dict) -> None:
     Path(config["timings"]).write_text(json.dumps(res))
 
 
-def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int) -> dict:
+def _frames_as_tensors(batch):
+    import pyarrow as pa
+
+    from mer.keyframes.table import frames_array
+
+    i = batch.schema.get_field_index("frames")
+    frames = pa.FixedShapeTensorArray.from_numpy_ndarray(frames_array(batch))
+    return batch.set_column(i, "frames", frames)
+
+
+def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int, resources) -> dict:
     import ray
     import ray.train
     from ray.data.expressions import col
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from mer.config import ResourcesConfig
     from mer.keyframes.table import read_keyframes
     from mer.train.runtime import scaling_config
 
@@ -198,6 +207,8 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int) -> dic
         ray.data.read_parquet(paths)
         .filter(expr=col("subject").is_in(subjects))
         .select_columns(["frames", "label"])
+        # The parts hold each clip's frames as one binary value (mer.keyframes.table): back to arrays.
+        .map_batches(_frames_as_tensors, batch_format="pyarrow")
     )
     trainer = TorchTrainer(
         data_loop,
@@ -208,7 +219,9 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int) -> dic
             "timings": str(work / f"{name}.json"),
         },
         torch_config=TorchConfig(backend="gloo"),
-        scaling_config=scaling_config(ResourcesConfig()),
+        # The run's own resources: ResourcesConfig()'s cpus_per_worker 0 (chosen at run time)
+        # makes an empty bundle, which Ray Train refuses.
+        scaling_config=scaling_config(resources),
         run_config=ray.train.RunConfig(name=name, storage_path=str(work / "_runs")),
         datasets={"train": ds},
     )
@@ -239,7 +252,12 @@ def main() -> None:
     ap.add_argument("--no-composite", action="store_true", help="skip the 266 MB table")
     ap.add_argument("--out", default=str(HERE / "train.json"))
     ap.add_argument("--plain-child", help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI)")
     args = ap.parse_args()
+    small_shape = SMALL
+    if args.smoke:  # 3 epochs (one is timed), one round, small table only: checks the script
+        args.epochs, args.rounds, args.no_composite = 3, 1, True
+        small_shape = {**SMALL, "subjects": 3, "clips": 4}
     if args.plain_child:
         from mer.config import from_dict
 
@@ -257,7 +275,7 @@ def main() -> None:
     work.mkdir(parents=True)
     load_before = uptime()
     print(f"load before: {load_before}", flush=True)
-    small = write_table(str(work / "keyframes" / "small"), **SMALL)
+    small = write_table(str(work / "keyframes" / "small"), **small_shape)
     run = fold_run(small)
     cfg = config.load(
         None,
@@ -300,11 +318,13 @@ def main() -> None:
         for i in range(args.rounds):
             ray_runs.append(run_ray(cfg, small, run, work, f"ray-{i}"))
             print(f"  ray:   epochs {_fmt(epoch_times(ray_runs[-1]['marks']))}", flush=True)
-        loading = {"small": run_data(small, run, work, "data-small", 8)}
+        loading = {"small": run_data(small, run, work, "data-small", 8, cfg.resources)}
         print(f"  data, small table: {loading['small']}", flush=True)
         if not args.no_composite:
             big = write_table(str(work / "keyframes" / "composite"), per_subject=False, **COMPOSITE)
-            loading["composite"] = run_data(big, fold_run(big), work, "data-composite", 16)
+            loading["composite"] = run_data(
+                big, fold_run(big), work, "data-composite", 16, cfg.resources
+            )
             print(f"  data, composite-size table: {loading['composite']}", flush=True)
     finally:
         ray.shutdown()
@@ -328,7 +348,7 @@ def main() -> None:
             "uptime_after": load_after,
         },
         "setup": {
-            "table": SMALL,
+            "table": small_shape,
             "fold_train_clips": loading["small"]["fold_clips"],
             "model": {"width": 0.125, "head_hidden": 32, "batch_norm": True},
             "finetune": {"epochs": args.epochs, "batch_size": 8, "augment": True},

@@ -13,13 +13,14 @@ from mer import config, storage
 from mer.datasets import load_manifest
 from mer.datasets.synthetic.generator import generate
 from mer.keyframes.preprocess import (
+    CHUNK_STEPS,
     _chunk_name,
     build_keyframes_dataset,
     chunk_items,
     manifest_rows,
     process_chunk,
 )
-from mer.keyframes.table import read_keyframes
+from mer.keyframes.table import frames_array, read_keyframes
 from mer.layout import keyframes_uri
 
 SCHEMA = {
@@ -123,13 +124,19 @@ def test_corrupt_clips_are_rejected_with_reason_and_the_rest_written(
 
 def test_parquet_schema_and_key_frame_positions(ray_local, video_data, tmp_path):
     cfg = cfg_for(tmp_path, video_data)
-    build_keyframes_dataset(cfg, progress=lambda s: None)
+    result = build_keyframes_dataset(cfg, progress=lambda s: None)
     uri = keyframes_uri(cfg)
     meta = storage.read_json(os.path.join(uri, "_meta.json"))
     table = pq.read_table(os.path.join(uri, meta["parts"][0]))
     for name, typ in SCHEMA.items():
         assert str(table.schema.field(name).type) == typ, name
-    assert table.schema.field("frames").type.shape == [8, 32, 32, 3]
+    assert frames_array(table).shape == (table.num_rows, 8, 32, 32, 3)
+    # Where the time went: every chunk's steps and its actor's start, never in _meta.json.
+    chunks = result["profile"]["chunks"]
+    assert len(chunks) == len(meta["parts"]) and "profile" not in meta
+    for c in chunks:
+        assert set(c["steps"]) == set(CHUNK_STEPS) and min(c["steps"].values()) >= 0
+        assert c["actor_ready"] <= c["started"]
     _, clips, _ = read_keyframes(uri)
     for r in clips.itertuples():
         pos = np.asarray(r.keyframe_indices)
@@ -297,3 +304,23 @@ def test_synthetic_data_rendered_as_ray_tasks_matches_one_process(ray_local, tmp
     a = files(generate(str(tmp_path / "a"), mapper=mapper, **tiny)["root"])
     b = files(generate(str(tmp_path / "b"), **tiny)["root"])
     assert len(a) > 20 and a == b
+
+
+def test_tables_written_with_a_tensor_frames_column_read_the_same(tmp_path):
+    # Tables written before the frames column became one binary value per clip.
+    import pyarrow as pa
+
+    from mer.testing.fakes import write_random_keyframes
+
+    uri = write_random_keyframes(str(tmp_path / "kf"), subjects=2, clips=3, part_size=4)
+    _, clips, frames = read_keyframes(uri)
+    for part in storage.read_json(os.path.join(uri, "_meta.json"))["parts"]:
+        path = os.path.join(uri, part)
+        t = pq.read_table(path)
+        i = t.schema.get_field_index("frames")
+        tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(frames_array(t).copy())
+        pq.write_table(t.set_column(i, "frames", tensor), path)
+    _, old_clips, old_frames = read_keyframes(uri)
+    assert str(pq.read_table(path).schema.field("frames").type).startswith("extension")
+    np.testing.assert_array_equal(old_frames, frames)
+    pd.testing.assert_frame_equal(old_clips, clips)

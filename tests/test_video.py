@@ -257,3 +257,56 @@ def test_s3_video_and_folder(s3_endpoint, mp4, tmp_path):
     assert video.probe(f"{root}/frames")["frames"] == 5
     with pytest.raises(InputError, match="no such"):
         video.read_clip(f"{root}/absent.mp4")
+
+
+def _write_sized_mp4(path, h: int, w: int, n: int = 12, fourcc: str = "mp4v") -> None:
+    """n frames of h x w: seeded texture whose brightness rises with the frame number."""
+    rng = np.random.default_rng(h * 1000 + w)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (w, h))
+    assert writer.isOpened()
+    for i in range(n):
+        texture = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+        writer.write(cv2.GaussianBlur(texture + np.uint8(12 * i), (0, 0), 1))
+    writer.release()
+
+
+# decord2 3.4.0 fails on these sizes (h x w) with "DECORDArrayCopyFromTo: The size must
+# exactly match"; the files are fine.
+@pytest.mark.parametrize("h, w", [(24, 24), (48, 48), (72, 72), (64, 48)])
+@pytest.mark.parametrize("timeout", [60.0, None])
+def test_video_sizes_decord_cannot_copy_out_are_decoded(tmp_path, h, w, timeout):
+    path = str(tmp_path / f"face_{h}x{w}.mp4")
+    _write_sized_mp4(path, h, w)
+    frames = video.read_clip(path, 2, 9, timeout=timeout)
+    assert frames.shape == (8, h, w, 3) and frames.dtype == np.uint8
+    # Offset 0 is frame 2: the brightness steps of the written frames, in order.
+    means = frames.reshape(8, -1).mean(axis=1)
+    assert np.all(np.diff(means) > 6), means
+    # A video handed over as bytes (an s3:// source) takes the same path.
+    data = open(path, "rb").read()
+    np.testing.assert_array_equal(video._decode_video(data, 2, 9, path), frames)
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (90, 90)])
+def test_opencv_fallback_gives_decords_frames_where_both_read(tmp_path, h, w):
+    path = str(tmp_path / f"clip_{h}x{w}.mp4")
+    _write_sized_mp4(path, h, w)
+    by_decord = video.read_clip(path, 3, 10, timeout=None)
+    by_opencv = video._decode_video_opencv(path, 3, 10, path)
+    assert by_opencv.shape == by_decord.shape == (8, h, w, 3)
+    np.testing.assert_array_equal(by_opencv, by_decord)
+
+
+def test_truncated_video_of_a_size_decord_cannot_copy_is_still_corrupt(tmp_path):
+    # An AVI cut short: decord opens it (its index is read from the frames present) and
+    # fails on the frame size; OpenCV then finds the last frame broken.
+    path = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"XVID"), 25, (48, 48))
+    for i in range(20):
+        writer.write(np.full((48, 48, 3), 10 + 12 * i, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    with pytest.raises(DecodeError, match="cut.avi.*truncated or corrupt"):
+        video.read_clip(str(cut))

@@ -28,7 +28,7 @@ import pandas as pd
 from mer import storage
 from mer.datasets import class_names
 from mer.errors import DecodeError, InputError
-from mer.keyframes.table import REJECT_COLUMNS
+from mer.keyframes.table import REJECT_COLUMNS, frames_array
 from mer.progress import emit
 
 # A clip's input that cannot be used (as mer.keyframes.preprocess treats it): drawn without a curve, or
@@ -514,7 +514,7 @@ def _read_frames(uri: str, meta: dict, rows: pd.DataFrame) -> dict:
         )
         if not t.num_rows:
             continue
-        frames = t.column("frames").combine_chunks().to_numpy_ndarray()
+        frames = frames_array(t)
         keys = zip(*(t.column(c).to_pylist() for c in ("dataset", "subject", "clip")), strict=True)
         for key, f in zip(keys, frames, strict=True):
             if key in wanted:

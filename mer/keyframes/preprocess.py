@@ -40,12 +40,16 @@ from mer.progress import Counter, emit
 log = logging.getLogger(__name__)
 
 
+CHUNK_STEPS = ("build", "to_arrow", "parquet", "marker")
+
+
 def process_chunk(item: dict) -> dict:
     """Ray Data map function: build one chunk's records, write its part and marker."""
     import cv2
 
     cv2.setNumThreads(1)  # one Ray task, one CPU: OpenCV ignores OMP_NUM_THREADS
     start = time.time()
+    clock = time.perf_counter()
     kf = item["kf"]
     interpolator = None
     if kf["interpolation"] == "adaconv":
@@ -67,27 +71,42 @@ def process_chunk(item: dict) -> dict:
                     "reason": f"{type(e).__name__}: {e}",
                 }
             )
+    # Where a chunk's time goes (benchmarks/keyframes.py reports it): building the records,
+    # turning them into an Arrow table, writing the Parquet part, writing the marker.
+    marks = [clock, time.perf_counter()]
     part = None
     if records:
         from mer.keyframes.table import records_to_table
 
         part = f"part-{_chunk_stem(item)}.parquet"
-        storage.write_parquet(records_to_table(records), storage.join(item["out"], part))
+        table = records_to_table(records)
+        marks.append(time.perf_counter())
+        storage.write_parquet(table, storage.join(item["out"], part))
+    else:
+        marks.append(marks[-1])
+    marks.append(time.perf_counter())
     marker = {"chunk": item["chunk"], "part": part, "written": len(records), "rejects": rejects}
     storage.write_json(storage.join(item["out"], "_chunks", _chunk_name(item)), marker)
+    marks.append(time.perf_counter())
+    steps = dict(zip(CHUNK_STEPS, np.diff(marks).round(4).tolist(), strict=True))
     return {
         "chunk": item["chunk"],
         "written": len(records),
         "rejected": len(rejects),
         "seconds": time.time() - start,
+        "started": start,
+        "steps": steps,
     }
 
 
 class _ChunkWorker:
     """Ray Data actor: process_chunk, one chunk at a time."""
 
+    def __init__(self):
+        self.ready = time.time()  # when this actor could take its first chunk
+
     def __call__(self, item: dict) -> dict:
-        return process_chunk(item)
+        return {**process_chunk(item), "actor_ready": self.ready}
 
 
 def _chunk_stem(item: dict) -> str:
@@ -129,7 +148,8 @@ def build_keyframes_dataset(
     """Run the key-frame stage into `layout.keyframes_uri(cfg)` (skipped when finished).
 
     `use_ray=False` processes the chunks one after another in this process (debugging,
-    test fixtures); the output is the same.
+    test fixtures); the output is the same. Returns _meta.json's content plus "profile":
+    each chunk's timings (process_chunk's result) and Ray Data's statistics.
     """
     from mer.datasets import load_manifest
 
@@ -176,10 +196,12 @@ def build_keyframes_dataset(
     )
     started = time.time()
     counter = Counter("keyframes", len(todo), progress)
+    chunks, stats = [], ""
     if todo and use_ray:
-        _run_chunks(todo, cfg.keyframes.concurrency, counter)
+        chunks, stats = _run_chunks(todo, cfg.keyframes.concurrency, counter)
     for it in todo if not use_ray else []:
-        res = process_chunk(it)
+        chunks.append(process_chunk(it))
+        res = chunks[-1]
         counter.add(1, f"chunks: {res['written']} written, {res['rejected']} rejected")
 
     # Assemble: every chunk has a marker now.
@@ -215,7 +237,8 @@ def build_keyframes_dataset(
         f"[keyframes] done: {written} clips written, {len(rejects)} rejected "
         f"({meta['seconds']} s); rejects in {storage.join(out, '_rejects.parquet')}"
     )
-    return meta
+    # Not in _meta.json (timings are no part of the table): where this run's time went.
+    return {**meta, "profile": {"started": started, "chunks": chunks, "ray_data_stats": stats}}
 
 
 def _check_rejects(rejects: list[dict], total: int, limit: float, out: str) -> None:
@@ -233,7 +256,9 @@ def _check_rejects(rejects: list[dict], total: int, limit: float, out: str) -> N
     )
 
 
-def _run_chunks(todo, concurrency, counter) -> None:
+def _run_chunks(todo, concurrency, counter) -> tuple[list[dict], str]:
+    """Every chunk of `todo` through a pool of `concurrency` actors; each chunk's result
+    (process_chunk's, with its actor's start) and Ray Data's own statistics."""
     import ray
 
     if not ray.is_initialized():
@@ -259,11 +284,14 @@ def _run_chunks(todo, concurrency, counter) -> None:
         compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
     )
     written = rejected = 0
+    results = []
     for res in ds.iter_rows():
+        results.append(res)
         written += res["written"]
         rejected += res["rejected"]
         rate = (written + rejected) / max(time.monotonic() - counter.start, 1e-6)
         counter.add(1, f"chunks: {written} clips written, {rejected} rejected, {rate:.1f} clips/s")
+    return results, ds.stats()
 
 
 def _remove_stale(out: str, chunk_size: int) -> None:

@@ -26,11 +26,20 @@ from mer.errors import InputError
 REJECT_COLUMNS = ["dataset", "subject", "clip", "stage", "reason"]
 
 
+# The frames column holds each clip's K x S x S x C uint8 key frames as one fixed-size
+# binary value, their shape in the field's metadata. Parquet stores a tensor (list) column
+# value by value with its levels: writing a chunk of 8 clips at K=16, S=112 took 0.11 s of
+# CPU that way against 0.004 s as binary, a fifth of the key-frame stage's time per clip.
+# Tables written before (a fixed-shape tensor column) are read as well (frames_array).
+FRAMES_SHAPE = b"mer.frames_shape"
+
+
 def records_to_table(records: list[dict]) -> pa.Table:
-    """Key-frame records -> Arrow table; `frames` is a fixed-shape uint8 tensor column."""
-    frames = np.stack([r["frames"] for r in records])
+    """Key-frame records -> Arrow table; `frames` is one binary value per clip (its frames,
+    C order), the shape in the field metadata (read them with frames_array)."""
+    frames = np.ascontiguousarray(np.stack([r["frames"] for r in records]), dtype=np.uint8)
     cols = {k: [r[k] for r in records] for k in records[0] if k != "frames"}
-    return pa.table(
+    table = pa.table(
         {
             "dataset": pa.array(cols["dataset"], pa.string()),
             "subject": pa.array(cols["subject"], pa.string()),
@@ -42,12 +51,31 @@ def records_to_table(records: list[dict]) -> pa.Table:
             "offset": pa.array(cols["offset"], pa.int64()),
             "apex_source": pa.array(cols["apex_source"], pa.string()),
             "keyframe_indices": pa.array(cols["keyframe_indices"], pa.list_(pa.float64())),
-            "frames": pa.FixedShapeTensorArray.from_numpy_ndarray(frames),
+            "frames": pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(frames[0].nbytes), len(frames), [None, pa.py_buffer(frames)]
+            ),
             "source": pa.array(cols["source"], pa.string()),
             "fps": pa.array(cols["fps"], pa.float64()),
             "face_found": pa.array(cols["face_found"], pa.bool_()),
         }
     )
+    i = table.schema.get_field_index("frames")
+    shape = ",".join(map(str, frames.shape[1:])).encode()
+    field = table.schema.field(i).with_metadata({FRAMES_SHAPE: shape})
+    return table.set_column(i, field, table.column(i))
+
+
+def frames_array(table: pa.Table, column: str = "frames") -> np.ndarray:
+    """The key frames of a table read from a part, (N, K, S, S, C) uint8: a binary column
+    with its shape in the field metadata, or (tables written before) a tensor column."""
+    values = table.column(column).combine_chunks()
+    if isinstance(values.type, pa.FixedShapeTensorType):
+        return values.to_numpy_ndarray()
+    shape = tuple(int(x) for x in table.schema.field(column).metadata[FRAMES_SHAPE].split(b","))
+    width = values.type.byte_width
+    data = np.frombuffer(values.buffers()[1], np.uint8)
+    data = data[values.offset * width : (values.offset + len(values)) * width]
+    return data.reshape(len(values), *shape)
 
 
 def rejects_to_table(rejects: list[dict]) -> pa.Table:
@@ -75,7 +103,7 @@ def read_keyframes(uri: str, *, frames: bool = True) -> tuple[dict, pd.DataFrame
     columns = None if frames else [c for c in _columns(uri, meta) if c != "frames"]
     tables = [storage.read_parquet(storage.join(uri, p), columns=columns) for p in meta["parts"]]
     table = pa.concat_tables(tables)
-    arr = table.column("frames").combine_chunks().to_numpy_ndarray() if frames else None
+    arr = frames_array(table) if frames else None
     df = table.drop_columns(["frames"]).to_pandas() if frames else table.to_pandas()
     return meta, df, arr
 

@@ -9,6 +9,10 @@ frame `start`, so a manifest's onset/apex/offset become offsets by subtracting `
   missing inside the range is filled with the previous frame and logged, so that offset
   i is always frame start + i (our choice; the datasets' frames are contiguous).
 - Videos: frames are numbered by 0-based index. decord decodes only the asked range.
+  decord2 3.4.0 cannot copy out the frames of some small sizes (OpenCV's mp4v at 24x24,
+  48x48, 72x72, 64x48: "DECORDArrayCopyFromTo: The size must exactly match"), a limit of
+  decord, not of the file: those clips are read with OpenCV's FFmpeg reader instead, which
+  gives the same frames, pixel for pixel, on the sizes both read (tests/test_video.py).
 - Grayscale sources (SAMM) come back with C=3, the gray replicated, so every later stage
   sees one layout.
 
@@ -37,6 +41,9 @@ from mer.keyframes import decoder
 
 log = logging.getLogger(__name__)
 
+# decord2 3.4.0's message when it cannot copy out frames of some small sizes (24x24, 48x48,
+# 72x72, 64x48 from OpenCV's mp4v writer): its own limitation, the file is fine.
+DECORD_COPY_LIMIT = "DECORDArrayCopyFromTo"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
@@ -161,11 +168,44 @@ def _decode_video(
     try:
         frames = reader.get_batch(list(range(first, last + 1))).asnumpy()
     except Exception as e:  # decord's C++ errors (DECORDError, RuntimeError) on a bad stream
+        if DECORD_COPY_LIMIT in str(e):  # decord's own limit, not the file's: OpenCV reads it
+            return _decode_video_opencv(video, first, last, source)
         raise DecodeError(
             f"{source}: decoding frames {first}..{last} failed ({_first_line(e)}); "
             "the file may be truncated or corrupt"
         ) from None
     return _as_rgb(frames)
+
+
+def _decode_video_opencv(video: str | bytes, first: int, last: int, source: str) -> np.ndarray:
+    """Frames first..last read by OpenCV's FFmpeg reader, RGB; DecodeError when it cannot
+    read them all (then the stream itself is broken)."""
+    if isinstance(video, bytes):  # OpenCV reads files only
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(video)
+            f.flush()
+            return _decode_video_opencv(f.name, first, last, source)
+    cap = cv2.VideoCapture(video, cv2.CAP_FFMPEG)
+    frames = []
+    try:
+        # Read from the first frame on (seeking by frame number is not exact in every
+        # container); a clip is at most a few hundred frames.
+        for i in range(last + 1):
+            ok, bgr = cap.read()
+            if not ok:
+                raise DecodeError(
+                    f"{source}: decord cannot copy out frames of this size (its own limit) "
+                    f"and OpenCV read only frames 0..{i - 1} of 0..{last}; the file may be "
+                    "truncated or corrupt"
+                )
+            if i >= first:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    log.debug("%s: decoded by OpenCV (decord cannot copy out frames of this size)", source)
+    return np.stack(frames)
 
 
 def _probe_video(video: str | bytes, source: str) -> dict[str, Any]:
