@@ -73,9 +73,11 @@ def data_settings(cfg: PipelineConfig) -> dict:
         import dataclasses
 
         from mer.datasets.synthetic import VERSION, settings
+        from mer.datasets.synthetic_settings import without_unused
 
-        # The resolved generator settings: a preset and the same values spelt out are one set.
-        resolved = dataclasses.asdict(settings(**d.synthetic))
+        # The resolved generator settings: a preset and the same values spelt out are one set
+        # (test-bed options at their defaults left out: older sets keep their keys).
+        resolved = without_unused(dataclasses.asdict(settings(**d.synthetic)))
         return {
             "data.dataset": "synthetic",
             "data.generator_version": VERSION,
