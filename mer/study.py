@@ -396,7 +396,7 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
         for entry in sorted(entries, key=lambda e: _sweep_order(v, exp.params[e])):
             rows.append(row(v, exp, entry, "full" if v.name == FULL else "variant"))
     if full_exp is not None:
-        for name in ("linear", "majority"):
+        for name in ("linear", "lbp-top", "flow-cnn", "majority"):
             if name in full_exp.params:
                 rows.append(row(None, full_exp, name, "baseline"))
     return {
@@ -419,6 +419,10 @@ def study_table(cfg: PipelineConfig, study: Study) -> dict:
 _BASELINES = {
     "linear": "logistic regression on the apex - onset key-frame difference (mer.baselines)",
     "majority": "the training subjects' most frequent class",
+    "lbp-top": "LBP-TOP histograms of the key frames + linear SVM (mer.field_baselines; the "
+    "MEGC2019 baseline, published composite UF1 0.588 on real data)",
+    "flow-cnn": "onset-apex Farneback flow and strain into a shallow CNN (mer.field_baselines; "
+    "STSTNet-style, published composite UF1 0.735 on real data)",
 }
 
 

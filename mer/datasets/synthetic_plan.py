@@ -429,12 +429,12 @@ def _mixture_clip(
     vocab = src.name or ("smic" if src.kind == "smic" else "casme2")
     expressed = _choose(rng, CLASS_EMOTIONS[vocab][true_label])
     # Test-bed options draw only when set, so sets made without them keep their bytes.
-    if s.au_choice == "shared":  # the AUs say nothing of the class
-        expressed = _choose(rng, SHARED_EMOTIONS)
+    if s.au_choice == "shared":  # one AU configuration for every class
+        expressed = "shared"
     elif s.au_overlap and rng.random() < s.au_overlap:  # another class's movement
         other = (true_label + int(rng.integers(1, 3))) % 3
         expressed = _choose(rng, CLASS_EMOTIONS[vocab][other])
-    aus = _choose(rng, EMOTION_AUS[expressed])
+    aus = SHARED_AUS if expressed == "shared" else _choose(rng, EMOTION_AUS[expressed])
     if src.kind == "smic":
         emotion = CLASSES_3[label]  # SMIC's class folder
     elif label == true_label:
@@ -534,9 +534,9 @@ def _mixture_clip(
     )
 
 
-# test bed, au_choice="shared": the AU combinations every class draws from alike.
-SHARED_EMOTIONS = (("happiness", 0.25), ("surprise", 0.25), ("disgust", 0.25))
-SHARED_EMOTIONS += (("repression", 0.25),)
+# test bed, au_choice="shared": the one AU configuration every class shows (brows raised and
+# lip corners pulled: upper and lower face both move).
+SHARED_AUS = "1+2+12"
 MACRO_AMPLITUDE = (4.0, 8.0)  # px at 340 x 280: a macro-expression, well above micro range
 
 
