@@ -2,7 +2,7 @@
 
     python jobs/difficulty.py --config configs/testbed.yaml
     python jobs/difficulty.py --config configs/testbed.yaml --presets dynamics long-clip \
-        --set data.synthetic.size=[96,80] --set data.synthetic.subjects=8 --epochs 10
+        --set data.synthetic.size=[64,64] --subjects 6 --epochs 8
 
 For each preset (default: the test bed's) the set is generated and its key frames built by
 the key-frame stage (mer.preprocess, in this process) under the config's root, exactly as a
@@ -26,6 +26,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="the card's method rows: epochs (default 15)")
     p.add_argument("--width", type=float, help="the card's method rows: C3D width (0.125)")
     p.add_argument("--rows", nargs="+", help="only these readers (default: all)")
+    p.add_argument(
+        "--subjects",
+        type=int,
+        help="a smaller population: this many subjects, a preset's total clips scaled with it",
+    )
     args = p.parse_args()
     cfg = cli.load_config(args)
 
@@ -57,6 +62,13 @@ def main() -> None:
     cards = {}
     for preset in args.presets:
         synthetic = {**cfg.data.synthetic, "preset": preset}
+        if args.subjects:
+            own = PRESETS[preset]
+            synthetic["subjects"] = args.subjects
+            if own.get("clips"):
+                synthetic["clips"] = max(
+                    args.subjects, round(own["clips"] * args.subjects / own["subjects"])
+                )
         pcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=synthetic))
         root = ensure_data(pcfg)
         build_keyframes_dataset(pcfg, use_ray=False)

@@ -246,12 +246,14 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path, monkeypatch):
     doc = json.loads((out / "study.json").read_text())
     assert doc["complete"] and doc["selection"] == "fixed by hand for the test"
     rows = doc["rows"]
-    # full, uniform x 2 (its gamma sweep), then the baselines linear, majority
+    # full, uniform x 2 (its gamma sweep), then the baselines
     assert [r["variant"] for r in rows] == [
         "full",
         "uniform",
         "uniform",
         "baseline: linear",
+        "baseline: lbp-top",
+        "baseline: flow-cnn",
         "baseline: majority",
     ]
     # A swept variant's rows in the order its space lists the values.

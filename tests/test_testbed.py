@@ -52,6 +52,13 @@ def test_realistic_distractors_lie_outside_the_micro_movement():
         assert start + frames <= p.moves[0] or start > p.moves[2]
         assert amplitude >= 4.0
     assert sum(p.label != p.true_label for p in plans) == round(0.1 * len(plans))
+    # Showing another class's AUs never changes the annotated class: the word is the label's.
+    from mer.datasets.synthetic_plan import CLASS_EMOTIONS
+
+    overlap = [p for p in plans if p.label == p.true_label and p.expressed != p.emotion]
+    assert len(overlap) > 0.15 * len(plans)
+    for p in plans:
+        assert p.emotion in dict(CLASS_EMOTIONS["casme2"][p.label])
 
 
 def test_sets_made_without_the_test_bed_keep_their_data_key():

@@ -427,18 +427,16 @@ def _mixture_clip(
     factor: float,
 ) -> ClipPlan:
     vocab = src.name or ("smic" if src.kind == "smic" else "casme2")
-    expressed = _choose(rng, CLASS_EMOTIONS[vocab][true_label])
+    word = expressed = _choose(rng, CLASS_EMOTIONS[vocab][true_label])
     # Test-bed options draw only when set, so sets made without them keep their bytes.
-    if s.au_choice == "shared":  # one AU configuration for every class
-        expressed = "shared"
-    elif s.au_overlap and rng.random() < s.au_overlap:  # another class's movement
-        other = (true_label + int(rng.integers(1, 3))) % 3
+    if s.au_choice == "class" and s.au_overlap and rng.random() < s.au_overlap:
+        other = (true_label + int(rng.integers(1, 3))) % 3  # another class's movement
         expressed = _choose(rng, CLASS_EMOTIONS[vocab][other])
-    aus = SHARED_AUS if expressed == "shared" else _choose(rng, EMOTION_AUS[expressed])
+    aus = SHARED_AUS if s.au_choice == "shared" else _choose(rng, EMOTION_AUS[expressed])
     if src.kind == "smic":
         emotion = CLASSES_3[label]  # SMIC's class folder
     elif label == true_label:
-        emotion = expressed
+        emotion = word  # the annotators' word for the class, whatever AUs it shows
     else:
         emotion = _choose(rng, CLASS_EMOTIONS[vocab][label])
     # Timing: apex early or late, a hold at the apex, rise and fall shaped apart.
