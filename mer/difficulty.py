@@ -10,6 +10,9 @@ UF1 and UAR (mer.metrics.summarise) of:
                   subjects).
   multi-linear    the same on every key frame minus the onset (K - 1 differences, 16 x 16
                   each): what a linear reading of the whole sequence gets.
+  multi-linear-shuffled
+                  the same with each clip's K key frames (onset included, after taking the
+                  differences) in a random order: a cheap control of what time order adds.
   oracle-energy   the same on two numbers per clip, the log upper- and lower-face motion
                   energy at the apex from ground_truth.csv (the generator's own AU
                   displacement, nuisances excluded): how much the face moves where, nothing
@@ -43,6 +46,7 @@ ROWS = (
     "majority",
     "linear",
     "multi-linear",
+    "multi-linear-shuffled",
     "oracle-energy",
     "lbp-top",
     "flow-cnn",
@@ -62,10 +66,18 @@ class CardSettings:
     rows: tuple[str, ...] = ROWS
 
 
-def multi_frame_differences(table: ClipTable, side: int = MULTI_SIDE) -> np.ndarray:
-    """(N, (K-1) * side^2): every key frame minus the onset key frame, grey, area-reduced."""
+def multi_frame_differences(
+    table: ClipTable, side: int = MULTI_SIDE, shuffle_seed: int | None = None
+) -> np.ndarray:
+    """(N, (K-1) * side^2): every key frame minus the onset key frame, grey, area-reduced;
+    with `shuffle_seed`, all K differences (the onset's zeros included) of each clip in a
+    random order (N, K * side^2)."""
     grey = table.frames.astype(np.float32).mean(axis=-1)  # N,K,S,S
     diff = grey[:, 1:] - grey[:, :1]
+    if shuffle_seed is not None:
+        diff = grey - grey[:, :1]
+        order = _shuffled_orders(len(diff), diff.shape[1], shuffle_seed)
+        diff = np.take_along_axis(diff, order[:, :, None, None], axis=1)
     n, k, s, _ = diff.shape
     if s > side:
         f = s // side
@@ -146,6 +158,8 @@ def card(
             feats[name] = baselines.features_of(name, table)
         elif name == "multi-linear":
             feats[name] = multi_frame_differences(table)
+        elif name == "multi-linear-shuffled":
+            feats[name] = multi_frame_differences(table, shuffle_seed=s.seed)
         elif name == "oracle-energy":
             feats[name] = oracle_energy(table, truth)
         else:
@@ -159,7 +173,7 @@ def card(
             if name in ("majority", "linear", "lbp-top", "flow-cnn"):
                 p = baselines.predict_run(name, table, x, run, n_cls, s.seed)["probs"]
                 probs = np.stack(p.to_list())
-            elif name in ("multi-linear", "oracle-energy"):
+            elif name in ("multi-linear", "multi-linear-shuffled", "oracle-energy"):
                 probs = baselines.linear(x[train], labels[train], groups, x[test], n_cls)
             else:
                 probs = train_method(x, labels, train, test, n_cls, s)

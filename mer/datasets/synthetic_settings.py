@@ -129,7 +129,15 @@ PRESETS.update(
             "au_choice": "shared",
             "timing": "class",
             "profile_power": (1.0, 1.0),
-            "amplitude": (1.0, 3.0),
+            # Clear movements, little head motion, light or sensor noise and no blinks: the
+            # mechanism here is time alone, not size or nuisances.
+            "amplitude": (3.0, 5.0),
+            "drift": (0.1, 0.4),
+            "roll": 0.1,
+            "blink_share": 0.0,
+            "flicker": (0.002, 0.005),
+            "light_change": 0.0,
+            "noise": (0.5, 1.0),
             "missing_apex": 0.0,
         },
         "scarce": {**_POPULATION, "clips_per_subject": 3, "class_concentration": 0.0},
