@@ -67,7 +67,7 @@ def main() -> None:
             synthetic["subjects"] = args.subjects
             if own.get("clips"):
                 synthetic["clips"] = max(
-                    args.subjects, round(own["clips"] * args.subjects / own["subjects"])
+                    args.subjects, round(own["clips"] * args.subjects / own.get("subjects", 8))
                 )
         pcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=synthetic))
         root = ensure_data(pcfg)
