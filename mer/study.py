@@ -14,8 +14,8 @@ its finetune gamma, beta and freeze), or a sweep of searchable finetune settings
 Nothing is chosen on the reported folds: every row is a fixed configuration, so each score is
 that configuration's pooled LOSO score (mean and SD over seeds, subject-bootstrap interval),
 and each row carries the paired comparison `mer.results.compare(full, row)`: full - row with a
-paired subject-bootstrap interval and a permutation p-value. The baselines (majority, linear)
-of the full method's experiment are rows too. How the full method's own settings were chosen
+paired subject-bootstrap interval and a permutation p-value. The baselines (majority, linear,
+lbp-top, flow-cnn: mer.baselines) of the full method's experiment are rows too. How the full method's own settings were chosen
 is the study's `selection` text, written into every output.
 
 Outputs under `<root>/study/<name>/`: study.json, study.csv, study.md, study_uf1.png.
