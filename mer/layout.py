@@ -43,6 +43,7 @@ from mer import storage
 from mer.config import PipelineConfig
 from mer.datasets.synthetic.settings import VERSION as GENERATOR_VERSION
 from mer.datasets.synthetic.settings import settings as synthetic_settings
+from mer.datasets.synthetic.settings import without_unused
 from mer.errors import ConfigError
 
 # keyframes.* settings that change speed or run control, not the key frames written.
@@ -91,8 +92,9 @@ def _per_fold_priors(cfg: PipelineConfig, drop: tuple[str, ...]) -> tuple[str, .
 def data_settings(cfg: PipelineConfig) -> dict:
     d = cfg.data
     if d.dataset == "synthetic":
-        # The resolved generator settings: a preset and the same values spelt out are one set.
-        resolved = dataclasses.asdict(synthetic_settings(**d.synthetic))
+        # The resolved generator settings: a preset and the same values spelt out are one set
+        # (test-bed options at their defaults left out: older sets keep their keys).
+        resolved = without_unused(dataclasses.asdict(synthetic_settings(**d.synthetic)))
         return {
             "data.dataset": "synthetic",
             "data.generator_version": GENERATOR_VERSION,

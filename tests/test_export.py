@@ -183,7 +183,7 @@ def test_final_model_learns_from_every_subject_and_carries_its_card(exported):
     assert ev["estimate"] == "nested_loso"
     for block in (ev["nested_loso"], ev["loso_search"], *ev["baselines"].values()):
         assert 0 <= block["uf1_lo"] <= block["uf1"] <= block["uf1_hi"] <= 1
-    assert sorted(ev["baselines"]) == ["linear", "majority"]
+    assert sorted(ev["baselines"]) == ["flow-cnn", "lbp-top", "linear", "majority"]
     exp = results.load_experiment(exported["exp"])
     assert ev["loso_search"]["uf1"] == pytest.approx(
         results.entry_scores(exp, search.config_id(B))["uf1"]

@@ -98,7 +98,7 @@ def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes,
     doc = json.loads(js.stdout)
     assert doc["protocol"] == "loso-search" and "optimistic" in doc["note"]
     rows = {r["config_id"]: r for r in doc["leaderboard"]}
-    assert set(rows) == set(board["config_id"]) | {"majority", "linear"}
+    assert set(rows) == set(board["config_id"]) | {"majority", "linear", "lbp-top", "flow-cnn"}
     assert rows["linear"]["kind"] == "baseline" and rows["linear"]["uf1_lo"] is not None
     assert doc["nested"]["uf1"] == pytest.approx(n["uf1"])
     top = doc["top"]["config_id"]

@@ -255,12 +255,14 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     doc = json.loads((out / "study.json").read_text())
     assert doc["complete"] and doc["selection"] == "fixed by hand for the test"
     rows = doc["rows"]
-    # full, uniform x 2 (its gamma sweep), then the baselines linear, majority
+    # full, uniform x 2 (its gamma sweep), then the baselines
     assert [r["variant"] for r in rows] == [
         "full",
         "uniform",
         "uniform",
         "baseline: linear",
+        "baseline: lbp-top",
+        "baseline: flow-cnn",
         "baseline: majority",
     ]
     # A swept variant's rows in the order its space lists the values.
@@ -303,10 +305,10 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     assert main_table.count("\n| ") == len(rows) and "[" in md and "p=" in md
     assert "fixed by hand for the test" in md
     # Each fold run's thread count and each key-frame table's facts are in the outputs.
-    assert [r.get("threads") for r in rows] == [[1], [1], [1], None, None]
+    assert [r.get("threads") for r in rows] == [[1], [1], [1], None, None, None, None]
     assert "Torch threads per fold run: full 1; every other method row the same." in md
     here = platform(torch.device("cpu"))
-    assert [r.get("platforms") for r in rows] == [[here]] * 3 + [None, None]
+    assert [r.get("platforms") for r in rows] == [[here]] * 3 + [None] * 4
     assert "computed on (another can move a score by itself): full, uniform gamma=" in md
     assert md.count(here) == 1
     assert doc["keyframes"] == [

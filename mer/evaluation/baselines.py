@@ -7,20 +7,30 @@
   those training subjects only (macro F1), classes weighted inversely to their frequency.
   It sees exactly the key frames the network sees, so it measures what a linear reading of
   the apex motion gets.
-Both are deterministic: the same predictions are stored under every seed, so paired
-comparisons with the method line up seed by seed. They cost seconds.
+- lbp-top and flow-cnn: the field's yardsticks (mer.evaluation.field_baselines), on the same key frames.
+majority, linear and lbp-top are deterministic: the same predictions are stored under every
+seed, so paired comparisons with the method line up seed by seed; flow-cnn trains one network
+per seed. Each baseline's folder holds _settings.json (its settings, the key-frame table's
+hash, BASELINES_VERSION): predictions made under other settings are deleted and recomputed,
+never returned. They cost seconds to minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
+import torch
 from threadpoolctl import threadpool_limits
 
 from mer import layout, provenance, storage
+from mer.evaluation import field_baselines
 from mer.keyframes.table import ClipTable
 
-BASELINES = ("majority", "linear")
+BASELINES = ("majority", "linear", "lbp-top", "flow-cnn")
+BASELINES_VERSION = 2  # 2: predictions keyed by settings; lbp-top and flow-cnn
+SEEDED = ("flow-cnn",)  # baselines whose predictions depend on the seed
 FEATURE_SIDE = 32
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 
@@ -29,14 +39,41 @@ def apex_minus_onset(table: ClipTable, side: int = FEATURE_SIDE) -> np.ndarray:
     """(N, side*side) float32: grey apex key frame minus grey onset key frame."""
     frames = table.frames.astype(np.float32)  # N, K, S, S, C
     grey = frames.mean(axis=-1)  # N, K, S, S
-    idx = np.stack([np.asarray(v, dtype=np.float64) for v in table.clips["keyframe_indices"]])
-    apex = np.abs(idx - table.clips["apex"].to_numpy()[:, None]).argmin(axis=1)
-    diff = grey[np.arange(len(grey)), apex] - grey[:, 0]
+    diff = grey[np.arange(len(grey)), apex_slots(table)] - grey[:, 0]
     s = diff.shape[-1]
     if s > side:
         f = s // side
         diff = diff[:, : side * f, : side * f].reshape(len(diff), side, f, side, f).mean((2, 4))
     return diff.reshape(len(diff), -1)
+
+
+def apex_slots(table: ClipTable) -> np.ndarray:
+    """(N,) the key frame nearest each clip's apex (the annotated one, else the spotted)."""
+    idx = np.stack([np.asarray(v, dtype=np.float64) for v in table.clips["keyframe_indices"]])
+    return np.abs(idx - table.clips["apex"].to_numpy()[:, None]).argmin(axis=1)
+
+
+def features_of(name: str, table: ClipTable) -> np.ndarray | None:
+    """What a baseline reads, one row (or map) per clip; None for majority."""
+    if name == "linear":
+        return apex_minus_onset(table)
+    if name == "lbp-top":
+        return field_baselines.lbp_top_features(table.frames)
+    if name == "flow-cnn":
+        return field_baselines.flow_inputs(table.frames, apex_slots(table))
+    return None
+
+
+def settings_of(name: str, table: ClipTable) -> dict:
+    """What a baseline's stored predictions are keyed by."""
+    own = {"majority": {}, "linear": {"side": FEATURE_SIDE, "c_grid": list(C_GRID)}}
+    record = own[name] if name in own else field_baselines.settings_record(name)
+    return {
+        "baseline": name,
+        "version": BASELINES_VERSION,
+        "keyframes": table.meta.get("hash"),
+        **{f"{name}.{k}": v for k, v in record.items()},
+    }
 
 
 def majority(train_labels: np.ndarray, n_test: int, num_classes: int) -> np.ndarray:
@@ -82,16 +119,31 @@ def linear(
 
 
 def predict_run(
-    name: str, table: ClipTable, features: np.ndarray, run: dict, num_classes: int
+    name: str,
+    table: ClipTable,
+    features: np.ndarray | None,
+    run: dict,
+    num_classes: int,
+    seed: int = 0,
 ) -> pd.DataFrame:
     train = table.indices_of(run["train_subjects"])
     test = table.indices_of(run["test_subjects"])
     labels = table.clips["label"].to_numpy()
+    groups = table.subject_keys[train]
     if name == "majority":
         probs = majority(labels[train], len(test), num_classes)
-    else:
-        groups = table.subject_keys[train]
+    elif name == "linear":
         probs = linear(features[train], labels[train], groups, features[test], num_classes)
+    elif name == "lbp-top":
+        probs = field_baselines.linear_svm(
+            features[train], labels[train], groups, features[test], num_classes
+        )
+    elif name == "flow-cnn":
+        probs = field_baselines.train_flow_cnn(
+            features[train], labels[train], features[test], num_classes, seed
+        )
+    else:
+        raise ValueError(f"no baseline named {name!r}; expected one of {BASELINES}")
     clips = table.clips.iloc[test]
     return pd.DataFrame(
         {
@@ -108,6 +160,18 @@ def predict_run(
     )
 
 
+@contextlib.contextmanager
+def one_thread():
+    """BLAS/OpenMP pools and torch's intra-op pool (flow-cnn) at one thread, restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def baseline_provenance() -> dict:
     """What a baseline prediction records (mer.provenance): the code, the platform and its one
     thread. Only code and platform are checked when rows are combined: baselines always run
@@ -120,26 +184,48 @@ def baseline_provenance() -> dict:
 
 
 def run_baselines(
-    exp: str, table: ClipTable, runs: list[dict], seeds: list[int], num_classes: int
+    exp: str,
+    table: ClipTable,
+    runs: list[dict],
+    seeds: list[int],
+    num_classes: int,
+    names: tuple[str, ...] = BASELINES,
 ) -> None:
     """Predictions of every baseline for every outer run, stored like a configuration's
-    under <exp>/baselines/<name>/ (skipped where present)."""
+    under <exp>/baselines/<name>/; skipped where present under the same settings, deleted
+    and recomputed where made under others (_settings.json says which)."""
     import pyarrow as pa
 
     outer = [r for r in runs if r.get("kind", "outer") == "outer"]
-    features = None
-    for name in BASELINES:
+    if table.frames.shape[1] < 3:  # LBP on the XT / YT planes needs a frame on each side
+        names = tuple(n for n in names if n != "lbp-top")
+    for name in names:
         out = layout.baseline_dir(exp, name)
+        settings = settings_of(name, table)
+        if layout.made_under_other_settings(out, settings) is not None or (
+            storage.exists(out) and not storage.exists(storage.join(out, "_settings.json"))
+        ):
+            storage.remove(out, recursive=True)  # made by other settings or older code
+        features = None
         for run in outer:
             uris = [layout.predictions_uri(out, s, run["id"]) for s in seeds]
             if all(storage.exists(u) for u in uris):
                 continue
-            if features is None and name == "linear":
-                features = apex_minus_onset(table)
-            with threadpool_limits(1):  # one thread: the same digits on any core count
-                preds = predict_run(name, table, features, run, num_classes)
-            for key, value in baseline_provenance().items():
-                preds[key] = value
+            if features is None:
+                features = features_of(name, table)
             for seed, uri in zip(seeds, uris, strict=True):
+                if storage.exists(uri):
+                    continue
+                with one_thread():  # the same digits on any core count
+                    preds = predict_run(name, table, features, run, num_classes, seed)
+                for key, value in baseline_provenance().items():
+                    preds[key] = value
                 table_ = pa.Table.from_pandas(preds.assign(seed=seed), preserve_index=False)
                 storage.write_parquet(table_, uri)
+                if name not in SEEDED:  # the same predictions under every seed
+                    for other, other_uri in zip(seeds, uris, strict=True):
+                        if other != seed and not storage.exists(other_uri):
+                            t = pa.Table.from_pandas(preds.assign(seed=other), preserve_index=False)
+                            storage.write_parquet(t, other_uri)
+                    break
+        layout.claim(out, settings, f"{name} baseline predictions", "rerun")

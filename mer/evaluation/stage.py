@@ -33,7 +33,10 @@ def run_search_stage(cfg: PipelineConfig, progress=emit, keyframes: str | None =
     table = load_table(kf)
     folds = select_folds(table, cfg.search.folds)
     exp, runs = search.open_experiment(cfg, kf, table, folds)
-    progress(f"[baselines] majority and linear (apex - onset) on the same {len(folds)} folds")
+    progress(
+        f"[baselines] majority, linear (apex - onset), lbp-top and flow-cnn on the same "
+        f"{len(folds)} folds"
+    )
     run_baselines(exp, table, runs, cfg.search.seeds, NUM_CLASSES[cfg.data.protocol])
     run_pretraining(cfg, kf, runs, cfg.search.seeds, progress=progress)
     return search.run_search(cfg, kf, runs, progress=progress)

@@ -15,7 +15,8 @@ Nothing is chosen on the reported folds: every row is a fixed configuration, so 
 that configuration's pooled LOSO score (mean and SD over seeds, BCa subject-bootstrap
 interval), and each row carries the paired comparison `mer.evaluation.results.compare(full, row)`:
 full - row with a paired subject-bootstrap interval and a permutation p-value. The baselines
-of the full method's experiment are rows too. How the full method's own settings were chosen
+(majority, linear, lbp-top, flow-cnn: mer.evaluation.baselines) of the full method's
+experiment are rows too. How the full method's own settings were chosen
 is the study's `selection` text, written into every output.
 
 A study may run on several generator presets (`presets`, one experiment per preset and
@@ -886,8 +887,12 @@ def _of(c: Comparison, t: dict) -> bool:
 _BASELINES = {
     "linear": "logistic regression on the apex - onset key-frame difference (mer.evaluation.baselines)",
     "majority": "the training subjects' most frequent class",
+    "lbp-top": "LBP-TOP histograms of the key frames + linear SVM (mer.evaluation.field_baselines; "
+    "the MEGC2019 baseline, published composite UF1 0.588 on real data)",
+    "flow-cnn": "onset-apex Farneback flow and strain into a shallow CNN "
+    "(mer.evaluation.field_baselines; STSTNet-style, published composite UF1 0.735 on real data)",
 }
-_ORDER = {"linear": 2, "majority": 1}  # the stored tables' order: linear, then majority
+_ORDER = {"linear": 4, "lbp-top": 3, "flow-cnn": 2, "majority": 1}  # linear first, majority last
 
 
 def write_study(

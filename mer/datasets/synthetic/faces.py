@@ -11,7 +11,7 @@ directions paraphrase the FACS descriptions (Ekman, Friesen & Hager, FACS manual
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -30,6 +30,21 @@ class Face:
     lid: np.ndarray  # H,W float32: 0 at the top of an eye opening, 1 at its bottom, 9 outside
     points: dict[str, tuple[float, float]]  # landmarks (x, y) in px
     split: float = 0.0  # row between eyes and nostrils: upper face above, lower face below
+    # Identity-specific AU morphology (test bed): (AU, landmark) -> (shift x, shift y as a
+    # share of the bump's radius, radius factor, gain factor, direction turn in radians).
+    morph: dict = field(default_factory=dict)
+
+
+def draw_morphology(rng: np.random.Generator, spread: float) -> dict:
+    """One subject's AU morphology: every bump moved by up to `spread` of its radius, its
+    radius and gain scaled by exp(N(0, spread)), its direction turned by N(0, spread) rad."""
+    out = {}
+    for au in sorted(AU_BUMPS, key=int):
+        for landmark, _, _ in AU_BUMPS[au]:
+            shift = rng.uniform(-spread, spread, 2)
+            size, gain, turn = np.exp(rng.normal(0, spread, 2)).tolist() + [rng.normal(0, spread)]
+            out[(au, landmark)] = (float(shift[0]), float(shift[1]), size, gain, float(turn))
+    return out
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -256,11 +271,15 @@ def parse_aus(action_units: str) -> list[tuple[str, str]]:
 
 
 def au_field(
-    points: dict[str, tuple[float, float]], plan: ClipPlan, shape: tuple[int, int]
+    points: dict[str, tuple[float, float]],
+    plan: ClipPlan,
+    shape: tuple[int, int],
+    morph: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Displacement (dx, dy) in px of the clip's AUs at full intensity, peak length 1.
 
     Bilateral AUs are stronger on one side by `plan.asymmetry` (0.1: left x0.9, right x1.1).
+    `morph` (Face.morph) moves, sizes, scales and turns each bump for one subject.
     """
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -274,13 +293,19 @@ def au_field(
                 if landmark in points
                 else tuple((k, f"{landmark}_{'l' if k < 0 else 'r'}") for k in SIDES[only])
             )
+            shift_x, shift_y, size, own, turn = (morph or {}).get((au, landmark), (0, 0, 1, 1, 0))
+            c, s = np.cos(turn), np.sin(turn)
             for side, name in sides:
                 x, y = points[name]
                 r = radius * w
-                g = gain * side_gain[side if not only else 0]
+                x, y, r = x + shift_x * r * (side or 1), y + shift_y * r, r * size
+                g = gain * own * side_gain[side if not only else 0]
                 g = g * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r))
-                dx += g * (out * side)
-                dy += g * down
+                ox, oy = out * side, down
+                if turn:
+                    ox, oy = c * ox - s * oy * (side or 1), s * ox * (side or 1) + c * oy
+                dx += g * ox
+                dy += g * oy
     peak = float(np.sqrt(dx * dx + dy * dy).max())
     return dx / max(peak, 1e-6), dy / max(peak, 1e-6)
 
@@ -291,13 +316,26 @@ def intensity(plan: ClipPlan) -> np.ndarray:
     the offset (smooth at both ends). rise_power / fall_power warp the time of each half:
     above 1 a slow start, below 1 a sudden one (asymmetric profiles; our choice)."""
     t = np.arange(plan.n_frames, dtype=np.float64)
-    top0 = plan.apex - plan.hold // 2
+    onset, apex, offset = plan.moves  # the movement's own (test bed: not the annotated ones)
+    top0 = apex - plan.hold // 2
     top1 = top0 + plan.hold
-    rise = 0.5 - 0.5 * np.cos(_phase(t, plan.onset, top0, plan.rise_power))
-    fall = 0.5 + 0.5 * np.cos(_phase(t, top1, plan.offset, plan.fall_power))
+    rise = 0.5 - 0.5 * np.cos(_phase(t, onset, top0, plan.rise_power))
+    fall = 0.5 + 0.5 * np.cos(_phase(t, top1, offset, plan.fall_power))
     out = np.where(t <= top0, rise, np.where(t <= top1, 1.0, fall))
-    out[(t <= plan.onset) | (t >= plan.offset)] = 0.0
+    out[(t <= onset) | (t >= offset)] = 0.0
     return out.astype(np.float32)
+
+
+def macro_level(plan: ClipPlan, n: int) -> np.ndarray:
+    """The macro-expression distractor's displacement per frame, px at REFERENCE_SIZE: a
+    raised-cosine bump over its frames (zeros where the plan has none)."""
+    out = np.zeros(n, np.float32)
+    if plan.macro:
+        start, frames, amplitude, _ = plan.macro
+        k = (np.arange(n) - start) / max(frames, 1)
+        inside = (k >= 0) & (k <= 1)
+        out[inside] = amplitude * np.sin(np.pi * k[inside]) ** 2
+    return out
 
 
 def _phase(t: np.ndarray, start: int, stop: int, power: float) -> np.ndarray:
@@ -340,10 +378,14 @@ def render_clip(
     h, w = face.lid.shape
     scale = float(np.sqrt(h * w / (REFERENCE_SIZE[0] * REFERENCE_SIZE[1])))
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    dx, dy = field if field is not None else au_field(face.points, plan, (h, w))
+    dx, dy = field if field is not None else au_field(face.points, plan, (h, w), face.morph)
     n = plan.n_frames
     t = np.arange(n)
     level = intensity(plan) * plan.amplitude * scale
+    macro = macro_level(plan, n) * scale
+    if plan.macro:  # the distractor's own field, on the same face
+        other = replace(plan, action_units=plan.macro[3], au_gains=(1.0,) * 8)
+        mdx, mdy = au_field(face.points, other, (h, w), face.morph)
     # Slow head drift: a steady translation reaching `drift` at the last frame, plus a sway
     # across it.
     u = t / max(n - 1, 1)
@@ -383,15 +425,19 @@ def render_clip(
             shut = face.lid < closure[i]
             shut = shut[..., None] if src.ndim == 3 else shut
             src = np.where(shut, face.closed_eyes, face.open_eyes)
+        if macro[i]:
+            ex, ey = level[i] * dx + macro[i] * mdx, level[i] * dy + macro[i] * mdy
+        else:
+            ex, ey = level[i] * dx, level[i] * dy
         if roll[i] == 0:
-            map_x = gx - level[i] * dx - np.float32(tx[i])
-            map_y = gy - level[i] * dy - np.float32(ty[i])
+            map_x = gx - ex - np.float32(tx[i])
+            map_y = gy - ey - np.float32(ty[i])
         else:  # sample the face at the point the roll and drift brought here
             c, s = np.float32(np.cos(roll[i])), np.float32(np.sin(roll[i]))
             ox = np.float32(pivot[0] - c * tx[i] - s * ty[i])
             oy = np.float32(pivot[1] + s * tx[i] - c * ty[i])
-            map_x = c * px + s * py + ox - level[i] * dx
-            map_y = c * py - s * px + oy - level[i] * dy
+            map_x = c * px + s * py + ox - ex
+            map_y = c * py - s * px + oy - ey
         frame = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         if v1:
             # Sensor noise: a sum of three uniforms (near-Gaussian, std 1 after scaling) is ~3x

@@ -18,6 +18,10 @@ where its numbers come from; explicit options override the preset's):
                subjects, 145 clips, 200 fps, colour), SAMM-like (28, 133, 200 fps, grey,
                larger frames), SMIC-like (16, 164, 100 fps, colour, smaller frames), with the
                official list's class counts per source.
+  dynamics, scarce, plentiful, imbalanced, balanced, long-clip, realistic
+               the test bed: one mechanism each (classes that differ only in time, few vs
+               many clips, CASME II vs equal shares, a short movement in a long annotated
+               interval), and everything real recordings have at once (docs/testbed.md).
 In the au-mixture model a class is a distribution over AU combinations taken from the
 emotion-AU relations used to code CASME II (Yan et al., PLoS ONE 2014) and SAMM (Davison et
 al., IEEE TAC 2018), so every class moves the brows, eyes and mouth and the class is in which
@@ -59,6 +63,7 @@ from mer.datasets.synthetic.faces import (  # noqa: F401 (re-exported)
     Face,
     au_field,
     draw_face,
+    draw_morphology,
     intensity,
     parse_aus,
     region_energy,
@@ -277,9 +282,14 @@ def _truth_frame(plans: list[ClipPlan], energies: list[tuple[float, float]]) -> 
             "action_units": column(lambda p: p.action_units),
             "side": column(lambda p: _side(p.action_units)),
             "amplitude": column(lambda p: round(p.amplitude, 4)),
-            "rise": column(lambda p: p.apex - p.hold // 2 - p.onset),
+            "rise": column(lambda p: p.moves[1] - p.hold // 2 - p.moves[0]),
             "hold": column(lambda p: p.hold),
-            "fall": column(lambda p: p.offset - (p.apex - p.hold // 2 + p.hold)),
+            "fall": column(lambda p: p.moves[2] - (p.moves[1] - p.hold // 2 + p.hold)),
+            # The movement itself where it differs from the annotation (test bed).
+            "motion_onset": column(lambda p: _frame_number(p, p.moves[0])),
+            "motion_apex": column(lambda p: _frame_number(p, p.moves[1])),
+            "motion_offset": column(lambda p: _frame_number(p, p.moves[2])),
+            "macro": column(lambda p: p.macro[3] if p.macro else "none"),
             "rise_power": column(lambda p: round(p.rise_power, 4)),
             "fall_power": column(lambda p: round(p.fall_power, 4)),
             "upper_energy": [float(f"{u:.6g}") for u, _ in energies],
@@ -338,7 +348,10 @@ def _face(s: Settings, plan: ClipPlan) -> Face:
     if s.model == "templates":
         return face
     grey = any(sub.grey for sub in s.subsets if sub.name == plan.dataset)
-    return vary_face(face, np.random.default_rng([s.seed, 4, plan.subject]), grey=grey)
+    face = vary_face(face, np.random.default_rng([s.seed, 4, plan.subject]), grey=grey)
+    if s.morphology:  # identity-specific AU fields (test bed)
+        face.morph = draw_morphology(np.random.default_rng([s.seed, 5, plan.subject]), s.morphology)
+    return face
 
 
 def ground_truth(preset: str = "simple", **options) -> pd.DataFrame:
@@ -351,7 +364,8 @@ def ground_truth(preset: str = "simple", **options) -> pd.DataFrame:
     for p in plans:
         if p.subject != face_of:
             face, face_of = _face(s, p), p.subject
-        energies.append(region_energy(face, p, au_field(face.points, p, face.lid.shape)))
+        field = au_field(face.points, p, face.lid.shape, face.morph)
+        energies.append(region_energy(face, p, field))
     return _truth_frame(plans, energies)
 
 
@@ -360,7 +374,7 @@ def _render_subject(s, plans: list, out: str) -> list:
     face = _face(s, plans[0])  # one face per subject
     energies = []
     for p in plans:
-        field = au_field(face.points, p, face.lid.shape)
+        field = au_field(face.points, p, face.lid.shape, face.morph)
         energies.append(region_energy(face, p, field))
         rng = np.random.default_rng([s.seed, 2, p.subject, p.index])
         clip = render_clip(face, p, fps=p.fps, rng=rng, field=field)

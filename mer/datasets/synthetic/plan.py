@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mer.datasets import CLASSES_3
-from mer.datasets.synthetic.settings import CLASS_PRIOR, Settings, settings
+from mer.datasets.synthetic.settings import CLASS_APEX, CLASS_PRIOR, Settings, settings
 
 # v1 ("templates"): CASME II 'Estimated Emotion' words per class.
 EMOTION_WORDS = {0: ("disgust", "repression"), 1: ("happiness",), 2: ("surprise",)}
@@ -124,6 +124,17 @@ class ClipPlan:
     light: tuple[float, float] = (0.0, 0.0)  # gradient gain reached at the last frame, angle
     more_blinks: tuple[tuple[int, int, float], ...] = ()  # (start, frames, depth)
     layout: str = "casme2"  # the layout it is written in: casme2 | samm | smic | video
+    # Test bed (docs/testbed.md). motion: the movement's own (onset, apex, offset) where it
+    # differs from the annotated ones above (a short movement in a long annotated interval,
+    # annotation jitter); () = the annotated ones. macro: a large expression outside the
+    # micro-movement, (start, frames, amplitude px, action units); () = none.
+    motion: tuple[int, int, int] = ()
+    macro: tuple = ()
+
+    @property
+    def moves(self) -> tuple[int, int, int]:
+        """(onset, apex, offset) of the movement itself."""
+        return self.motion or (self.onset, self.apex, self.offset)
 
 
 def plan_clips(
@@ -416,12 +427,16 @@ def _mixture_clip(
     factor: float,
 ) -> ClipPlan:
     vocab = src.name or ("smic" if src.kind == "smic" else "casme2")
-    expressed = _choose(rng, CLASS_EMOTIONS[vocab][true_label])
-    aus = _choose(rng, EMOTION_AUS[expressed])
+    word = expressed = _choose(rng, CLASS_EMOTIONS[vocab][true_label])
+    # Test-bed options draw only when set, so sets made without them keep their bytes.
+    if s.au_choice == "class" and s.au_overlap and rng.random() < s.au_overlap:
+        other = (true_label + int(rng.integers(1, 3))) % 3  # another class's movement
+        expressed = _choose(rng, CLASS_EMOTIONS[vocab][other])
+    aus = SHARED_AUS if s.au_choice == "shared" else _choose(rng, EMOTION_AUS[expressed])
     if src.kind == "smic":
         emotion = CLASSES_3[label]  # SMIC's class folder
     elif label == true_label:
-        emotion = expressed
+        emotion = word  # the annotators' word for the class, whatever AUs it shows
     else:
         emotion = _choose(rng, CLASS_EMOTIONS[vocab][label])
     # Timing: apex early or late, a hold at the apex, rise and fall shaped apart.
@@ -433,11 +448,27 @@ def _mixture_clip(
         margin = max(2, int(0.15 * n))
         onset = int(rng.integers(1, margin + 1))
         offset = n - 1 - int(rng.integers(1, margin + 1))
-    span = offset - onset
+    # The movement: onset..offset, or a shorter window inside it (test bed: long clips).
+    move_on, move_off = onset, offset
+    if s.movement != (0, 0):
+        length = min(int(rng.integers(s.movement[0], s.movement[1] + 1)), offset - onset)
+        move_on = onset + int(rng.integers(0, offset - onset - length + 1))
+        move_off = move_on + length
+    span = move_off - move_on
     hold = int(round(span * rng.uniform(*s.hold)))
-    top = onset + max(1, int(round((span - hold) * rng.uniform(*s.apex_position))))
-    top = min(top, offset - hold - 1)
+    share = s.apex_position if s.timing == "shared" else CLASS_APEX[true_label]
+    top = move_on + max(1, int(round((span - hold) * rng.uniform(*share))))
+    top = min(top, move_off - hold - 1)
     powers = np.exp(rng.uniform(*np.log(s.profile_power), size=2))
+    motion: tuple[int, int, int] = ()
+    apex = top + hold // 2
+    if s.movement != (0, 0) or s.annotation_jitter:
+        motion = (move_on, apex, move_off)
+        if s.annotation_jitter:  # annotators disagree by a few frames
+            j = s.annotation_jitter
+            onset, apex, offset = (v + int(rng.integers(-j, j + 1)) for v in (onset, apex, offset))
+            onset, offset = max(0, onset), min(n - 1, max(offset, onset + 2))
+            apex = min(max(apex, onset + 1), offset - 1)
     # Intensity: uniform over the range, times the subject's expressivity, folded back into
     # the range at its ends.
     amplitude = _fold(rng.uniform(*s.amplitude) * factor, *s.amplitude)
@@ -451,6 +482,9 @@ def _mixture_clip(
         more = ((int(rng.integers(0, n - 2)), blink_frames, float(rng.uniform(0.7, 1.0))),)
     angle = rng.uniform(0, 2 * np.pi)
     drift = rng.uniform(*s.drift)
+    macro: tuple = ()
+    if s.macro_share and rng.random() < s.macro_share:
+        macro = _macro(rng, n, fps, motion or (onset, apex, offset))
     subject_name, clip, path = name
     return ClipPlan(
         subject=subject,
@@ -464,7 +498,7 @@ def _mixture_clip(
         n_frames=n,
         first=int(rng.integers(*FIRST_FRAME[src.kind])),
         onset=onset,
-        apex=top + hold // 2,
+        apex=apex,
         offset=offset,
         apex_annotated=src.kind != "smic" and bool(rng.random() >= s.missing_apex),
         amplitude=amplitude,
@@ -493,7 +527,33 @@ def _mixture_clip(
         light=(float(rng.uniform(0, s.light_change)), float(rng.uniform(0, 2 * np.pi))),
         more_blinks=more,
         layout=src.kind,
+        motion=motion,
+        macro=macro,
     )
+
+
+# test bed, au_choice="shared": the one AU configuration every class shows (brows raised and
+# lip corners pulled: upper and lower face both move).
+SHARED_AUS = "1+2+12"
+MACRO_AMPLITUDE = (4.0, 8.0)  # px at 340 x 280: a macro-expression, well above micro range
+
+
+def _macro(rng: np.random.Generator, n: int, fps: int, moves: tuple[int, int, int]) -> tuple:
+    """A macro-expression (0.15-0.4 s, any emotion's AUs, 4-8 px) before or after the
+    micro-movement, where the clip has room for one; () where it has none."""
+    frames = max(6, int(round(rng.uniform(0.15, 0.4) * fps)))
+    before, after = moves[0], n - 1 - moves[2]
+    emotion = _choose(rng, tuple((e, 1.0) for e in sorted(EMOTION_AUS)))
+    aus = _choose(rng, EMOTION_AUS[emotion])
+    amplitude = float(rng.uniform(*MACRO_AMPLITUDE))
+    room = [(0, before), (moves[2] + 1, after)]
+    room = [(a, b) for a, b in room if b >= 6]
+    if not room:
+        return ()
+    a, b = room[int(rng.integers(0, len(room)))]
+    frames = min(frames, b)
+    start = a + int(rng.integers(0, b - frames + 1))
+    return (start, frames, amplitude, aus)
 
 
 def _fold(x: float, lo: float, hi: float) -> float:

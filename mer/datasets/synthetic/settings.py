@@ -1,5 +1,6 @@
 """The synthetic generator's options: every setting (`Settings`), the presets ("simple",
-"demo", "casme2-like", "megc-like"), how options are checked, and what synthetic.json records.
+"demo", "casme2-like", "megc-like", and the test bed's "dynamics", "scarce", "plentiful",
+"imbalanced", "balanced", "long-clip", "realistic": docs/testbed.md), how options are checked, and what synthetic.json records.
 What each clip then shows is drawn in mer.datasets.synthetic.plan; where the figures come
 from is said there too.
 """
@@ -81,6 +82,15 @@ class Settings:
     flicker: tuple[float, float] = (0.005, 0.02)  # illumination gain amplitude
     light_change: float = 0.05  # light gradient across the face by the last frame, at most
     noise: tuple[float, float] = (1.0, 2.5)  # sensor noise SD, grey levels
+    # Test-bed mechanisms (docs/testbed.md); the defaults leave them off, and a set made with
+    # them off is byte for byte what it was before they existed.
+    au_choice: str = "class"  # class: AUs follow the class | shared: drawn without the label
+    au_overlap: float = 0.0  # share of clips showing the AUs of another class's emotion
+    timing: str = "shared"  # shared: apex_position for all | class: CLASS_APEX by true class
+    movement: tuple[int, int] = (0, 0)  # frames the movement lasts inside onset..offset; 0: all
+    annotation_jitter: int = 0  # annotated onset / apex / offset off by up to this many frames
+    morphology: float = 0.0  # identity-specific AU fields: place, size, gain and angle spread
+    macro_share: float = 0.0  # clips with a large expression outside the micro-movement
 
 
 # What the v1 templates model reads; the other options belong to au-mixture.
@@ -106,6 +116,81 @@ PRESETS: dict[str, dict] = {
         "subsets": MEGC_SUBSETS,
     },
 }
+# The test bed (docs/testbed.md): one mechanism per preset, and "realistic" with all at once.
+# Apex position as a share of onset..offset per true class under timing="class": fast onset
+# and slow offset, slow onset and fast offset, symmetric (with profile_power 1 the three give
+# the same frames in another order; docs/testbed.md).
+CLASS_APEX = ((0.12, 0.28), (0.72, 0.88), (0.42, 0.58))
+EQUAL_SHARES = (1 / 3, 1 / 3, 1 / 3)
+_POPULATION = {"model": "au-mixture", "subjects": 16, "class_shares": EQUAL_SHARES}
+PRESETS.update(
+    {
+        "dynamics": {
+            **_POPULATION,
+            "clips_per_subject": 12,
+            "class_concentration": 0.0,
+            "au_choice": "shared",
+            "timing": "class",
+            "profile_power": (1.0, 1.0),
+            # Clear movements, little head motion, light or sensor noise and no blinks: the
+            # mechanism here is time alone, not size or nuisances.
+            "amplitude": (3.0, 5.0),
+            "drift": (0.1, 0.4),
+            "roll": 0.1,
+            "blink_share": 0.0,
+            "flicker": (0.002, 0.005),
+            "light_change": 0.0,
+            "noise": (0.5, 1.0),
+            "missing_apex": 0.0,
+        },
+        "scarce": {**_POPULATION, "clips_per_subject": 3, "class_concentration": 0.0},
+        "plentiful": {**_POPULATION, "clips_per_subject": 18, "class_concentration": 0.0},
+        "imbalanced": {
+            "model": "au-mixture",
+            "subjects": 26,
+            "clips": 255,
+            "clip_concentration": 1.0,
+            "class_shares": CASME2_SHARES,
+        },
+        "balanced": {
+            "model": "au-mixture",
+            "subjects": 26,
+            "clips": 255,
+            "clip_concentration": 1.0,
+            "class_shares": EQUAL_SHARES,
+        },
+        "long-clip": {
+            **_POPULATION,
+            "clips_per_subject": 9,
+            "frames": (160, 240),
+            "movement": (20, 40),
+            "annotation_jitter": 4,
+        },
+        "realistic": {
+            "model": "au-mixture",
+            "layout": "video",
+            "subjects": 26,
+            "clips": 255,
+            "clip_concentration": 1.0,
+            "class_shares": CASME2_SHARES,
+            "frames": (80, 160),
+            "movement": (20, 50),
+            "au_overlap": 0.3,
+            "timing": "class",
+            "morphology": 0.3,
+            "amplitude": (0.3, 1.5),
+            "drift": (0.5, 3.0),
+            "roll": 1.0,
+            "blink_share": 0.5,
+            "macro_share": 0.3,
+            "flicker": (0.01, 0.03),
+            "light_change": 0.15,
+            "noise": (2.0, 4.0),
+            "annotation_jitter": 3,
+            "label_noise": 0.1,
+        },
+    }
+)
 OPTIONS = tuple(f.name for f in fields(Settings))
 
 
@@ -174,6 +259,22 @@ def _check(s: Settings, given: set[str]) -> None:
         raise ConfigError("label_noise and missing_apex are shares: 0..1")
     if not 0 < s.amplitude[0] <= s.amplitude[1]:
         raise ConfigError(f"amplitude={s.amplitude!r}: need 0 < min <= max (px)")
+    if s.au_choice not in ("class", "shared") or s.timing not in ("shared", "class"):
+        raise ConfigError(
+            f"au_choice={s.au_choice!r}, timing={s.timing!r}: expected au_choice class|shared "
+            "and timing shared|class"
+        )
+    lo, hi = s.movement
+    if (lo, hi) != (0, 0) and not 8 <= lo <= hi <= s.frames[0] * 0.7:
+        raise ConfigError(
+            f"movement={s.movement!r}: need 8 <= min <= max <= 0.7 x the shortest clip "
+            f"({s.frames[0]} frames), or (0, 0)"
+        )
+    for name in ("au_overlap", "macro_share"):
+        if not 0 <= getattr(s, name) <= 1:
+            raise ConfigError(f"{name}={getattr(s, name)!r}: a share, 0..1")
+    if s.annotation_jitter < 0 or s.morphology < 0:
+        raise ConfigError("annotation_jitter and morphology must be >= 0")
     if min(s.class_shares) < 0 or sum(s.class_shares) <= 0:
         raise ConfigError(f"class_shares={s.class_shares!r}: three non-negative shares")
     if s.layout == "megc2019":
@@ -191,9 +292,36 @@ def _check(s: Settings, given: set[str]) -> None:
         raise ConfigError("subsets= is for layout megc2019 only")
 
 
+# Options added with the test bed: left out of a record (and of a data hash) at their
+# defaults, so that sets made before they existed keep their records and keys.
+TESTBED_OPTIONS = (
+    "au_choice",
+    "au_overlap",
+    "timing",
+    "movement",
+    "annotation_jitter",
+    "morphology",
+    "macro_share",
+)
+
+
+def without_unused(values: dict) -> dict:
+    """`values` (asdict of Settings) less the test-bed options left at their defaults."""
+    defaults = Settings()
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in TESTBED_OPTIONS or tuple_or(v) != tuple_or(getattr(defaults, k))
+    }
+
+
+def tuple_or(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
 def record(s: Settings) -> dict:
     """The settings that determined the output, JSON-ready (synthetic.json holds them)."""
-    out = asdict(s)
+    out = without_unused(asdict(s))
     if s.model == "templates":
         out = {k: out[k] for k in TEMPLATE_OPTIONS}
     elif s.layout == "megc2019":
