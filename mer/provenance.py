@@ -8,7 +8,7 @@ Every key-frame table, prior, fold run and baseline prediction records:
             the unpacked copy a submitted Ray job runs in (which has no .git).
   commit    the git commit of the checkout, with "+dirty" when tracked files differ from
             it; None where there is no git repository (a submitted job's copy).
-  platform  the CPU model and kernels (or GPU) and the torch version (mer.train.runtime).
+  platform  the CPU model and kernels (or GPU) and the torch version (`platform`).
   threads   the torch thread count.
 
 None of them enters a settings hash (mer/layout.py): a new commit does not recompute
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
+import torch
 
 from mer.errors import InputError
 
@@ -124,3 +125,29 @@ def check_combinable(rows: dict[str, dict], allow_mixed: bool, what: str) -> lis
             "names them)"
         )
     return diff
+
+
+def platform(device: torch.device) -> str:
+    """What computed: the GPU's name, or the CPU's model and the instruction set torch's
+    kernels use, and the torch version. The same run gives other digits on another platform
+    (other kernels, other summation orders), so every fold run and prior records it."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_model() or "cpu"
+        name += f" ({torch.backends.cpu.get_cpu_capability()})"
+    return f"{name}, torch {torch.__version__}"
+
+
+@functools.cache
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform as platform_mod
+
+    return platform_mod.processor()

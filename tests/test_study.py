@@ -16,8 +16,8 @@ from mer import layout, provenance
 from mer.errors import ConfigError, InputError
 from mer.evaluation import results, stats, study, study_report
 from mer.evaluation.stage import run_search_stage
+from mer.provenance import platform
 from mer.testing.fakes import write_random_keyframes
-from mer.train.runtime import platform
 
 TINY = {
     "root": "ROOT",

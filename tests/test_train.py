@@ -13,11 +13,12 @@ from tests_paths import TINY
 
 from mer import config, layout, storage
 from mer.keyframes.table import fold_specs, load_table, outer_runs, prior_groups_of
+from mer.provenance import platform
 from mer.testing.fakes import kill_once_at_report, record_parameters
 from mer.train import data
 from mer.train.finetune import init_classifier, run_finetune
 from mer.train.pretrain import pretrain_loop, prior_jobs, prior_leaks, run_pretraining, train_prior
-from mer.train.runtime import Worker, platform
+from mer.train.runtime import Worker
 
 SMALL = [
     *TINY,

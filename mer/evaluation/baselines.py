@@ -178,7 +178,7 @@ def baseline_provenance() -> dict:
     on one thread, whatever the fold runs beside them use."""
     import torch
 
-    from mer.train.runtime import platform
+    from mer.provenance import platform
 
     return {**provenance.record(), "platform": platform(torch.device("cpu")), "threads": 1}
 

@@ -316,7 +316,7 @@ def _provenance() -> dict:
     (mer.provenance; the workers that decoded the clips ran the same code)."""
     import torch
 
-    from mer.train.runtime import platform as torch_platform
+    from mer.provenance import platform as torch_platform
 
     return {
         **provenance.record(),

@@ -29,12 +29,12 @@ from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError
 from mer.keyframes.table import ClipTable, load_table
 from mer.progress import emit
+from mer.provenance import platform
 from mer.train import data
 from mer.train.runtime import (
     Worker,
     adamw,
     mean_over_workers,
-    platform,
     ray_worker,
     set_threads,
     set_up,

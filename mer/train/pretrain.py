@@ -46,13 +46,13 @@ from mer import layout, provenance
 from mer.config import PipelineConfig, from_dict
 from mer.keyframes.table import ClipTable, load_table
 from mer.progress import emit
+from mer.provenance import platform
 from mer.train import checkpoints, data
 from mer.train.models import build_siamese
 from mer.train.runtime import (
     Worker,
     adamw,
     mean_over_workers,
-    platform,
     ray_worker,
     set_threads,
     set_up,

@@ -11,7 +11,6 @@ TorchTrainer, the Ray Train V2 pattern).
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import os
 from collections.abc import Callable
@@ -129,32 +128,6 @@ def set_threads(cpus: float) -> None:
         cpus = ray_cpus()
     n = max(1, round(cpus)) if cpus else max(1, (os.cpu_count() or 1))
     torch.set_num_threads(n)
-
-
-def platform(device: torch.device) -> str:
-    """What computed: the GPU's name, or the CPU's model and the instruction set torch's
-    kernels use, and the torch version. The same run gives other digits on another platform
-    (other kernels, other summation orders), so every fold run and prior records it."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = _cpu_model() or "cpu"
-        name += f" ({torch.backends.cpu.get_cpu_capability()})"
-    return f"{name}, torch {torch.__version__}"
-
-
-@functools.cache
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform as platform_mod
-
-    return platform_mod.processor()
 
 
 def ray_cpus() -> float:
