@@ -140,6 +140,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a tiny run: the plumbing only")
     ap.add_argument("--work", default="/tmp/mer-quality-bench", help="scratch folder (replaced)")
+    ap.add_argument(
+        "--out", help="the JSON written (default: benchmarks/prediction_quality[_smoke].json)"
+    )
     args = ap.parse_args()
     size = SMOKE if args.smoke else FULL
     import ray
@@ -213,14 +216,15 @@ def main() -> None:
         "summary_flagged": summary["flagged"],
     }
     name = "prediction_quality_smoke.json" if args.smoke else "prediction_quality.json"
-    (HERE / name).write_text(json.dumps(out, indent=1) + "\n")
+    path = Path(args.out) if args.out else HERE / name
+    path.write_text(json.dumps(out, indent=1) + "\n")
     shown = ["clips", "flagged", *[c.removeprefix("flag_") for c in flag_cols]]
     say("| group | " + " | ".join(shown) + " |")
     say("|---" * (len(shown) + 1) + "|")
     for g, row in groups.items():
         cells = [str(row["clips"])] + [f"{row[c]:.2f}" for c in shown[1:]]
         say(f"| {g} | " + " | ".join(cells) + " |")
-    say(f"rejected {len(rejects)}; {out['seconds']} s -> benchmarks/{name}")
+    say(f"rejected {len(rejects)}; {out['seconds']} s -> {path}")
 
 
 if __name__ == "__main__":
