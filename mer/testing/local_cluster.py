@@ -46,7 +46,7 @@ from mer.testing.local_processes import (
     wait_until,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # mer/testing/local_cluster.py -> the repository
 BIN = Path(sys.executable).parent  # the venv's bin: `ray` and the workers' `python`
 RAY = BIN / "ray"
 
