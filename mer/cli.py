@@ -270,7 +270,11 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
         import ray.data  # noqa: F401  (configures its own console logging on import)
 
         quiet_ray(path)
-        _route_lines(2, _NATIVE_LINE.match, path)
+        # The raylet's worker-pool warning can reach the driver on stderr too (a submitted job's
+        # output showed it there).
+        _route_lines(
+            2, lambda line: _NATIVE_LINE.match(line) or _STARTUP_WARNING.search(line), path
+        )
         _route_lines(1, _STARTUP_WARNING.search, path)
 
 

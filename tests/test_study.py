@@ -285,13 +285,14 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
             for k in ("difference", "ci_low", "ci_high", "p_value"):
                 assert got[k] == pytest.approx(c[m][k]), (r["variant"], m, k)
             assert got["ci_low"] <= got["difference"] <= got["ci_high"]
-            # Holm over the study's one family (4 comparisons x UF1, UAR): never below p.
+            # Holm over the study's one family (6 comparisons x UF1, UAR): never below p.
             assert got["family"] == "primary" and 1 >= got["p_holm"] >= got["p_value"]
             assert got["verdict"] == stats.verdict(got["p_holm"])
         # Every row records the code, platform and threads its predictions were made with.
         assert r["provenance"]["code"] == [provenance.code_version().code]
     assert doc["families"] == {
-        "primary": {"comparisons": 4, "tests": 8},
+        # full - row for two variants and four baselines (majority, linear, lbp-top, flow-cnn)
+        "primary": {"comparisons": 6, "tests": 12},
         "exploratory": {"comparisons": 0, "tests": 0},
     }
     holm = stats.holm([r["full_minus_row"][m]["p_value"] for r in rows[1:] for m in ("uf1", "uar")])
