@@ -16,9 +16,10 @@ STAGES = [  # in pipeline order
     ("mer.keyframes", 2),
     ("mer.train", 3),
     ("mer.evaluation", 4),
-    ("mer.serving", 5),
-    ("mer.pipeline", 6),
-    ("mer.testing", 7),
+    ("mer.spotting", 5),  # long videos -> intervals; spot-then-recognise serves from it
+    ("mer.serving", 6),
+    ("mer.pipeline", 7),
+    ("mer.testing", 8),
 ]
 
 
