@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mer.errors import InputError
+
 MANIFEST_COLUMNS = [
     "dataset",
     "subject",
@@ -50,7 +52,6 @@ def class_names(protocol: str | None, dataset: str = "") -> list[str] | None:
 
 def load_manifest(dataset: str, root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
     """Load the clip manifest of `dataset` found under `root` (local path or s3:// URI)."""
-    from mer.errors import InputError
 
     if dataset == "casme2":
         from mer.datasets.casme2 import load

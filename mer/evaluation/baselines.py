@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from mer import layout, provenance, storage
 from mer.evaluation import field_baselines
 from mer.keyframes.table import ClipTable
+from mer.provenance import platform
 
 BASELINES = ("majority", "linear", "lbp-top", "flow-cnn")
 BASELINES_VERSION = 2  # 2: predictions keyed by settings; lbp-top and flow-cnn
@@ -177,8 +178,6 @@ def baseline_provenance() -> dict:
     thread. Only code and platform are checked when rows are combined: baselines always run
     on one thread, whatever the fold runs beside them use."""
     import torch
-
-    from mer.provenance import platform
 
     return {**provenance.record(), "platform": platform(torch.device("cpu")), "threads": 1}
 

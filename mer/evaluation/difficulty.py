@@ -42,6 +42,8 @@ from mer import storage
 from mer.evaluation import baselines
 from mer.keyframes.table import ClipTable
 from mer.metrics import summarise
+from mer.train.data import to_tensor
+from mer.train.models import C3D
 
 ROWS = (
     "majority",
@@ -105,7 +107,6 @@ def _shuffled_orders(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def _method_inputs(table: ClipTable, shuffle: bool, seed: int) -> torch.Tensor:
-    from mer.train.data import to_tensor
 
     x = to_tensor(table.frames, input="delta")  # N,C,K,S,S
     if shuffle:
@@ -118,7 +119,6 @@ def train_method(
     x: torch.Tensor, y: np.ndarray, train: np.ndarray, test: np.ndarray, n: int, s: CardSettings
 ) -> np.ndarray:
     """Class probabilities of the card's small C3D, trained from scratch on `train`."""
-    from mer.train.models import C3D
 
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)

@@ -32,10 +32,13 @@ import hashlib
 import json
 import time
 
-from mer import layout, storage
+from mer import config, layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig
+from mer.errors import ConfigError, InputError
 from mer.keyframes.table import ClipTable, nested_runs, outer_runs, prior_groups_of
-from mer.progress import emit
+from mer.progress import Counter, emit, tune_progress
+from mer.train.finetune import finetune_loop, finished_keys, fold_units, loop_config
+from mer.train.runtime import plan_resources, trainer_trial, tune_loggers, tune_run_config
 
 
 def param_space(space: dict, algorithm: str) -> dict:
@@ -126,8 +129,6 @@ def trainable(experiment: str, resources=None):
     _experiment.json). This is what `ray.tune.Tuner.restore(<experiment>/_tune,
     trainable=mer.evaluation.search.trainable(<experiment>))` expects; `resources` default to the
     config's (resolve them with mer.train.runtime.plan_resources to run trials)."""
-    from mer import config
-    from mer.errors import InputError
 
     runs_uri = storage.join(experiment, "fold_runs.json")
     if not storage.exists(runs_uri):
@@ -144,8 +145,6 @@ def trainable(experiment: str, resources=None):
 
 def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, resources):
     """One configuration per trial: a TorchTrainer running its fold runs at every seed."""
-    from mer.train.finetune import finetune_loop, fold_units, loop_config
-    from mer.train.runtime import trainer_trial
 
     seeds = list(cfg.search.seeds)
 
@@ -162,10 +161,6 @@ def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, 
 def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progress=emit) -> str:
     """Run (or resume) the search over `runs` (open_experiment's); returns its URI."""
     import ray.tune
-
-    from mer.progress import Counter, tune_progress
-    from mer.train.finetune import finished_keys
-    from mer.train.runtime import plan_resources, tune_loggers, tune_run_config
 
     exp = layout.experiment_uri(cfg)
     meta_uri = storage.join(exp, "_experiment.json")
@@ -248,8 +243,6 @@ def _searcher(cfg: PipelineConfig):
     try:
         from ray.tune.search.hyperopt import HyperOptSearch
     except ImportError as e:  # pragma: no cover - optional
-        from mer.errors import ConfigError
-
         raise ConfigError("config search.algorithm=hyperopt needs `pip install hyperopt`") from e
     return HyperOptSearch(metric="uf1", mode="max", random_state_seed=cfg.seed)
 

@@ -28,12 +28,17 @@ from mer import layout, provenance, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError
 from mer.keyframes.table import ClipTable, load_table
-from mer.progress import emit
+from mer.metrics import summarise, uf1
+from mer.progress import Counter, emit, tune_progress
 from mer.provenance import platform
 from mer.train import data
+from mer.train.checkpoints import load_state
+from mer.train.losses import FocalLoss, class_balance_alpha
+from mer.train.models import build_classifier, freeze, load_backbone_state
 from mer.train.runtime import (
     Worker,
     adamw,
+    fan_out,
     mean_over_workers,
     ray_worker,
     set_threads,
@@ -46,8 +51,6 @@ from mer.train.step import predict, train_step
 def init_classifier(cfg: PipelineConfig, prior: str | None, num_classes: int):
     """Target learning's starting network: a new head on the prior's backbone weights (random
     ones without a prior), the first `finetune.freeze` blocks frozen."""
-    from mer.train.checkpoints import load_state
-    from mer.train.models import build_classifier, freeze, load_backbone_state
 
     torch.manual_seed(cfg.finetune.seed)
     model = build_classifier(cfg, num_classes)
@@ -140,8 +143,6 @@ def train_classifier(
     """Target learning of one fold run on its training subjects, from `prior` (None: from
     scratch): (the trained classifier, the epochs it kept). The final model (mer.serving.export) is
     such a run with every subject training."""
-    from mer.metrics import uf1
-    from mer.train.losses import FocalLoss, class_balance_alpha
 
     ft = cfg.finetune
     labels_all = table.clips["label"].to_numpy()
@@ -252,7 +253,6 @@ class Tally:
             self.outer.append(preds[["dataset", "subject", "clip", "label", "pred", "seed"]])
 
     def metrics(self) -> dict:
-        from mer.metrics import summarise
 
         m = {
             "units_done": self.done,
@@ -318,8 +318,6 @@ def run_finetune(
     """One configuration (cfg as is, its finetune.seed) over `runs`, under
     `<root>/finetune/<name>/`; returns all its predictions. A rerun with other settings
     under the same name is refused (mer.layout.claim)."""
-    from mer.progress import Counter, tune_progress
-    from mer.train.runtime import fan_out
 
     out = layout.finetune_uri(cfg, name)
     layout.claim(

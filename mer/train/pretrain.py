@@ -43,16 +43,19 @@ import numpy as np
 import torch
 
 from mer import layout, provenance
-from mer.config import PipelineConfig, from_dict
+from mer.config import PipelineConfig, from_dict, with_params
 from mer.keyframes.table import ClipTable, load_table
-from mer.progress import emit
+from mer.progress import Counter, emit, tune_progress
 from mer.provenance import platform
 from mer.train import checkpoints, data
+from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss, episode_pairs
 from mer.train.models import build_siamese
 from mer.train.runtime import (
     Worker,
     adamw,
+    fan_out,
     mean_over_workers,
+    plan_resources,
     ray_worker,
     set_threads,
     set_up,
@@ -84,7 +87,6 @@ def train_prior(
     """Prior learning of one job; the chief writes epoch checkpoints, prior.pt and _done.json.
     `report(folder, model, opt, epoch, history, metrics, w)` ends each epoch (default: to
     Ray Train, with a checkpoint; benchmarks outside Ray pass their own)."""
-    from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss
 
     p = cfg.pretrain
     report = report or _report_epoch
@@ -186,7 +188,6 @@ def train_prior(
 def pair_hits(z: torch.Tensor, target: torch.Tensor, threshold: float):
     """(positives within threshold, positives, negatives beyond it, negatives) of an episode's
     embeddings (losses.episode_pairs' pairs)."""
-    from mer.train.losses import episode_pairs
 
     d2, pos, neg = episode_pairs(z.float(), target)
     near = d2 < threshold**2
@@ -298,7 +299,6 @@ def prior_leaks(cfg: PipelineConfig, runs: list[dict], seeds: list[int]) -> list
 
 
 def layout_cfg(cfg: PipelineConfig, seed: int) -> PipelineConfig:
-    from mer.config import with_params
 
     return with_params(cfg, {}, seed)
 
@@ -316,8 +316,6 @@ def run_pretraining(
 
     `loop` is the per-worker loop (tests wrap it to inject faults, mer.testing.fakes).
     """
-    from mer.progress import Counter, tune_progress
-    from mer.train.runtime import fan_out, plan_resources
 
     seeds = seeds if seeds is not None else [cfg.pretrain.seed]
     jobs = prior_jobs(cfg, runs, seeds)
