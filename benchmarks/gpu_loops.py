@@ -96,9 +96,9 @@ def measure(args, fast: bool, uri: str) -> dict:
     table = load_table(uri)
     run = outer_runs(fold_specs(table))[0]
     w = local_worker()
-    n_train = len(table.indices_of(run["train_subjects"]))
+    n_train = len(table.indices_of(run.train_subjects))
     ft = timed_epochs(lambda: finetune.train_classifier(cfg, table, run, None, 3, w))
-    job = {**run, "seed": 0, "run": run["id"], "dir": tempfile.mkdtemp()}
+    job = pretrain.PriorJob.own(run, 0, tempfile.mkdtemp())
     reports = []
     real_report, real_mark = pretrain._report_epoch, pretrain.checkpoints.mark_done
     pretrain._report_epoch = lambda *a: reports.append(a[-2])
@@ -112,7 +112,7 @@ def measure(args, fast: bool, uri: str) -> dict:
         pretrain.checkpoints.save_state = real_save
     # Batch making alone, timed between synchronisations (an upper bound of the wait).
     frames = data.Frames.of(table.frames, w.device, fast)
-    idx = table.indices_of(run["train_subjects"])
+    idx = table.indices_of(run.train_subjects)
     t0 = time.perf_counter()
     for i in range(0, len(idx), args.batch):
         x = data.to_tensor(frames[idx[i : i + args.batch]], w.device, cfg.model.input)
@@ -189,7 +189,7 @@ def prior_precision(args, uri: str, amp: bool) -> dict:
     )
     table = load_table(uri)
     run = outer_runs(fold_specs(table))[0]
-    job = {**run, "seed": 0, "run": run["id"], "dir": tempfile.mkdtemp()}
+    job = pretrain.PriorJob.own(run, 0, tempfile.mkdtemp())
     curve = []
     t0 = time.perf_counter()
     model = pretrain.train_prior(
@@ -297,7 +297,7 @@ def packing(args, uri: str, counts=(1, 2, 4), window: float = 12.0) -> dict:
     from mer.keyframes.table import fold_specs, load_table
 
     table = load_table(uri)
-    n_train = len(table.indices_of(fold_specs(table)[0]["train_subjects"]))
+    n_train = len(table.indices_of(fold_specs(table)[0].train_subjects))
     ctx = mp.get_context("spawn")
     n_max = max(counts)
     active, idle = ctx.Array("i", n_max), ctx.Array("i", n_max)
@@ -441,7 +441,7 @@ def megc_sized(args, deadline: float) -> dict:
     cfg = config.load(
         yaml_file, ["root=/tmp/mer-megc", *smoke, f"pretrain.epochs={args.megc_prior_epochs}"]
     )
-    job = {**runs[0], "seed": 0, "run": runs[0]["id"], "dir": tempfile.mkdtemp()}
+    job = pretrain.PriorJob.own(runs[0], 0, tempfile.mkdtemp())
     t0 = time.perf_counter()
     ep = timed_epochs(
         lambda: pretrain.train_prior(cfg, table, job, local_worker(), report=lambda *a: None)
@@ -469,7 +469,7 @@ def megc_sized(args, deadline: float) -> dict:
         total = time.perf_counter() - t0
         folds.append(
             {
-                "fold": run["id"],
+                "fold": run.id,
                 "seconds": round(total, 2),
                 "epochs_s": round(sum(ep), 2),
                 "fixed_s": round(total - sum(ep), 2),

@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from mer import layout, provenance, storage
 from mer.evaluation import field_baselines
+from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable
 from mer.provenance import platform
 
@@ -123,12 +124,12 @@ def predict_run(
     name: str,
     table: ClipTable,
     features: np.ndarray | None,
-    run: dict,
+    run: FoldRun,
     num_classes: int,
     seed: int = 0,
 ) -> pd.DataFrame:
-    train = table.indices_of(run["train_subjects"])
-    test = table.indices_of(run["test_subjects"])
+    train = table.indices_of(run.train_subjects)
+    test = table.indices_of(run.test_subjects)
     labels = table.clips["label"].to_numpy()
     groups = table.subject_keys[train]
     if name == "majority":
@@ -154,9 +155,9 @@ def predict_run(
             "label": labels[test].astype(int),
             "pred": probs.argmax(1).astype(int),
             "probs": list(probs.astype(float)),
-            "run": run["id"],
-            "kind": run.get("kind", "outer"),
-            "outer": run.get("outer", run["id"]),
+            "run": run.id,
+            "kind": run.kind,
+            "outer": run.outer,
         }
     )
 
@@ -185,7 +186,7 @@ def baseline_provenance() -> dict:
 def run_baselines(
     exp: str,
     table: ClipTable,
-    runs: list[dict],
+    runs: list[FoldRun],
     seeds: list[int],
     num_classes: int,
     names: tuple[str, ...] = BASELINES,
@@ -195,7 +196,7 @@ def run_baselines(
     and recomputed where made under others (_settings.json says which)."""
     import pyarrow as pa
 
-    outer = [r for r in runs if r.get("kind", "outer") == "outer"]
+    outer = [r for r in runs if r.kind == "outer"]
     if table.frames.shape[1] < 3:  # LBP on the XT / YT planes needs a frame on each side
         names = tuple(n for n in names if n != "lbp-top")
     for name in names:
@@ -207,7 +208,7 @@ def run_baselines(
             storage.remove(out, recursive=True)  # made by other settings or older code
         features = None
         for run in outer:
-            uris = [layout.predictions_uri(out, s, run["id"]) for s in seeds]
+            uris = [layout.predictions_uri(out, s, run.id) for s in seeds]
             if all(storage.exists(u) for u in uris):
                 continue
             if features is None:

@@ -40,6 +40,7 @@ from torch import nn
 
 from mer import storage
 from mer.evaluation import baselines
+from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable
 from mer.metrics import summarise
 from mer.train.data import to_tensor
@@ -147,7 +148,7 @@ def train_method(
 
 
 def card(
-    table: ClipTable, truth: pd.DataFrame, runs: list[dict], s: CardSettings = CardSettings()
+    table: ClipTable, truth: pd.DataFrame, runs: list[FoldRun], s: CardSettings = CardSettings()
 ) -> dict:
     """Pooled LOSO scores of every row of s.rows, and the table's key-frame statistics."""
     n_cls = 3
@@ -166,8 +167,8 @@ def card(
         else:
             feats[name] = _method_inputs(table, name == "method-shuffled", s.seed)
     for run in runs:
-        train = table.indices_of(run["train_subjects"])
-        test = table.indices_of(run["test_subjects"])
+        train = table.indices_of(run.train_subjects)
+        test = table.indices_of(run.test_subjects)
         groups = table.subject_keys[train]
         for name in s.rows:
             x = feats[name]

@@ -35,6 +35,7 @@ import time
 from mer import config, layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig
 from mer.errors import ConfigError, InputError
+from mer.folds import FoldRun, FoldSpec
 from mer.keyframes.table import ClipTable, nested_runs, outer_runs, prior_groups_of
 from mer.progress import Counter, emit, tune_progress
 from mer.train.finetune import finetune_loop, finished_keys, fold_units, loop_config
@@ -60,7 +61,7 @@ def config_id(params: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def fold_runs(cfg: PipelineConfig, table: ClipTable, folds: list[dict]) -> list[dict]:
+def fold_runs(cfg: PipelineConfig, table: ClipTable, folds: list[FoldSpec]) -> list[FoldRun]:
     """The fold runs every configuration executes: outer LOSO folds (+ inner folds if nested)."""
     n = cfg.pretrain.prior_groups
     if cfg.search.protocol != "nested":
@@ -79,8 +80,8 @@ def trial_count(cfg: PipelineConfig) -> int:
 
 
 def open_experiment(
-    cfg: PipelineConfig, keyframes: str, table: ClipTable, folds: list[dict]
-) -> tuple[str, list[dict]]:
+    cfg: PipelineConfig, keyframes: str, table: ClipTable, folds: list[FoldSpec]
+) -> tuple[str, list[FoldRun]]:
     """Tie `tune/<experiment>/` to this config's settings (or refuse), describe it in
     _experiment.json; returns (its URI, the fold runs every configuration executes)."""
     exp = layout.experiment_uri(cfg)
@@ -93,14 +94,14 @@ def open_experiment(
     runs = fold_runs(cfg, table, folds)
     inner: dict[str, list[str]] = {}
     for r in runs:
-        if r["kind"] == "inner":
-            inner.setdefault(r["outer"], []).append(r["id"])
+        if r.kind == "inner":
+            inner.setdefault(r.outer, []).append(r.id)
     meta = {
         "experiment": cfg.search.experiment,
         "protocol": cfg.search.protocol,
         "inner_k": cfg.search.inner_k,
         "inner_prior": cfg.search.inner_prior,
-        "folds": [f["name"] for f in folds],
+        "folds": [f.name for f in folds],
         "inner_runs": inner,
         "seeds": list(cfg.search.seeds),
         "runs_per_config": len(runs),
@@ -119,7 +120,7 @@ def open_experiment(
         meta["created"] = storage.read_json(meta_uri).get("created", meta["created"])
     storage.write_json(meta_uri, meta)
     storage.write_bytes(storage.join(exp, "config.yaml"), cfg.to_yaml().encode())
-    storage.write_json(storage.join(exp, "fold_runs.json"), runs)
+    storage.write_json(storage.join(exp, "fold_runs.json"), [r.to_dict() for r in runs])
     return exp, runs
 
 
@@ -139,11 +140,15 @@ def trainable(experiment: str, resources=None):
     cfg = config.load(storage.join(experiment, "config.yaml"))
     meta = storage.read_json(storage.join(experiment, "_experiment.json"))
     return _trainable(
-        cfg, meta["keyframes"], storage.read_json(runs_uri), experiment, resources or cfg.resources
+        cfg,
+        meta["keyframes"],
+        [FoldRun.from_dict(r) for r in storage.read_json(runs_uri)],
+        experiment,
+        resources or cfg.resources,
     )
 
 
-def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, resources):
+def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[FoldRun], exp: str, resources):
     """One configuration per trial: a TorchTrainer running its fold runs at every seed."""
 
     seeds = list(cfg.search.seeds)
@@ -158,7 +163,7 @@ def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, 
     return trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
 
 
-def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progress=emit) -> str:
+def run_search(cfg: PipelineConfig, keyframes: str, runs: list[FoldRun], *, progress=emit) -> str:
     """Run (or resume) the search over `runs` (open_experiment's); returns its URI."""
     import ray.tune
 
@@ -166,7 +171,7 @@ def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progres
     meta_uri = storage.join(exp, "_experiment.json")
     meta = storage.read_json(meta_uri)
     seeds = list(cfg.search.seeds)
-    n_outer = sum(1 for r in runs if r["kind"] == "outer")
+    n_outer = sum(1 for r in runs if r.kind == "outer")
 
     n_trials = trial_count(cfg)
     resources, concurrency = plan_resources(cfg.resources, n_trials)

@@ -126,7 +126,7 @@ def _recording(loop, folder: str, config: dict) -> None:
             h.update(name.encode())
             h.update(t.detach().cpu().numpy().tobytes())
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"{job['run']}-rank{w.rank}.txt"), "w") as f:
+        with open(os.path.join(folder, f"{job.run}-rank{w.rank}.txt"), "w") as f:
             f.write(h.hexdigest())
         return model
 
