@@ -18,6 +18,7 @@ from mer.datasets.synthetic.long_videos import (
     Event,
     generate_long,
     load_long,
+    long_key,
     long_settings,
     plan_long,
     read_truth,
@@ -291,6 +292,16 @@ def test_synthetic_long_videos_are_deterministic(tmp_path):
     for name in (sheet, frame, "long_ground_truth.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a" / frame).read_bytes() != (tmp_path / "c" / frame).read_bytes()
+    assert long_key("tiny", seed=3, seconds=1.5) != long_key("tiny", seed=4, seconds=1.5)
+
+
+def test_a_set_is_reused_under_its_settings_and_refused_under_others(tmp_path):
+    made = generate_long(str(tmp_path), "tiny", seconds=1.2)
+    stamp = (tmp_path / "rawpic/s15/15_0101disgustingteeth/img1.jpg").stat().st_mtime_ns
+    assert generate_long(str(tmp_path), "tiny", seconds=1.2) == made
+    assert (tmp_path / "rawpic/s15/15_0101disgustingteeth/img1.jpg").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="made under other settings"):
+        generate_long(str(tmp_path), "tiny", seconds=1.2, seed=1)
 
 
 def test_plans_hold_0_to_5_micro_expressions_apart_from_the_macros_with_distractors():

@@ -35,11 +35,11 @@ from dataclasses import asdict, dataclass, fields, replace
 import cv2
 import numpy as np
 
-from mer import storage
+from mer import layout, storage
 from mer.datasets import casme_sq, samm_lv
 from mer.datasets.long_videos import LongVideoSet
 from mer.datasets.synthetic.faces import au_field, draw_face, draw_morphology
-from mer.datasets.synthetic.generator import JPEG_QUALITY, _fixed_zip
+from mer.datasets.synthetic.generator import JPEG_QUALITY, fixed_zip
 from mer.datasets.synthetic.plan import EMOTION_AUS, ClipPlan
 from mer.datasets.synthetic.settings import REFERENCE_SIZE
 from mer.errors import ConfigError, InputError
@@ -48,6 +48,7 @@ LAYOUTS = ("casme_sq", "samm_lv")
 SETTINGS_FILE = "long_synthetic.json"
 TRUTH_FILE = "long_ground_truth.csv"
 DATASET = "synthetic_long"
+VERSION = 1  # part of the record: a change to what the generator draws bumps it
 
 # CAS(ME)^2's emotion column uses four words (its 'emotion' cell); SAMM-LV has none.
 CASME_SQ_WORDS = {
@@ -384,35 +385,65 @@ def render_video(face, plan: VideoPlan, fps: int, rng: np.random.Generator):
 # Writing and reading back.
 
 
-def generate_long(out: str, preset: str = "casme_sq-like", **options) -> LongVideoSet:
+def generate_long(
+    out: str, preset: str = "casme_sq-like", *, mapper=None, **options
+) -> LongVideoSet:
     """Write a synthetic long-video set under `out` (local path or s3:// URI) in its layout
-    and return it as read back by the layout's adapter (`load_long`)."""
+    and return it as read back by the layout's adapter (`load_long`).
+
+    A folder already holding a set made under the same settings is read back, not redrawn; one
+    made under other settings is refused (ConfigError). `mapper(fn, calls)` returns
+    [fn(*c) for c in calls], e.g. as Ray tasks (mer.datasets.stage.ray_map): videos render
+    side by side. Bad options raise ConfigError.
+    """
     s = long_settings(preset, **options)
+    record = long_record(s)
+    marker = storage.join(out, SETTINGS_FILE)
+    if storage.exists(marker):
+        if storage.read_json(marker) != record:
+            raise ConfigError(
+                f"{out} holds a synthetic long-video set made under other settings; write this "
+                "one elsewhere"
+            )
+        return load_long(out)
     plans = plan_long(s)
-    grey = s.layout == "samm_lv"
-    faces = {}
-    for p in plans:
-        if p.subject not in faces:
-            rng = np.random.default_rng([s.seed, p.subject, 1])
-            face = draw_face(rng, s.size)
-            face.morph = draw_morphology(rng, s.morphology) if s.morphology else {}
-            if grey:
-                face = replace(
-                    face,
-                    open_eyes=cv2.cvtColor(face.open_eyes, cv2.COLOR_BGR2GRAY),
-                    closed_eyes=cv2.cvtColor(face.closed_eyes, cv2.COLOR_BGR2GRAY),
-                )
-            faces[p.subject] = face
-        rng = np.random.default_rng([s.seed, p.subject, p.index, 11])
-        frames = render_video(faces[p.subject], p, s.rate, rng)
-        _write_frames(out, s.layout, p, frames)
+    (mapper or _serial)(_render_video, [(s, p, out) for p in plans])
     if s.layout == "casme_sq":
         storage.write_bytes(storage.join(out, casme_sq.SHEET), _casme_sq_sheet(plans))
     else:
         storage.write_bytes(storage.join(out, samm_lv.SHEET), _samm_lv_sheet(plans))
-    storage.write_bytes(storage.join(out, TRUTH_FILE), _truth_csv(plans, s))
-    storage.write_json(storage.join(out, SETTINGS_FILE), _record(s))
+    storage.write_bytes(storage.join(out, TRUTH_FILE), _truth_csv(plans))
+    storage.write_json(marker, record)  # last: a set interrupted midway has no marker
     return load_long(out)
+
+
+def long_key(preset: str = "casme_sq-like", **options) -> str:
+    """A 16-hex-digit key of the settings (mer.layout.digest of `long_record`): name the
+    folder of a set by it and a rerun under other settings never meets this one."""
+    return layout.digest(long_record(long_settings(preset, **options)))
+
+
+def _serial(fn, calls: list[tuple]) -> list:
+    return [fn(*c) for c in calls]
+
+
+def _face(s: LongSettings, subject: int):
+    """The subject's face, drawn from the seed and subject alone (every video the same)."""
+    rng = np.random.default_rng([s.seed, subject, 1])
+    face = draw_face(rng, s.size)
+    face.morph = draw_morphology(rng, s.morphology) if s.morphology else {}
+    if s.layout == "samm_lv":  # SAMM is filmed in grey
+        face = replace(
+            face,
+            open_eyes=cv2.cvtColor(face.open_eyes, cv2.COLOR_BGR2GRAY),
+            closed_eyes=cv2.cvtColor(face.closed_eyes, cv2.COLOR_BGR2GRAY),
+        )
+    return face
+
+
+def _render_video(s: LongSettings, plan: VideoPlan, out: str) -> None:
+    rng = np.random.default_rng([s.seed, plan.subject, plan.index, 11])
+    _write_frames(out, s.layout, plan, render_video(_face(s, plan.subject), plan, s.rate, rng))
 
 
 def _write_frames(out: str, layout: str, plan: VideoPlan, frames) -> None:
@@ -503,14 +534,14 @@ def _workbook(sheets: list[tuple[str, list[list]]]) -> bytes:
             sheet.append(row)
     buf = io.BytesIO()
     book.save(buf)
-    return _fixed_zip(buf.getvalue())
+    return fixed_zip(buf.getvalue())
 
 
 TRUTH_COLUMNS = ["subject", "video", "kind", "onset", "apex", "offset", "emotion"]
 TRUTH_COLUMNS += ["action_units", "amplitude"]
 
 
-def _truth_csv(plans: list[VideoPlan], s: LongSettings) -> bytes:
+def _truth_csv(plans: list[VideoPlan]) -> bytes:
     """Every event with the layout's frame numbers (1-based, inclusive)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -524,8 +555,9 @@ def _truth_csv(plans: list[VideoPlan], s: LongSettings) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _record(s: LongSettings) -> dict:
-    out = asdict(s)
+def long_record(s: LongSettings) -> dict:
+    """The settings that determined a set, JSON-ready (long_synthetic.json holds them)."""
+    out = {"version": VERSION, **asdict(s)}
     out["fps"] = s.rate
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
