@@ -73,7 +73,7 @@ def casme_sq_tree(root, rows=CASME_SQ_ROWS):
         root / "CAS(ME)^2code_final.xlsx",
         [
             ("CASFEcode_final", rows),
-            ("naming rule1", [[1, "s15", 1], [2, "s16", 2]]),
+            ("naming rule1", [[1, "s15", 1], [2, "16", 2], [3, "s17", 9]]),  # no rawpic/s17
             ("naming rule2", [[101, "disgust1"], [401, "anger1"], [502, "happy1"]]),
         ],
     )
@@ -135,7 +135,7 @@ def test_casme_sq_reads_videos_and_micro_and_macro_rows(tmp_path):
     ]
     why = reasons(found)
     assert "16_0102eatingworms holds no images" in why
-    assert "subject 9 has no folder name in sheet naming rule1" in why
+    assert "subject 9 has no folder under" in why
     assert "clip 'happy9_1' names no stimulus" in why
     assert "frames 50..70 are outside the video's frames 1..60" in why
     assert "onset 30 is after offset 20" in why

@@ -9,7 +9,8 @@ The workbook has three sheets without header rows:
                    count, e.g. disgust1_1), onset, apex, offset, action units, emotion
                    (negative / positive / surprise / others), type (micro-expression or
                    macro-expression), self-reported emotion
-  naming rule1     the subject's folder name (column 2, e.g. s15) and number (column 3)
+  naming rule1     the subject's folder (column 2, e.g. s15; matched by its number, so 15
+                   names rawpic/s15 too) and the subject's number (column 3)
   naming rule2     the stimulus number (column 1, e.g. 101) and name (column 2, disgust1)
 A row's video is the folder under rawpic/<subject folder>/ whose name, after the subject's
 number and '_', starts with the stimulus number in 4 digits (15_0101...). Sheets are found by
@@ -65,7 +66,7 @@ def load_long(root: str, annotations: str | None = None) -> LongVideoSet:
         for name in common.subfolders(storage.join(rawpic, subject)) or []:
             folder = storage.join(rawpic, subject, name)
             videos[subject, name] = read_video(DATASET, subject, name, folder, FPS, rejects)
-    folders = _subject_folders(rule1, sheet)
+    folders = _subject_folders(rule1, sheet, subjects)
     stimuli = _stimuli(rule2, sheet)
     intervals = []
     for i, row in enumerate(codes, 1):
@@ -80,10 +81,10 @@ def load_long(root: str, annotations: str | None = None) -> LongVideoSet:
         number = _number(cells[0], where)
         subject = folders.get(number)
         if subject is None:
-            reason = f"{where}: subject {number} has no folder name in sheet {RULE1}"
+            reason = f"{where}: subject {number} has no folder under {rawpic} (sheet {RULE1})"
             common.reject(rejects, DATASET, str(number), clip, reason)
             continue
-        code = stimuli.get(clip.rsplit("_", 1)[0].strip().lower())
+        code = stimuli.get(clip.split("_")[0].strip().lower())
         if code is None:
             reason = f"{where}: clip {clip!r} names no stimulus of sheet {RULE2}"
             common.reject(rejects, DATASET, subject, clip, reason)
@@ -130,15 +131,23 @@ def _number(value: object, where: str) -> int:
     return int(match.group(1))
 
 
-def _subject_folders(rows: list[list], sheet: str) -> dict[int, str]:
-    """naming rule1: subject number (column 3) -> folder name (column 2)."""
+def _subject_folders(rows: list[list], sheet: str, folders: list[str]) -> dict[int, str]:
+    """naming rule1: subject number (column 3) -> the rawpic folder named by column 2
+    (compared by its number: 15, s15 and S15 all name rawpic/s15)."""
+    by_number = {}
+    for name in folders:
+        digits = re.findall(r"\d+", name)
+        if digits:
+            by_number.setdefault(int(digits[-1]), name)
     out = {}
     for i, row in enumerate(rows, 1):
         cells = list(row) + [None] * 3
         if common.blank(cells[1]) or common.blank(cells[2]):
             continue
         where = f"{sheet} sheet {RULE1} row {i}"
-        out[_number(cells[2], where)] = common.plain_name(cells[1], where, "folder name")
+        folder = by_number.get(_number(cells[1], where))
+        if folder is not None:
+            out[_number(cells[2], where)] = folder
     return out
 
 
