@@ -354,3 +354,21 @@ def test_unknown_long_preset_or_option_is_a_config_error():
         long_settings("realistic")
     with pytest.raises(ConfigError, match="unknown long-video option"):
         long_settings("tiny", blink_rate=3)
+
+
+def test_synth_long_job_writes_a_set_and_prints_its_key(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests_paths import REPO
+
+    out = tmp_path / "long"
+    cmd = [sys.executable, "jobs/synth_long.py", str(out), "--preset", "tiny"]
+    cmd += ["--set", "seconds=1.2", "--set", "micro=[1,1]"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
+    assert summary["key"] == long_key("tiny", seconds=1.2, micro=(1, 1))
+    assert summary["videos"] == 2 and summary["frames"] == 2 * 36
+    assert load_long_videos("synthetic_long", str(out)).videos[0].dataset == "synthetic_long"

@@ -125,8 +125,7 @@ def long_settings(preset: str = "casme_sq-like", **options) -> LongSettings:
     if unknown:
         raise ConfigError(f"unknown long-video option(s) {unknown}; known: {sorted(names)}")
     values = {**LONG_PRESETS[preset], **options}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    s = LongSettings(**values)
+    s = LongSettings(**{k: _plain(k, v) for k, v in values.items()})
     if s.layout not in LAYOUTS:
         raise ConfigError(f"unknown long-video layout {s.layout!r}; expected one of {LAYOUTS}")
     if min(s.size) < 32:
@@ -138,6 +137,26 @@ def long_settings(preset: str = "casme_sq-like", **options) -> LongSettings:
     if s.seconds * s.rate < 32:
         raise ConfigError(f"seconds={s.seconds}: a video needs at least 32 frames")
     return s
+
+
+def _plain(name: str, value):
+    """Lists (JSON, YAML) become tuples and numbers take the default's type, so that equal
+    settings record and hash equal (2 and 2.0 would not)."""
+    default = LongSettings.__dataclass_fields__[name].default
+    try:
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ConfigError(
+                    f"{name}={value!r}: expected {len(default)} values like {default}"
+                )
+            return tuple(type(d)(v) for d, v in zip(default, value, strict=True))
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if type(default)(value) != value:
+                raise ValueError(value)
+            return type(default)(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: expected a value like {default!r}") from None
+    return value
 
 
 @dataclass(frozen=True)
