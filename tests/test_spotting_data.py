@@ -356,19 +356,21 @@ def test_unknown_long_preset_or_option_is_a_config_error():
         long_settings("tiny", blink_rate=3)
 
 
-def test_synth_long_job_writes_a_set_and_prints_its_key(tmp_path):
-    import json
-    import subprocess
-    import sys
+def test_synth_long_job_writes_a_set_and_prints_its_key(tmp_path, monkeypatch, capsys):
+    import importlib
 
     from tests_paths import REPO
 
+    monkeypatch.syspath_prepend(str(REPO / "jobs"))  # as `python jobs/synth_long.py` runs
+    job = importlib.import_module("synth_long")
     out = tmp_path / "long"
-    cmd = [sys.executable, "jobs/synth_long.py", str(out), "--preset", "tiny"]
-    cmd += ["--set", "seconds=1.2", "--set", "micro=[1,1]"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
+    args = [str(out), "--preset", "tiny", "--set", "seconds=1.2", "--set", "micro=[1,1]"]
+    summary = job.main(args)
     assert summary["key"] == long_key("tiny", seconds=1.2, micro=(1, 1))
     assert summary["videos"] == 2 and summary["frames"] == 2 * 36
+    assert f'"key": "{summary["key"]}"' in capsys.readouterr().out
     assert load_long_videos("synthetic_long", str(out)).videos[0].dataset == "synthetic_long"
+    with pytest.raises(SystemExit) as refused:  # other settings, same folder: exit 2
+        job.main([str(out), "--preset", "tiny", "--set", "seed=5"])
+    assert refused.value.code == 2
+    assert "made under other settings" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
@@ -38,7 +39,7 @@ import numpy as np
 from mer import layout, storage
 from mer.datasets import casme_sq, samm_lv
 from mer.datasets.long_videos import LongVideoSet
-from mer.datasets.synthetic.faces import au_field, draw_face, draw_morphology
+from mer.datasets.synthetic.faces import Face, au_field, draw_face, draw_morphology
 from mer.datasets.synthetic.generator import JPEG_QUALITY, fixed_zip
 from mer.datasets.synthetic.plan import EMOTION_AUS, ClipPlan
 from mer.datasets.synthetic.settings import REFERENCE_SIZE
@@ -344,7 +345,9 @@ def _profile(event: Event, n: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def render_video(face, plan: VideoPlan, fps: int, rng: np.random.Generator):
+def render_video(
+    face: Face, plan: VideoPlan, fps: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Yield the video's frames (H,W,3 uint8 BGR, or H,W for a grey face)."""
     h, w = face.lid.shape
     scale = float(np.sqrt(h * w / (REFERENCE_SIZE[0] * REFERENCE_SIZE[1])))
@@ -446,7 +449,7 @@ def _serial(fn, calls: list[tuple]) -> list:
     return [fn(*c) for c in calls]
 
 
-def _face(s: LongSettings, subject: int):
+def _face(s: LongSettings, subject: int) -> Face:
     """The subject's face, drawn from the seed and subject alone (every video the same)."""
     rng = np.random.default_rng([s.seed, subject, 1])
     face = draw_face(rng, s.size)
