@@ -3,6 +3,7 @@ published layouts (local and S3), their bad-input rules, and the synthetic long 
 
 from __future__ import annotations
 
+import importlib
 import io
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import openpyxl
 import pytest
+from tests_paths import REPO
 
 from mer import storage
 from mer.datasets.long_videos import Interval, load_long_videos
@@ -357,10 +359,6 @@ def test_unknown_long_preset_or_option_is_a_config_error():
 
 
 def test_synth_long_job_writes_a_set_and_prints_its_key(tmp_path, monkeypatch, capsys):
-    import importlib
-
-    from tests_paths import REPO
-
     monkeypatch.syspath_prepend(str(REPO / "jobs"))  # as `python jobs/synth_long.py` runs
     job = importlib.import_module("synth_long")
     out = tmp_path / "long"

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
 import numpy as np
+import openpyxl
 
 from mer import layout, storage
 from mer.datasets import casme_sq, samm_lv
@@ -544,8 +545,6 @@ def _samm_lv_sheet(plans: list[VideoPlan]) -> bytes:
 
 
 def _workbook(sheets: list[tuple[str, list[list]]]) -> bytes:
-    import openpyxl
-
     book = openpyxl.Workbook()
     first = True
     for title, rows in sheets:
