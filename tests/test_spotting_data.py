@@ -160,6 +160,23 @@ def test_casme_sq_broken_sheet_names_the_sheet_and_row(tmp_path, cell, column, m
         load_long_videos("casme_sq", str(tmp_path))
 
 
+def test_casme_sq_sheet_with_a_header_and_no_naming_sheets_still_loads(tmp_path):
+    casme_sq_tree(tmp_path)
+    header = ["Subject", "Filename", "Onset", "Apex", "Offset", "AUs", "Emotion", "Type", "Self"]
+    rows = [
+        [15, "0101_1", 5, 8, 12, "4+7", "negative", "micro-expression", "disgust"],
+        [16, "0401_1", 20, 30, 45, "4", "negative", "macro-expression", "anger"],
+        [16, "disgust1_1", 3, 6, 9, "4", "negative", "micro-expression", "disgust"],
+    ]
+    workbook(tmp_path / "CAS(ME)^2code_final.xlsx", [("Sheet1", [header, *rows])])
+    found = load_long_videos("casme_sq", str(tmp_path))
+    assert found.intervals == [
+        Interval("15_0101disgustingteeth", 5, 12, "micro", "negative"),
+        Interval("16_0401pickingupwallet", 20, 45, "macro", "negative"),
+    ]
+    assert "clip 'disgust1_1' names no stimulus" in reasons(found)
+
+
 def test_casme_sq_missing_or_unreadable_workbook_is_an_input_error(tmp_path):
     casme_sq_tree(tmp_path)
     sheet = tmp_path / "CAS(ME)^2code_final.xlsx"
