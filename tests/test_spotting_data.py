@@ -218,6 +218,15 @@ def test_samm_lv_reads_videos_and_typed_rows(tmp_path):
     assert len(found.rejects) == 2
 
 
+def test_samm_lv_finds_a_renamed_release_sheet_and_folder_case(tmp_path):
+    samm_lv_tree(tmp_path)
+    (tmp_path / "SAMM_LongVideos_V1_Release.xlsx").rename(tmp_path / "SAMM_LongVideos_V4.xlsx")
+    (tmp_path / "SAMM_longvideos").rename(tmp_path / "SAMM_LongVideos")
+    found = load_long_videos("samm_lv", str(tmp_path))
+    assert len(found.intervals) == 4 and len(found.videos) == 3
+    assert found.videos[0].frames == str(tmp_path / "SAMM_LongVideos" / "006_1")
+
+
 def test_samm_lv_broken_sheet_names_the_sheet(tmp_path):
     header = [h if h != "Type" else "Kind" for h in SAMM_HEADER]
     samm_lv_tree(tmp_path, header=header)
