@@ -147,7 +147,7 @@ def loso_uf1(args, fast: bool, uri: str, seed: int) -> dict:
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import local_worker
 
-    overrides = ["model.input=delta", "finetune.epochs=30", f"finetune.seed={seed}"]
+    overrides = ["model.input=delta", f"finetune.epochs={args.uf1_epochs}", f"finetune.seed={seed}"]
     cfg = config.load(None, [*settings(args, fast), *overrides])
     table = load_table(uri)
     t0 = time.perf_counter()
@@ -391,10 +391,11 @@ def megc_sized(args, deadline: float) -> dict:
     from mer.train import finetune, pretrain
     from mer.train.runtime import local_worker
 
+    subjects, clips = (8, 32) if args.cpu_smoke else (68, 442)  # smoke: the script runs
     uri = write_random_keyframes(
         str(Path(tempfile.mkdtemp(prefix="mer-megc-")) / "kf"),
-        subjects=68,
-        clips=442,
+        subjects=subjects,
+        clips=clips,
         per_subject=False,
         k=args.k,
         s=args.size,
@@ -519,6 +520,7 @@ def main() -> None:
         "needs OpenCV's Haar cascades, which the GPU image's OpenCV lacks)",
     )
     ap.add_argument("--megc-prior-epochs", type=int, default=3)
+    ap.add_argument("--uf1-epochs", type=int, default=30, help="target-learning epochs, UF1 part")
     ap.add_argument("--megc-folds", type=int, default=4, help="at most, time allowing")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 (H100/H200)")
     args = ap.parse_args()
@@ -528,7 +530,7 @@ def main() -> None:
     if args.cpu_smoke:
         args.pairs, args.epochs, args.peak_tflops = 32, 2, 0.0
         args.seeds, args.prior_epochs, args.prior_pairs, args.megc_prior_epochs = 1, 2, 32, 2
-        args.megc_folds, args.packing_warmup = 2, 300.0
+        args.megc_folds, args.packing_warmup, args.uf1_epochs = 2, 300.0, 2
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -544,8 +546,9 @@ def main() -> None:
     started = time.perf_counter()
     deadline = started + args.budget
     work = Path(tempfile.mkdtemp(prefix="mer-gpu-loops-"))
+    subjects, clips = (4, 8) if args.cpu_smoke else (8, 64)  # smoke: the script runs, no figure
     uri = write_random_keyframes(
-        str(work / "random"), subjects=8, clips=64, k=args.k, s=args.size, part_size=64
+        str(work / "random"), subjects=subjects, clips=clips, k=args.k, s=args.size, part_size=64
     )
     result = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -569,7 +572,8 @@ def main() -> None:
             cfg = config.load(
                 None, [f"root={work}", f"keyframes.k={args.k}", f"keyframes.size={args.size}"]
             )
-            generate(layout.data_root(cfg), preset="simple", subjects=8, clips_per_subject=6)
+            n = (4, 4) if args.cpu_smoke else (8, 6)  # smoke: the script runs, no figure
+            generate(layout.data_root(cfg), preset="simple", subjects=n[0], clips_per_subject=n[1])
             build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
             simple = layout.keyframes_uri(cfg)
         return simple
