@@ -602,7 +602,11 @@ def main() -> None:
             elif part == "prior_precision":
                 value = [prior_precision(args, simple_set(), amp) for amp in (False, True)]
             elif part == "packing":
-                value = packing(args, uri, (1, 2) if args.cpu_smoke else (1, 2, 4))
+                value = (
+                    packing(args, uri, (1, 2), window=2.0)  # smoke: the script runs
+                    if args.cpu_smoke
+                    else packing(args, uri, (1, 2, 4))
+                )
             else:
                 value = megc_sized(args, deadline)
         except Exception as e:  # one part's failure must not lose the others' figures
