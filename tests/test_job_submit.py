@@ -1,5 +1,7 @@
 """The pipeline run as users run it: a real `ray start --head` with token authentication,
 `ray job submit --working-dir .` of jobs/pipeline.py, then jobs/results.py in its own process.
+Where the session has an MLflow server (tests/conftest.py), the job runs with
+`tracking.mlflow_uri` set to it, and the pipeline's own logging is checked there.
 
 The head is started with the venv's `ray` and the venv's bin first on PATH (what
 `source .venv/bin/activate` does), so the job's `python` entrypoint is the venv's. Token
@@ -14,7 +16,9 @@ then SIGKILL. Every port is chosen free, so the head does not collide with other
 local Ray instances.
 
 Measured on 2 shared cores: about 90 s for the module (the submitted pipeline ~65 s, head
-start ~10 s, stop ~2 s); marked slow. Linux only (reads /proc).
+start ~10 s, stop ~2 s), plus the MLflow server's start (~20-30 s) where no earlier module
+of the session started it; at a load average of 20-50 the submitted pipeline took 427 s.
+Marked slow. Linux only (reads /proc).
 """
 
 from __future__ import annotations
