@@ -19,10 +19,9 @@ from tests_paths import REPO, TINY
 from mer import config, layout, storage
 from mer.errors import InputError
 from mer.keyframes.table import fold_specs, load_table, outer_runs
+from mer.serving.clip_keyframes import UNSET, clip_record
 from mer.serving.export import train_weights
 from mer.serving.inference import (
-    UNSET,
-    clip_record,
     find_clips,
     plan_keyframe_pool,
     predict_clips,
@@ -339,6 +338,18 @@ def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
     assert np.abs(got - np.stack(held["probs"].to_numpy())).max() <= TOLERANCE
 
 
+def test_a_keyframe_actor_does_not_import_torch():
+    # A KeyFrames actor imports its class's module and what build_record runs; torch
+    # (about 2 CPU-seconds) is the Predictor's alone.
+    code = (
+        "import sys; from mer.serving.clip_keyframes import KeyFrames, clip_record; "
+        "import mer.keyframes.construction, mer.keyframes.motion, mer.keyframes.video; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120)
+    assert done.returncode == 0, "importing the KeyFrames actor's code imported torch"
+
+
 def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
     import mer.keyframes.video
 
@@ -354,8 +365,9 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     the model folder carries it, and inference renders with it as training did."""
     from mer.keyframes.clip_records import build_record
     from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
+    from mer.serving.clip_keyframes import KeyFrames
     from mer.serving.export import final_run
-    from mer.serving.inference import KeyFrames, keyframe_settings
+    from mer.serving.inference import keyframe_settings
     from mer.testing.fakes import write_random_keyframes
     from mer.train.checkpoints import save_state
     from mer.train.models import build_classifier
