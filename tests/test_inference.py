@@ -350,6 +350,23 @@ def test_a_keyframe_actor_does_not_import_torch():
     assert done.returncode == 0, "importing the KeyFrames actor's code imported torch"
 
 
+def test_a_keyframe_actor_runs_blas_and_opencv_on_one_thread():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mer.serving.clip_keyframes import KeyFrames
+
+    before = cv2.getNumThreads()
+    outer = threadpool_limits(2)  # as on a 2-core machine without OMP_NUM_THREADS
+    actor = KeyFrames({"k": 4, "size": 16, "interpolation": "linear"})
+    try:
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and set(blas) == {1} and cv2.getNumThreads() == 1
+    finally:
+        actor.threads.restore_original_limits()
+        outer.restore_original_limits()
+        cv2.setNumThreads(before)
+
+
 def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
     import mer.keyframes.video
 

@@ -221,6 +221,21 @@ def test_a_key_frame_actor_does_not_import_torch():
     assert done.returncode == 0, "importing the key-frame actor's code imported torch"
 
 
+def test_a_key_frame_actor_runs_blas_on_one_thread():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mer.keyframes.chunks import _ChunkWorker
+
+    outer = threadpool_limits(2)  # as on a 2-core machine without OMP_NUM_THREADS
+    worker = _ChunkWorker()
+    try:
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and set(blas) == {1}
+    finally:
+        worker.threads.restore_original_limits()
+        outer.restore_original_limits()
+
+
 def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tmp_path):
     cfg = cfg_for(tmp_path, video_data)
     manifest = load_manifest("synthetic", video_data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mer import storage
 from mer.errors import DecodeError
@@ -81,6 +82,9 @@ class _ChunkWorker:
     """Ray Data actor: process_chunk, one chunk at a time."""
 
     def __init__(self):
+        # One actor, one CPU: numpy's and OpenCV's OpenBLAS start as many threads as the
+        # machine has cores (Ray sets OMP_NUM_THREADS only after they are loaded).
+        self.threads = threadpool_limits(1)
         self.ready = time.time()  # when this actor could take its first chunk
 
     def __call__(self, item: dict) -> dict:

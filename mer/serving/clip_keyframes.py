@@ -9,6 +9,7 @@ Kept apart from the driver and the Predictor so that a KeyFrames actor imports n
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mer.errors import DecodeError, InputError
 from mer.keyframes.clip_quality import MEASURES
@@ -77,6 +78,8 @@ class KeyFrames:
         import cv2
 
         cv2.setNumThreads(1)  # one actor, one CPU: OpenCV ignores OMP_NUM_THREADS
+        # and OpenBLAS (numpy's, OpenCV's) starts one thread per core of the machine
+        self.threads = threadpool_limits(1)
         self.kf = kf
         self.shape = (kf["k"], kf["size"], kf["size"], 3)
         self.interpolator = None
