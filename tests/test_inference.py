@@ -367,6 +367,24 @@ def test_a_keyframe_actor_runs_blas_and_opencv_on_one_thread():
         cv2.setNumThreads(before)
 
 
+def test_the_predictor_forward_keeps_no_autograd_graph(tmp_path):
+    # Like training-time evaluation (mer.train.step.predict), the Predictor's forward pass
+    # runs without autograd: no graph is built and kept per batch.
+    from mer.serving.quality import forward
+    from mer.train.models import build_classifier
+
+    cfg = config.load(None, [f"root={tmp_path}", *SMALL])
+    torch.manual_seed(0)
+    model = build_classifier(cfg, 3)
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    k, s = cfg.keyframes.k, cfg.keyframes.size
+    frames = np.random.default_rng(0).integers(0, 255, (3, k, s, s, 3), dtype=np.uint8)
+    logits, feats = forward(model, frames, torch.device("cpu"), input="delta", batch_size=2)
+    assert logits.shape == (3, 3) and len(feats) == 3
+    assert seen == [False, False]
+
+
 def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
     import mer.keyframes.video
 
