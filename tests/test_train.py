@@ -7,7 +7,6 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from tests_paths import TINY
@@ -215,12 +214,8 @@ def test_shared_priors_are_learnt_once_per_group_without_their_folds_test_subjec
 UF1_THRESHOLD = 0.45
 
 
-def test_loso_on_synthetic_beats_the_majority_baseline(synthetic_keyframes, tmp_path):
-    # The loops themselves, in this process: Ray Train's placement of the same loops is
-    # tested above (this test is about what they learn, not where they run).
+def test_loso_on_synthetic_beats_the_majority_baseline(ray_local, synthetic_keyframes, tmp_path):
     from mer.metrics import summarise
-    from mer.train.finetune import train_fold_run
-    from mer.train.runtime import local_worker
 
     kf = synthetic_keyframes
     table = load_table(kf)
@@ -238,14 +233,8 @@ def test_loso_on_synthetic_beats_the_majority_baseline(synthetic_keyframes, tmp_
         "finetune.augment=false",
         "finetune.freeze=0",
     )
-    w = local_worker()
-    preds = []
-    for job in prior_jobs(cfg, runs, [cfg.pretrain.seed]):
-        train_prior(cfg, table, job, w, report=lambda *a: None)
-    c = config.with_params(cfg, {}, cfg.finetune.seed)  # as run_finetune trains each unit
-    for run in runs:
-        preds.append(train_fold_run(c, table, run, layout.prior_uri(c, run.prior), 3, w))
-    pre = pd.concat(preds, ignore_index=True)
+    run_pretraining(cfg, kf, runs)
+    pre = run_finetune(cfg, kf, runs, "pretrained")
     labels = table.clips["label"].to_numpy()
     majority = np.full_like(labels, np.bincount(labels).argmax())
     base = summarise(
