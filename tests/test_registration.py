@@ -280,3 +280,10 @@ def test_the_registered_study_config_declares_a_claim_per_mechanism_preset():
     assert not any(c.exploratory for c in s.comparisons)
     assert not any(v.exploratory for v in s.variants)
     assert len(doc["search"]["seeds"]) >= 3
+    # It loads as jobs/study.py loads it, and every variant resolves on every preset it runs on.
+    cfg, loaded = study.load_study(str(REPO / "configs" / "study-registered.yaml"))
+    assert loaded == s
+    for v in loaded.variants:
+        for preset in study.run_presets(loaded, v):
+            vcfg = study.variant_config(cfg, loaded, v, preset)
+            assert vcfg.data.synthetic["preset"] == preset, (v.name, preset)
