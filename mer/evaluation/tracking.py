@@ -19,7 +19,10 @@ import re
 import tempfile
 from pathlib import Path
 
+from mer import storage
 from mer.errors import ConfigError
+from mer.evaluation import results, results_report
+from mer.evaluation.study_report import row_key
 
 SCORE_KEYS = ("uf1", "uf1_sd", "uf1_lo", "uf1_hi", "uar", "uar_sd", "uar_lo", "uar_hi")
 
@@ -107,8 +110,6 @@ def log_experiment(uri: str, exp, out: str | None = None) -> str:
     """Log a search experiment (mer.evaluation.results.Experiment) to the MLflow server at `uri`;
     returns the parent run's id. `out`: a report folder to attach (write_report's), else
     the leaderboard, plots and report.html are rendered here."""
-    from mer import storage
-    from mer.evaluation import results, results_report
 
     s = results.summary(exp)
     name = s.get("experiment") or exp.uri
@@ -164,7 +165,6 @@ def log_experiment(uri: str, exp, out: str | None = None) -> str:
 
 def _plot_uris(out: str) -> list[str]:
     """The PNGs under a report folder's plots/."""
-    from mer import storage
 
     folder = storage.join(out, "plots")
     if not storage.exists(folder):
@@ -175,7 +175,6 @@ def _plot_uris(out: str) -> list[str]:
 def log_study(uri: str, table: dict, files: dict[str, bytes]) -> str:
     """Log a study table (mer.evaluation.study.study_table's) with `files` (study.json, report.html,
     the plot ...) as artifacts; returns the parent run's id."""
-    from mer.evaluation.study_report import row_key
 
     runs = _Runs(
         uri, f"mer-study/{table['study']}", table.get("uri") or table["study"], table["study"]

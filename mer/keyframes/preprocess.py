@@ -26,11 +26,13 @@ import pyarrow as pa
 
 from mer import layout, provenance, storage
 from mer.config import PipelineConfig
+from mer.datasets import load_manifest
 from mer.errors import InputError
 from mer.keyframes.chunks import _ChunkWorker, chunk_name, process_chunk
 from mer.keyframes.clip_records import keyframe_settings, manifest_rows
 from mer.keyframes.table import rejects_to_table
 from mer.progress import Counter, emit
+from mer.provenance import platform as torch_platform
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,6 @@ def build_keyframes_dataset(
     test fixtures); the output is the same. Returns _meta.json's content plus "profile":
     each chunk's timings (process_chunk's result) and Ray Data's statistics.
     """
-    from mer.datasets import load_manifest
 
     out = layout.keyframes_uri(cfg)
     h = layout.keyframes_hash(cfg)
@@ -232,8 +233,6 @@ def _provenance() -> dict:
     """The code, platform and thread count of the process that built the table
     (mer.provenance; the workers that decoded the clips ran the same code)."""
     import torch
-
-    from mer.provenance import platform as torch_platform
 
     return {
         **provenance.record(),

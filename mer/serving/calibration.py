@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
+from mer.evaluation.results_report import private_matplotlib_cache
+
 BINS = 10
 RESAMPLES = 1000
 SEED = 0
@@ -160,8 +162,6 @@ def from_experiment(exp, config_id: str) -> dict:
 def diagram(cal: dict) -> bytes:
     """The reliability diagram (PNG) before and after calibration."""
     import io
-
-    from mer.evaluation.results_report import private_matplotlib_cache
 
     private_matplotlib_cache()
     import matplotlib

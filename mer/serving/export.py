@@ -23,10 +23,16 @@ from torch import nn
 from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError, InputError
+from mer.evaluation import results
 from mer.folds import FoldRun
-from mer.progress import emit
+from mer.keyframes.table import load_table
+from mer.progress import Counter, emit, tune_progress
+from mer.serving import calibration, model_card
 from mer.serving.model_folder import CARD, CARD_MD, PORTABLE, WEIGHTS, package
-from mer.train.pretrain import PriorJob
+from mer.train import checkpoints, finetune
+from mer.train.checkpoints import is_done
+from mer.train.pretrain import PriorJob, prior_jobs, train_prior
+from mer.train.runtime import fan_out, ray_worker, set_threads
 
 # ---------------------------------------------------------------- choosing a configuration
 
@@ -34,7 +40,6 @@ from mer.train.pretrain import PriorJob
 def choose_config(exp, config_id: str | None = None) -> dict:
     """{"config_id", "params", "rule", "note"}: the configuration a final model is trained
     with (see the module docstring for the rule)."""
-    from mer.evaluation import results
 
     methods = sorted(c for c, kind in exp.kinds.items() if kind == "method")
     if config_id:
@@ -96,7 +101,6 @@ def final_run(subjects: list[str]) -> FoldRun:
 def train_classifier(cfg: PipelineConfig, table, run: FoldRun, prior: str | None, num_classes, w):
     """(trained classifier, predictions of the run's test subjects): one fold run exactly as
     target learning trains it (mer.train.finetune), keeping the network."""
-    from mer.train import finetune
 
     model, epochs = finetune.train_classifier(cfg, table, run, prior, num_classes, w)
     return model, finetune.predict_run(cfg, table, run, model, w, epochs)
@@ -112,11 +116,6 @@ def export_loop(config: dict) -> None:
     target learning; the chief writes the weights (and, if the run holds subjects out, their
     predictions). A replaced worker restarts the step it was in."""
     import ray.train
-
-    from mer.keyframes.table import load_table
-    from mer.train import checkpoints
-    from mer.train.pretrain import train_prior
-    from mer.train.runtime import ray_worker, set_threads
 
     cfg = from_dict(config["cfg"])
     w = ray_worker()
@@ -155,9 +154,6 @@ def train_weights(
     learning where it is not done (the same job, folder and function as
     mer.train.pretrain), then target learning; writes the weights to `weights` and, for a
     run with test subjects, their per-clip predictions to `predictions`."""
-    from mer.progress import Counter, tune_progress
-    from mer.train.pretrain import prior_jobs
-    from mer.train.runtime import fan_out
 
     seed = cfg.finetune.seed
     job, prior = None, None
@@ -202,7 +198,6 @@ def train_weights(
 
 
 def _prior_done(job: PriorJob) -> bool:
-    from mer.train.checkpoints import is_done
 
     return is_done(job.dir, job.train_subjects)
 
@@ -217,7 +212,6 @@ SEARCH_COMMAND = "python jobs/tune.py --config <the config> (or jobs/pipeline.py
 def search_ran(cfg: PipelineConfig, experiment: str | None = None, command: str = "") -> str:
     """The URI of the experiment an export reads; an InputError naming the command to run
     first when no search has run there (checked before Ray starts)."""
-    from mer.evaluation import results
 
     exp_uri = results.resolve(experiment or cfg.search.experiment, cfg.root)
     if not storage.exists(storage.join(exp_uri, "_experiment.json")):
@@ -243,9 +237,6 @@ def export_model(
     cfg must be the config the experiment ran with (checked against the experiment's
     settings). Weights made under the same settings are kept (only the card is refreshed,
     with the experiment's current scores); a name holding another model is refused."""
-    from mer.evaluation import results
-    from mer.keyframes.table import load_table
-    from mer.serving import calibration, model_card
 
     exp_uri = search_ran(cfg, experiment)
     exp = results.load_experiment(exp_uri)

@@ -42,7 +42,14 @@ from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict
 from mer.errors import InputError
 from mer.folds import FoldRun
+from mer.keyframes.table import load_table
+from mer.serving import calibration as calib
+from mer.serving import model_card, quality
+from mer.train.checkpoints import load_state
 from mer.train.data import normalise
+from mer.train.models import build_classifier
+from mer.train.runtime import Worker, place
+from mer.train.step import predict
 
 WEIGHTS = "model.pt"
 PORTABLE = "model.pt2"
@@ -75,7 +82,6 @@ class Probabilities(nn.Module):
 def plain_classifier(cfg: PipelineConfig, state: dict, num_classes: int) -> nn.Module:
     """The classifier of `cfg` with `state` loaded, on the CPU, in eval mode (no placement
     hooks, no frozen-block bookkeeping: nothing trains it)."""
-    from mer.train.models import build_classifier
 
     model = build_classifier(cfg, num_classes)
     model.load_state_dict(state)
@@ -85,7 +91,6 @@ def plain_classifier(cfg: PipelineConfig, state: dict, num_classes: int) -> nn.M
 def write_portable(model: nn.Module, cfg: PipelineConfig, uri: str, frames: np.ndarray) -> dict:
     """Export `model` (plain, eval) with torch.export to `uri`; check the program against the
     PyTorch model on `frames` (uint8 N, K, S, S, C) and return what the card says of it."""
-    from mer.train.step import predict
 
     wrapped = Probabilities(model, cfg.model.input).eval()
     k, s = cfg.keyframes.k, cfg.keyframes.size
@@ -145,10 +150,6 @@ def package(
     config.yaml, the portable program (checked against the weights), the quality reference
     of its training clips, the calibration (mer.serving.calibration.from_experiment, if given) and
     the card, written last. Returns the card."""
-    from mer.keyframes.table import load_table
-    from mer.serving import calibration as calib
-    from mer.serving import model_card, quality
-    from mer.train.checkpoints import load_state
 
     table = load_table(keyframes)
     blob = storage.read_bytes(storage.join(folder, WEIGHTS))
@@ -217,7 +218,6 @@ def _classes(cfg: PipelineConfig) -> int:
 
 def read_card(folder: str) -> dict:
     """The card of a finished model folder (local or s3://)."""
-    from mer.serving import model_card
 
     uri = storage.join(folder, CARD)
     if not storage.exists(uri):
@@ -233,8 +233,6 @@ def read_card(folder: str) -> dict:
 def load_model(folder: str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """(classifier in eval mode on `device`, card) of a model folder (local or s3://),
     placed as training-time evaluation placed it (mer.train.runtime.place)."""
-    from mer.train.checkpoints import load_state
-    from mer.train.runtime import Worker, place
 
     card = read_card(folder)
     cfg = from_dict(card["config"])

@@ -30,6 +30,7 @@ import torch
 from mer.errors import DecodeError, InputError
 from mer.keyframes.clip_quality import EDGE_FRAMES, MEASURES, measure, motion_snr  # noqa: F401 (read by inference)
 from mer.keyframes.clip_records import prepare_clip
+from mer.train.data import to_tensor
 
 # Training clips decoded to set the decoded measures' thresholds (a seeded sample).
 REFERENCE_CLIPS = 64
@@ -100,7 +101,6 @@ def forward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, C), fc7 features (N, D)) of a ClassifierC3D for uint8 key frames: the
     forward pass of mer.train.step.predict, split where the head begins."""
-    from mer.train.data import to_tensor
 
     model.eval()
     logits, feats = [], []
