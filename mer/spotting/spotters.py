@@ -33,6 +33,7 @@ from mer.spotting.stage import VideoFeatures
 
 RULE_SPOTTERS = ("motion", "mdmd")
 SPOTTERS = (*RULE_SPOTTERS, "learned")
+FINAL = "_all"  # the fold of every subject: thresholds for videos outside the set
 P_GRID = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())
 SMOOTH_S = 0.04  # moving average before thresholding (both rule-based spotters)
 CONTRAST_S = 1.0  # mdmd: the feature is compared with its mean over this long
@@ -111,7 +112,8 @@ def loso_rule(
     truth: list[Interval],
     ps: PeakSettings,
 ) -> list[FoldResult]:
-    """A rule-based spotter on every leave-one-subject-out fold."""
+    """A rule-based spotter on every leave-one-subject-out fold, and last the FINAL fold: the
+    threshold chosen on every subject (for new videos; no intervals)."""
     scores = {n: score(spotter, f) for n, f in feats.items()}
     results = []
     for subject in sorted({f.subject for f in feats.values()}):
@@ -119,4 +121,6 @@ def loso_rule(
         test = {n: s for n, s in scores.items() if feats[n].subject == subject}
         p, train_f1 = choose_p(train, feats, truth, ps)
         results.append(FoldResult(spotter, subject, p, train_f1, spot(test, feats, p, ps)))
+    p, train_f1 = choose_p(scores, feats, truth, ps)
+    results.append(FoldResult(spotter, FINAL, p, train_f1, []))
     return results
