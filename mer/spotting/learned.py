@@ -153,6 +153,20 @@ def fold_file(out: str, subject: str) -> str:
     return storage.join(out, f"fold-{subject}.pt")
 
 
+def fold_plan(feats: dict[str, VideoFeatures], out: str) -> list[dict]:
+    """Each subject's fold (trained on the other subjects' videos), and FINAL (every
+    subject: the network new videos are spotted with), with the file its weights go to."""
+    subjects = sorted({f.subject for f in feats.values()})
+    return [
+        {
+            "subject": s,
+            "train": sorted(n for n, f in feats.items() if f.subject != s),
+            "file": fold_file(out, s),
+        }
+        for s in [*subjects, FINAL]
+    ]
+
+
 def train_loso(
     feats: dict[str, VideoFeatures],
     truth: list[Interval],
@@ -165,21 +179,11 @@ def train_loso(
 
     Folds run one after another in one Ray Train run (`resources.workers` workers, each with
     `resources.cpus_per_worker` CPUs, 1 when 0); `use_ray=False` trains in this process."""
-    subjects = sorted({f.subject for f in feats.values()})
-    x = {n: inputs(f, ls.rate) for n, f in feats.items()}
-    y = {n: targets(f, truth, ls.rate) for n, f in feats.items()}
-    # Each subject's fold, and FINAL: every subject (the network new videos are spotted with).
-    folds = [
-        {
-            "subject": s,
-            "train": sorted(n for n, f in feats.items() if f.subject != s),
-            "file": fold_file(out, s),
-        }
-        for s in [*subjects, FINAL]
-        if not storage.exists(fold_file(out, s))
-    ]
+    folds = [f for f in fold_plan(feats, out) if not storage.exists(f["file"])]
     if not folds:
         return
+    x = {n: inputs(f, ls.rate) for n, f in feats.items()}
+    y = {n: targets(f, truth, ls.rate) for n, f in feats.items()}
     cpus = resources.cpus_per_worker or 1.0
     config = {"folds": folds, "x": x, "y": y, "settings": dataclasses.asdict(ls), "cpus": cpus}
     if not use_ray:
