@@ -197,6 +197,43 @@ def read_sheet(uri: str, columns: Mapping[str, tuple[str, ...]], *, key: str) ->
     return rows
 
 
+def read_workbook(uri: str) -> dict[str, list[list[Any]]]:
+    """Every worksheet of an xlsx file as {sheet title: rows} (row i of the list is
+    spreadsheet row i + 1); a .csv is one sheet named after the file. InputError naming
+    `uri` when it is missing or unreadable."""
+    if uri.lower().endswith(".csv"):
+        return {posixpath.basename(uri): _read_table(uri)}
+    data = _sheet_bytes(uri)
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), data_only=True)
+    except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException, ...
+        raise InputError(
+            f"{uri}: not a readable .xlsx workbook ({type(e).__name__}); "
+            "pass the sheet as .xlsx or .csv"
+        ) from e
+    return {
+        sheet.title: [
+            list(r) for r in sheet.iter_rows(min_row=1, max_row=sheet.max_row, values_only=True)
+        ]
+        for sheet in book.worksheets
+    }
+
+
+def _sheet_bytes(uri: str) -> bytes:
+    fs, path = storage.filesystem(uri)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise InputError(
+            f"annotation sheet {uri} not found; pass annotations=<path or URI of the sheet>"
+        ) from e
+    except PermissionError as e:
+        raise InputError(f"{uri}: access denied ({e}); check the AWS credentials") from e
+
+
 def _read_table(uri: str) -> list[list[Any]]:
     fs, path = storage.filesystem(uri)
     try:
@@ -229,8 +266,12 @@ def _norm(name: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower()) if name is not None else ""
 
 
-def _blank(value: Any) -> bool:
+def blank(value: Any) -> bool:
+    """True for an empty cell (None or only spaces)."""
     return value is None or str(value).strip() == ""
+
+
+_blank = blank
 
 
 # Cells: names, frame numbers, emotions.

@@ -18,9 +18,16 @@ is 12,000 images and never needs to be held whole).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+from mer.datasets import common
+from mer.errors import InputError
+
+log = logging.getLogger(__name__)
+
 EXPRESSION_TYPES = ("micro", "macro")
+LONG_DATASETS = ("casme_sq", "samm_lv", "synthetic_long")
 
 
 @dataclass(frozen=True)
@@ -49,3 +56,103 @@ class LongVideoSet:
     videos: list[LongVideo]
     intervals: list[Interval]
     rejects: list[dict] = field(default_factory=list)
+
+
+def load_long_videos(dataset: str, root: str, annotations: str | None = None) -> LongVideoSet:
+    """The long videos of `dataset` ("casme_sq", "samm_lv" or "synthetic_long") under `root`
+    (local path or s3:// URI); `annotations` overrides the sheet's default location."""
+    # Imported here: the adapters import this module's records.
+    if dataset == "casme_sq":
+        from mer.datasets.casme_sq import load_long
+    elif dataset == "samm_lv":
+        from mer.datasets.samm_lv import load_long
+    elif dataset == "synthetic_long":
+        from mer.datasets.synthetic.long_videos import load_long
+
+        return load_long(root)
+    else:
+        raise InputError(
+            f"unknown long-video dataset {dataset!r}; expected one of {', '.join(LONG_DATASETS)}"
+        )
+    return load_long(root, annotations=annotations)
+
+
+# Shared by the long-video adapters.
+
+
+def expression_type(value: object, where: str) -> str:
+    """ "micro" or "macro" from a Type cell: CAS(ME)^2 writes micro-expression /
+    macro-expression, SAMM-LV 'Micro - 1/2' / 'Macro'. InputError for anything else."""
+    word = str(value if value is not None else "").strip().lower()
+    for kind in EXPRESSION_TYPES:
+        if word.startswith(kind):
+            return kind
+    raise InputError(
+        f"{where}: type {value!r} is neither a micro- nor a macro-expression; fix the sheet"
+    )
+
+
+def read_video(
+    dataset: str, subject: str, video: str, folder: str, fps: float, rejects: list[dict]
+) -> LongVideo | None:
+    """The LongVideo of one frame folder, or None (rejected with its reason) when the folder
+    is missing or holds no images. n_frames counts the images; a gap in their numbers is
+    logged (the frames keep their own numbers)."""
+    frames = common.list_frames(folder, missing_ok=True)
+    if frames is None:
+        common.reject(rejects, dataset, subject, video, f"video folder {folder} does not exist")
+        return None
+    if not frames:
+        common.reject(rejects, dataset, subject, video, f"video folder {folder} holds no images")
+        return None
+    first, last = frames[0][0], frames[-1][0]
+    if last - first + 1 != len(frames):
+        log.warning(
+            "%s %s: %d images numbered %d..%d (some numbers are missing)",
+            dataset,
+            video,
+            len(frames),
+            first,
+            last,
+        )
+    return LongVideo(dataset, subject, video, folder, float(fps), len(frames), first)
+
+
+def check_interval(
+    interval: Interval,
+    video: LongVideo | None,
+    where: str,
+    rejects: list[dict],
+    dataset: str,
+    subject: str,
+) -> bool:
+    """True when `interval` lies inside its video's frames; else rejects it with the reason."""
+    clip = f"{interval.video} {interval.onset}..{interval.offset}"
+    if video is None:
+        reason = f"{where}: its video {interval.video} is not usable (see its own reject)"
+        common.reject(rejects, dataset, subject, clip, reason)
+        return False
+    if interval.onset > interval.offset:
+        reason = f"{where}: onset {interval.onset} is after offset {interval.offset}"
+        common.reject(rejects, dataset, subject, clip, reason)
+        return False
+    last = video.first_frame + video.n_frames - 1
+    if interval.onset < video.first_frame or interval.offset > last:
+        reason = (
+            f"{where}: frames {interval.onset}..{interval.offset} are outside the video's "
+            f"frames {video.first_frame}..{last}"
+        )
+        common.reject(rejects, dataset, subject, clip, reason)
+        return False
+    return True
+
+
+def row_frames(values: dict, where: str, names: dict[str, str]) -> tuple[int | None, int | None]:
+    """(onset, offset) of a sheet row. An offset of 0 or blank means the coders marked only
+    the apex: the interval ends at the apex (as the MEGC baselines read both sheets)."""
+    onset = common.frame_number(values["onset"], where, names["onset"])
+    apex = common.frame_number(values["apex"], where, names["apex"])
+    offset = common.frame_number(values["offset"], where, names["offset"])
+    if not offset:
+        offset = apex or None
+    return onset, offset

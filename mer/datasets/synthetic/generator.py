@@ -218,10 +218,10 @@ def _workbook(title: str, rows: list[list]) -> bytes:
         sheet.append(row)
     buf = io.BytesIO()
     book.save(buf)
-    return _fixed_zip(buf.getvalue())
+    return fixed_zip(buf.getvalue())
 
 
-def _fixed_zip(data: bytes) -> bytes:
+def fixed_zip(data: bytes) -> bytes:
     """Re-pack an xlsx with fixed member dates and document times, so bytes depend only on
     content (openpyxl stamps the save time into both)."""
     stamp = "2014-05-08T00:00:00Z"  # the CASME II sheet's date, as good as any
