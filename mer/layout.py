@@ -358,7 +358,10 @@ def long_data_root(cfg: PipelineConfig) -> str:
         return sp.root
     if sp.dataset != "synthetic_long":
         raise ConfigError(f"spotting.dataset={sp.dataset} needs spotting.root (where it lies)")
-    return storage.join(cfg.root, "data", "synthetic_long", digest(flatten("", sp.options)))
+    # Imported here: the long-video generator imports this module (digest).
+    from mer.datasets.synthetic.long_videos import long_key
+
+    return storage.join(cfg.root, "data", "synthetic_long", long_key(**sp.options))
 
 
 def spotting_data_settings(cfg: PipelineConfig) -> dict:

@@ -14,7 +14,7 @@ from mer import config, layout
 from mer.datasets.long_videos import Interval
 from mer.errors import ConfigError
 from mer.spotting import learned, spotters
-from mer.spotting.peaks import PeakSettings, intervals_from_score, match_counts
+from mer.spotting.peaks import PeakSettings, intervals_from_score
 from mer.spotting.run import COLUMNS, run_spotting
 from mer.spotting.stage import VideoFeatures, compute_features, process_window, window_items
 from mer.spotting.windows import WindowSettings, plan_windows
@@ -81,19 +81,6 @@ def test_score_runs_become_typed_intervals():
         (1010, 1044, "micro", 2.0),
         (1200, 1289, "macro", 1.5),
     ]
-
-
-def test_match_counts_iou_half_once_per_truth_and_type():
-    truth = [Interval("v", 100, 119, "micro"), Interval("v", 300, 399, "macro")]
-    pred = [
-        Interval("v", 105, 124, "micro", score=0.9),  # IoU 15/25 = 0.6: TP
-        Interval("v", 100, 119, "micro", score=0.5),  # the same truth again: FP
-        Interval("v", 300, 399, "micro", score=0.9),  # right place, wrong type: FP
-        Interval("w", 100, 119, "micro", score=0.9),  # other video: FP
-        Interval("v", 300, 349, "macro", score=0.9),  # IoU 0.5: TP
-    ]
-    assert match_counts(pred, truth, "micro") == (1, 4, 1)
-    assert match_counts(pred, truth, "macro") == (1, 1, 1)
 
 
 def _bump_features(subject: str, height: float, where: int) -> VideoFeatures:

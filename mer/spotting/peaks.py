@@ -6,15 +6,10 @@ shorter than `min_s` dropped; a run up to `micro_max_s` long is a micro-expressi
 one a macro-expression (MEGC's own split: a micro-expression lasts at most 0.5 s). An
 interval's score is the largest score inside it. `relative_threshold` is the MEGC spotting
 baselines' per-video rule: mean + p x (max - mean).
-
-`match_counts` counts true positives as MEGC does (IoU >= 0.5 with a ground-truth interval of
-the same type, each one matched at most once); the spotters choose their thresholds with it
-on training subjects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,39 +73,3 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
-def iou(a: Interval, b: Interval) -> float:
-    inter = min(a.offset, b.offset) - max(a.onset, b.onset) + 1
-    if inter <= 0:
-        return 0.0
-    union = (a.offset - a.onset + 1) + (b.offset - b.onset + 1) - inter
-    return inter / union
-
-
-def match_counts(
-    predicted: Iterable[Interval], truth: Iterable[Interval], kind: str
-) -> tuple[int, int, int]:
-    """(true positives, predicted, ground truth) of type `kind`: a prediction is a true
-    positive when its IoU with a still unmatched ground truth of that type and video is
-    >= 0.5 (each ground truth matched once; predictions taken best score first)."""
-    pred = sorted((p for p in predicted if p.type == kind), key=lambda p: -(p.score or 0.0))
-    gts = [t for t in truth if t.type == kind]
-    used = [False] * len(gts)
-    tp = 0
-    for p in pred:
-        best, at = 0.0, -1
-        for j, t in enumerate(gts):
-            if not used[j] and t.video == p.video:
-                v = iou(p, t)
-                if v > best:
-                    best, at = v, j
-        if best >= 0.5:
-            used[at] = True
-            tp += 1
-    return tp, len(pred), len(gts)
-
-
-def f1(tp: int, n_pred: int, n_true: int) -> float:
-    """2TP / (predicted + ground truth); 0 when both are empty."""
-    return 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0

@@ -6,16 +6,19 @@ on the same leave-one-subject-out folds, and the outputs under `mer.layout.spott
   thresholds.json                   per spotter, each fold's threshold and its training F1,
                                     and the FINAL one chosen on every subject (new videos are
                                     spotted with it: jobs/predict.py)
-  metric.json                       where the set has ground truth: per spotter, TP, predicted,
-                                    ground truth, precision, recall, F1 for micro, macro and
-                                    both together (IoU >= 0.5, mer.spotting.peaks.match_counts)
+  metric.json                       where the set has ground truth: per spotter, the MEGC
+                                    metric's rows (mer.spotting.metric: IoU >= 0.5; TP, FP, FN,
+                                    precision, recall, F1 per dataset and overall, for micro,
+                                    macro and all)
   learned/                          the learned spotter's weights per fold
+  config.yaml                       the resolved config (jobs/predict.py --spot reads it)
   _settings.json                    the settings that made the folder (a rerun under other
                                     settings is refused; the same settings read it back)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,11 +26,16 @@ import pandas as pd
 import pyarrow as pa
 
 from mer import layout, storage
-from mer.config import PipelineConfig
-from mer.datasets.long_videos import Interval, LongVideoSet
+from mer.config import PipelineConfig, load
+from mer.datasets.long_videos import Interval, LongVideo, LongVideoSet, load_long_videos
+from mer.datasets.stage import ray_map
+from mer.datasets.synthetic.long_videos import generate_long
+from mer.errors import InputError
 from mer.progress import emit
+from mer.spotting import learned, spotters
 from mer.spotting.learned import LearnedSettings, loso_learned
-from mer.spotting.peaks import PeakSettings, f1, match_counts
+from mer.spotting.metric import spotting_metric
+from mer.spotting.peaks import PeakSettings
 from mer.spotting.spotters import FINAL, FoldResult, loso_rule
 from mer.spotting.stage import compute_features
 from mer.spotting.windows import WindowSettings
@@ -44,6 +52,17 @@ class SpottingRun:
     rejects: list[dict]
     profile: dict
     skipped: bool = False
+
+
+def load_set(cfg: PipelineConfig, progress: Callable[[str], None] = emit) -> LongVideoSet:
+    """The long videos `cfg.spotting` names; a synthetic set is generated first where it is
+    missing (videos as Ray tasks when the driver has joined Ray)."""
+    sp = cfg.spotting
+    root = layout.long_data_root(cfg)
+    if sp.dataset == "synthetic_long":
+        progress(f"[data] synthetic long videos under {root} ...")
+        return generate_long(root, mapper=ray_map(root), **sp.options)
+    return load_long_videos(sp.dataset, root, sp.annotations)
 
 
 def window_settings(cfg: PipelineConfig) -> WindowSettings:
@@ -117,9 +136,10 @@ def run_spotting(
             results += loso_rule(name, feats, truth, ps)
     table = intervals_frame(results)
     thresholds = thresholds_record(results)
-    metric = spotting_metric(results, truth) if truth else None
+    metric = metric_record(results, truth, vset.videos) if truth else None
     storage.write_bytes(storage.join(out, "intervals.csv"), table.to_csv(index=False).encode())
     storage.write_json(storage.join(out, "thresholds.json"), thresholds)
+    storage.write_bytes(storage.join(out, "config.yaml"), cfg.to_yaml().encode())
     if metric is not None:
         storage.write_json(storage.join(out, "metric.json"), metric)
     if rejects:
@@ -162,29 +182,85 @@ def thresholds_record(results: list[FoldResult]) -> dict:
     return out
 
 
-def spotting_metric(results: list[FoldResult], truth: list[Interval]) -> dict:
-    """Per spotter: TP, predicted, ground truth, precision, recall and F1 for micro, macro
-    and both, pooled over the folds' test subjects."""
+def metric_record(
+    results: list[FoldResult], truth: list[Interval], videos: list[LongVideo]
+) -> dict:
+    """Per spotter, the MEGC metric's rows (mer.spotting.metric: tp, fp, fn, precision,
+    recall, F1 per dataset and overall, micro, macro and all), pooled over the folds' test
+    subjects."""
     out = {}
     for spotter in dict.fromkeys(r.spotter for r in results):
         pred = [i for r in results if r.spotter == spotter for i in r.intervals]
-        row = {}
-        total = [0, 0, 0]
-        for kind in ("micro", "macro"):
-            tp, n_pred, n_true = match_counts(pred, truth, kind)
-            total = [total[0] + tp, total[1] + n_pred, total[2] + n_true]
-            row[kind] = _prf(tp, n_pred, n_true)
-        row["overall"] = _prf(*total)
-        out[spotter] = row
+        out[spotter] = spotting_metric(truth, pred, videos).rows()
     return out
 
 
-def _prf(tp: int, n_pred: int, n_true: int) -> dict:
-    return {
-        "tp": tp,
-        "predicted": n_pred,
-        "truth": n_true,
-        "precision": tp / n_pred if n_pred else 0.0,
-        "recall": tp / n_true if n_true else 0.0,
-        "f1": f1(tp, n_pred, n_true),
+def summary_lines(run: SpottingRun) -> list[str]:
+    """What jobs/spot.py prints: where the outputs are, and per spotter its overall micro and
+    macro F1 where there is ground truth."""
+    lines = [f"intervals: {run.out}/intervals.csv ({len(run.intervals)} rows)"]
+    for spotter, rows in (run.metric or {}).items():
+        got = {r["type"]: r for r in rows if r["dataset"] == "overall"}
+        parts = [
+            f"{t} F1 {got[t]['f1']:.3f} (TP {got[t]['tp']}, FP {got[t]['fp']}, FN {got[t]['fn']})"
+            for t in ("micro", "macro")
+            if t in got
+        ]
+        lines.append(f"{spotter:8s} " + "; ".join(parts))
+    if run.rejects:
+        lines.append(f"{len(run.rejects)} videos rejected: {run.out}/rejects.json")
+    return lines
+
+
+def spot_new_videos(
+    run_folder: str,
+    spotter: str,
+    videos: list[LongVideo],
+    *,
+    use_ray: bool = True,
+    progress: Callable[[str], None] = emit,
+) -> tuple[list[Interval], list[dict], dict]:
+    """Spot videos outside the run's set with `spotter` as the run at `run_folder` left it:
+    its window and interval settings (config.yaml) and its FINAL threshold (chosen on every
+    subject of the run's set; the learned spotter's FINAL network). Returns the intervals,
+    the rejected videos, and what was used (spotter, run, threshold, settings)."""
+    cfg = load(storage.join(run_folder, "config.yaml"))
+    record = storage.read_json(storage.join(run_folder, "thresholds.json"))
+    if spotter not in record or not record[spotter].get("final"):
+        raise InputError(
+            f"{run_folder} has no final threshold for spotter {spotter!r} (it ran "
+            f"{', '.join(record)}); choose one of those or rerun jobs/spot.py with it"
+        )
+    p = float(record[spotter]["final"]["threshold"])
+    feats, rejects, _ = compute_features(
+        videos,
+        window_settings(cfg),
+        concurrency=cfg.spotting.concurrency,
+        use_ray=use_ray,
+        progress=progress,
+    )
+    ps = peak_settings(cfg)
+    if spotter == "learned":
+        ls = learned_settings(cfg)
+        some = next(iter(feats.values()), None)
+        n_inputs = 1 + (some.blocks.shape[1] if some is not None else cfg.spotting.grid**2)
+        model = learned.load_fold(storage.join(run_folder, "learned"), FINAL, n_inputs, ls)
+        scores = {n: learned.frame_scores(model, f, ls.rate) for n, f in feats.items()}
+        intervals = spotters.spot(scores, feats, p, ps, relative=False)
+    else:
+        scores = {n: spotters.score(spotter, f) for n, f in feats.items()}
+        intervals = spotters.spot(scores, feats, p, ps)
+    used = {
+        "spotter": spotter,
+        "run": run_folder,
+        "settings_hash": layout.digest(
+            storage.read_json(storage.join(run_folder, "_settings.json"))["settings"]
+        ),
+        "threshold": p,
+        "threshold_rule": "probability" if spotter == "learned" else "mean + p x (max - mean)",
+        "train_micro_f1": record[spotter]["final"]["train_micro_f1"],
+        "dataset": cfg.spotting.dataset,
+        "window": dataclasses.asdict(window_settings(cfg)),
+        "intervals": dataclasses.asdict(ps),
     }
+    return intervals, rejects, used

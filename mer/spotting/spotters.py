@@ -11,7 +11,7 @@ training subjects only, intervals for the test subject.
 
 Both rule-based spotters threshold each video at mean + p x (max - mean) (the MEGC
 baselines' rule); p is the value of a grid that gives the best micro-expression F1 over the
-training subjects' videos (`choose_p`). Folds are leave-one-subject-out: a test subject's
+training subjects' videos (`choose_p`, with the MEGC metric of mer.spotting.metric). Folds are leave-one-subject-out: a test subject's
 intervals are never seen when its threshold is chosen.
 """
 
@@ -22,13 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mer.datasets.long_videos import Interval
-from mer.spotting.peaks import (
-    PeakSettings,
-    f1,
-    intervals_from_score,
-    match_counts,
-    relative_threshold,
-)
+from mer.spotting.metric import OVERALL, spotting_metric
+from mer.spotting.peaks import PeakSettings, intervals_from_score, relative_threshold
 from mer.spotting.stage import VideoFeatures
 
 RULE_SPOTTERS = ("motion", "mdmd")
@@ -100,7 +95,7 @@ def choose_p(
     truth = [t for t in truth if t.video in names]
     best = (-1.0, 0.0)
     for p in grid:
-        value = f1(*match_counts(spot(scores, feats, p, ps, relative), truth, "micro"))
+        value = spotting_metric(truth, spot(scores, feats, p, ps, relative)).f1(OVERALL, "micro")
         if value >= best[0]:
             best = (value, float(p))
     return best[1], best[0]
