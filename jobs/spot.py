@@ -20,10 +20,12 @@ from mer import cli
 def main() -> None:
     args = cli.parser(__doc__).parse_args()
     cfg = cli.load_config(args)
+    from mer import layout
+    from mer.datasets.stage import ray_map
     from mer.spotting.run import load_set, run_spotting, summary_lines
 
     cli.connect_ray(args, cfg)
-    vset = load_set(cfg)
+    vset = load_set(cfg, mapper=ray_map(layout.long_data_root(cfg)))
     run = run_spotting(cfg, vset)
     for line in summary_lines(run):
         print(line)

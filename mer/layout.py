@@ -358,10 +358,9 @@ def long_data_root(cfg: PipelineConfig) -> str:
         return sp.root
     if sp.dataset != "synthetic_long":
         raise ConfigError(f"spotting.dataset={sp.dataset} needs spotting.root (where it lies)")
-    # Imported here: the long-video generator imports this module (digest).
-    from mer.datasets.synthetic.long_videos import long_key
-
-    return storage.join(cfg.root, "data", "synthetic_long", long_key(**sp.options))
+    # The generator refuses a folder made under other settings, so a key of the options as
+    # given is enough (a preset and its values spelt out get two folders).
+    return storage.join(cfg.root, "data", "synthetic_long", digest(flatten("", sp.options)))
 
 
 def spotting_data_settings(cfg: PipelineConfig) -> dict:

@@ -28,7 +28,6 @@ import pyarrow as pa
 from mer import layout, storage
 from mer.config import PipelineConfig, load
 from mer.datasets.long_videos import Interval, LongVideo, LongVideoSet, load_long_videos
-from mer.datasets.stage import ray_map
 from mer.datasets.synthetic.long_videos import generate_long
 from mer.errors import InputError
 from mer.progress import emit
@@ -54,14 +53,16 @@ class SpottingRun:
     skipped: bool = False
 
 
-def load_set(cfg: PipelineConfig, progress: Callable[[str], None] = emit) -> LongVideoSet:
+def load_set(
+    cfg: PipelineConfig, mapper=None, progress: Callable[[str], None] = emit
+) -> LongVideoSet:
     """The long videos `cfg.spotting` names; a synthetic set is generated first where it is
-    missing (videos as Ray tasks when the driver has joined Ray)."""
+    missing (`mapper`: how its videos render, e.g. as Ray tasks, mer.datasets.stage.ray_map)."""
     sp = cfg.spotting
     root = layout.long_data_root(cfg)
     if sp.dataset == "synthetic_long":
         progress(f"[data] synthetic long videos under {root} ...")
-        return generate_long(root, mapper=ray_map(root), **sp.options)
+        return generate_long(root, mapper=mapper, **sp.options)
     return load_long_videos(sp.dataset, root, sp.annotations)
 
 
