@@ -535,7 +535,7 @@ def test_spot_then_recognise_classifies_each_spotted_micro_interval(fold_model, 
     want = micro.set_index(["path", "onset", "offset"]).sort_index()
     assert set(got.index) <= set(want.index)
     np.testing.assert_allclose(got["spot_score"], want.loc[got.index, "score"])
-    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
+    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy(dtype=float)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
     assert card["spotting"]["spotter"] == "mdmd"
