@@ -24,8 +24,9 @@ def main() -> None:
     from mer.datasets.stage import ray_map
     from mer.spotting.run import load_set, run_spotting, summary_lines
 
+    root = layout.long_data_root(cfg)  # a real dataset without a root fails before Ray starts
     cli.connect_ray(args, cfg)
-    vset = load_set(cfg, mapper=ray_map(layout.long_data_root(cfg)))
+    vset = load_set(cfg, mapper=ray_map(root))
     run = run_spotting(cfg, vset)
     for line in summary_lines(run):
         print(line)

@@ -4,11 +4,14 @@ become typed intervals, thresholds never see the test subject, a run's outputs."
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from spotting_videos import make_set, write_video
+from tests_paths import REPO
 
 from mer import config, layout
 from mer.datasets.long_videos import Interval
@@ -152,3 +155,18 @@ def test_ray_data_windows_match_in_process_and_learned_trains_on_ray(ray_local, 
     results = learned.loso_learned(there, vset.intervals, PeakSettings(), ls, out, resources)
     assert [r.test_subject for r in results] == ["s1", "s2", spotters.FINAL]
     assert all(0 < r.threshold < 1 for r in results)
+
+
+def test_spot_job_without_a_dataset_root_is_one_sentence(tmp_path):
+    cmd = [
+        sys.executable,
+        "jobs/spot.py",
+        "--root",
+        str(tmp_path),
+        "--set",
+        "spotting.dataset=samm_lv",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "spotting.dataset=samm_lv needs spotting.root" in done.stderr
+    assert "Traceback" not in done.stderr
