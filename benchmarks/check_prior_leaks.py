@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = fold_runs(cfg, table, fold_specs(table))
     seeds = list(cfg.search.seeds)
     problems = prior_leaks(cfg, runs, seeds)
-    priors = {r["prior"] for r in runs}
+    priors = {r.prior for r in runs}
     for line in problems:
         print(line)
     print(
-        f"{len(runs)} fold runs ({sum(r['kind'] == 'inner' for r in runs)} inner), "
+        f"{len(runs)} fold runs ({sum(r.kind == 'inner' for r in runs)} inner), "
         f"{len(priors)} priors per seed, seeds {seeds}: "
         + ("no prior saw its fold's test subjects" if not problems else f"{len(problems)} problems")
     )

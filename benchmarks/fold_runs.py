@@ -47,7 +47,7 @@ def bare(cfg, table, runs) -> float:
     labels = table.clips["label"].to_numpy()
     t0 = time.perf_counter()
     for run in runs:
-        tr, te = table.indices_of(run["train_subjects"]), table.indices_of(run["test_subjects"])
+        tr, te = table.indices_of(run.train_subjects), table.indices_of(run.test_subjects)
         x = to_tensor(table.frames[tr], None, cfg.model.input)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         xt = to_tensor(table.frames[te], None, cfg.model.input)

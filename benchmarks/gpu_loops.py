@@ -96,9 +96,9 @@ def measure(args, fast: bool, uri: str) -> dict:
     table = load_table(uri)
     run = outer_runs(fold_specs(table))[0]
     w = local_worker()
-    n_train = len(table.indices_of(run["train_subjects"]))
+    n_train = len(table.indices_of(run.train_subjects))
     ft = timed_epochs(lambda: finetune.train_classifier(cfg, table, run, None, 3, w))
-    job = {**run, "seed": 0, "run": run["id"], "dir": tempfile.mkdtemp()}
+    job = pretrain.PriorJob.own(run, 0, tempfile.mkdtemp())
     reports = []
     real_report, real_mark = pretrain._report_epoch, pretrain.checkpoints.mark_done
     pretrain._report_epoch = lambda *a: reports.append(a[-2])
@@ -112,7 +112,7 @@ def measure(args, fast: bool, uri: str) -> dict:
         pretrain.checkpoints.save_state = real_save
     # Batch making alone, timed between synchronisations (an upper bound of the wait).
     frames = data.Frames.of(table.frames, w.device, fast)
-    idx = table.indices_of(run["train_subjects"])
+    idx = table.indices_of(run.train_subjects)
     t0 = time.perf_counter()
     for i in range(0, len(idx), args.batch):
         x = data.to_tensor(frames[idx[i : i + args.batch]], w.device, cfg.model.input)
@@ -147,7 +147,7 @@ def loso_uf1(args, fast: bool, uri: str, seed: int) -> dict:
     from mer.train.finetune import train_fold_run
     from mer.train.runtime import local_worker
 
-    overrides = ["model.input=delta", "finetune.epochs=30", f"finetune.seed={seed}"]
+    overrides = ["model.input=delta", f"finetune.epochs={args.uf1_epochs}", f"finetune.seed={seed}"]
     cfg = config.load(None, [*settings(args, fast), *overrides])
     table = load_table(uri)
     t0 = time.perf_counter()
@@ -189,7 +189,7 @@ def prior_precision(args, uri: str, amp: bool) -> dict:
     )
     table = load_table(uri)
     run = outer_runs(fold_specs(table))[0]
-    job = {**run, "seed": 0, "run": run["id"], "dir": tempfile.mkdtemp()}
+    job = pretrain.PriorJob.own(run, 0, tempfile.mkdtemp())
     curve = []
     t0 = time.perf_counter()
     model = pretrain.train_prior(
@@ -297,7 +297,7 @@ def packing(args, uri: str, counts=(1, 2, 4), window: float = 12.0) -> dict:
     from mer.keyframes.table import fold_specs, load_table
 
     table = load_table(uri)
-    n_train = len(table.indices_of(fold_specs(table)[0]["train_subjects"]))
+    n_train = len(table.indices_of(fold_specs(table)[0].train_subjects))
     ctx = mp.get_context("spawn")
     n_max = max(counts)
     active, idle = ctx.Array("i", n_max), ctx.Array("i", n_max)
@@ -391,10 +391,11 @@ def megc_sized(args, deadline: float) -> dict:
     from mer.train import finetune, pretrain
     from mer.train.runtime import local_worker
 
+    subjects, clips = (8, 32) if args.cpu_smoke else (68, 442)  # smoke: the script runs
     uri = write_random_keyframes(
         str(Path(tempfile.mkdtemp(prefix="mer-megc-")) / "kf"),
-        subjects=68,
-        clips=442,
+        subjects=subjects,
+        clips=clips,
         per_subject=False,
         k=args.k,
         s=args.size,
@@ -441,7 +442,7 @@ def megc_sized(args, deadline: float) -> dict:
     cfg = config.load(
         yaml_file, ["root=/tmp/mer-megc", *smoke, f"pretrain.epochs={args.megc_prior_epochs}"]
     )
-    job = {**runs[0], "seed": 0, "run": runs[0]["id"], "dir": tempfile.mkdtemp()}
+    job = pretrain.PriorJob.own(runs[0], 0, tempfile.mkdtemp())
     t0 = time.perf_counter()
     ep = timed_epochs(
         lambda: pretrain.train_prior(cfg, table, job, local_worker(), report=lambda *a: None)
@@ -469,7 +470,7 @@ def megc_sized(args, deadline: float) -> dict:
         total = time.perf_counter() - t0
         folds.append(
             {
-                "fold": run["id"],
+                "fold": run.id,
                 "seconds": round(total, 2),
                 "epochs_s": round(sum(ep), 2),
                 "fixed_s": round(total - sum(ep), 2),
@@ -519,6 +520,7 @@ def main() -> None:
         "needs OpenCV's Haar cascades, which the GPU image's OpenCV lacks)",
     )
     ap.add_argument("--megc-prior-epochs", type=int, default=3)
+    ap.add_argument("--uf1-epochs", type=int, default=30, help="target-learning epochs, UF1 part")
     ap.add_argument("--megc-folds", type=int, default=4, help="at most, time allowing")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 (H100/H200)")
     args = ap.parse_args()
@@ -528,7 +530,7 @@ def main() -> None:
     if args.cpu_smoke:
         args.pairs, args.epochs, args.peak_tflops = 32, 2, 0.0
         args.seeds, args.prior_epochs, args.prior_pairs, args.megc_prior_epochs = 1, 2, 32, 2
-        args.megc_folds, args.packing_warmup = 2, 300.0
+        args.megc_folds, args.packing_warmup, args.uf1_epochs = 2, 300.0, 2
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -544,8 +546,9 @@ def main() -> None:
     started = time.perf_counter()
     deadline = started + args.budget
     work = Path(tempfile.mkdtemp(prefix="mer-gpu-loops-"))
+    subjects, clips = (4, 8) if args.cpu_smoke else (8, 64)  # smoke: the script runs, no figure
     uri = write_random_keyframes(
-        str(work / "random"), subjects=8, clips=64, k=args.k, s=args.size, part_size=64
+        str(work / "random"), subjects=subjects, clips=clips, k=args.k, s=args.size, part_size=64
     )
     result = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -569,7 +572,8 @@ def main() -> None:
             cfg = config.load(
                 None, [f"root={work}", f"keyframes.k={args.k}", f"keyframes.size={args.size}"]
             )
-            generate(layout.data_root(cfg), preset="simple", subjects=8, clips_per_subject=6)
+            n = (4, 4) if args.cpu_smoke else (8, 6)  # smoke: the script runs, no figure
+            generate(layout.data_root(cfg), preset="simple", subjects=n[0], clips_per_subject=n[1])
             build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
             simple = layout.keyframes_uri(cfg)
         return simple
@@ -598,7 +602,11 @@ def main() -> None:
             elif part == "prior_precision":
                 value = [prior_precision(args, simple_set(), amp) for amp in (False, True)]
             elif part == "packing":
-                value = packing(args, uri, (1, 2) if args.cpu_smoke else (1, 2, 4))
+                value = (
+                    packing(args, uri, (1, 2), window=2.0)  # smoke: the script runs
+                    if args.cpu_smoke
+                    else packing(args, uri, (1, 2, 4))
+                )
             else:
                 value = megc_sized(args, deadline)
         except Exception as e:  # one part's failure must not lose the others' figures

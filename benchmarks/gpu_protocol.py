@@ -193,15 +193,15 @@ def main(argv: list[str] | None = None) -> dict:
         )
         group = {
             "prior": {
-                "id": job["run"],
-                "train_subjects": len(job["train_subjects"]),
+                "id": job.run,
+                "train_subjects": len(job.train_subjects),
                 "seconds": round(prior_s, 2),
                 "epochs_s": round(sum(prior_ep), 2),
             },
             "folds": [],
         }
-        prior = layout.prior_uri(seeded, job["run"])
-        for run in (r for r in runs if r["prior"] == job["run"]):
+        prior = layout.prior_uri(seeded, job.run)
+        for run in (r for r in runs if r.prior == job.run):
             first = not any(gr["folds"] for gr in done) and not group["folds"]
             p, s, ep = timed(
                 lambda run=run, prior=prior: finetune.train_fold_run(
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
             preds.append(p)
             group["folds"].append(
                 {
-                    "fold": run["id"],
+                    "fold": run.id,
                     "seconds": round(s, 3),
                     "epochs_s": round(sum(ep), 3),
                     "fixed_s": round(s - sum(ep), 3),
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["groups_run"] = len(done)
         result["wall_s"] = round(time.perf_counter() - started, 1)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    ran = [r for r in runs if any(r["prior"] == gr["prior"]["id"] for gr in result["group_runs"])]
+    ran = [r for r in runs if any(r.prior == gr["prior"]["id"] for gr in result["group_runs"])]
     result["priors_learnt"] = len(result["group_runs"])
     result["fold_runs"] = len(ran)
     result["leaks"] = pretrain.prior_leaks(cfg, ran, [args.seed])

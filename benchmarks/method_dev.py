@@ -30,6 +30,7 @@ Results are appended as one JSON line per run to benchmarks/method_dev.jsonl (--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -43,6 +44,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mer import config  # noqa: E402
+from mer.folds import FoldRun  # noqa: E402
 from mer.keyframes.table import load_table  # noqa: E402
 from mer.metrics import summarise  # noqa: E402
 from mer.train import data  # noqa: E402
@@ -53,7 +55,7 @@ REPO = os.path.dirname(HERE)
 KNN = 5
 
 
-def group_runs(table, k: int, seed: int) -> list[dict]:
+def group_runs(table, k: int, seed: int) -> list[FoldRun]:
     """k subject groups of the table (seeded); each is one run's held-out set."""
     subjects = np.array(sorted(set(table.subject_keys)))
     groups = np.array_split(np.random.default_rng(seed).permutation(subjects), k)
@@ -61,14 +63,15 @@ def group_runs(table, k: int, seed: int) -> list[dict]:
     for i, g in enumerate(groups):
         test = sorted(g)
         runs.append(
-            {
-                "id": f"group{i}",
-                "index": i,
-                "kind": "outer",
-                "outer": f"group{i}",
-                "train_subjects": sorted(set(subjects) - set(test)),
-                "test_subjects": test,
-            }
+            FoldRun(
+                id=f"group{i}",
+                index=i,
+                kind="outer",
+                outer=f"group{i}",
+                train_subjects=sorted(set(subjects) - set(test)),
+                test_subjects=test,
+                prior=f"group{i}",
+            )
         )
     return runs
 
@@ -140,7 +143,7 @@ def run(args) -> dict:
     from mer.train.finetune import predict_run as predict_run_
     from mer.train.finetune import train_classifier
     from mer.train.models import build_siamese
-    from mer.train.pretrain import train_prior
+    from mer.train.pretrain import PriorJob, train_prior
     from mer.train.step import recompute_norms
 
     torch.set_num_threads(args.threads)
@@ -160,15 +163,15 @@ def run(args) -> dict:
         c = config.with_params(cfg, {}, seed)
         for r in runs:
             t0 = time.time()
-            train = table.indices_of(r["train_subjects"])
-            test = table.indices_of(r["test_subjects"])
+            train = table.indices_of(r.train_subjects)
+            test = table.indices_of(r.test_subjects)
             prior = None
             with tempfile.TemporaryDirectory() as tmp:
                 if c.pretrain.enabled:
-                    job = {**r, "seed": seed, "run": r["id"], "dir": tmp}
+                    job = PriorJob.own(r, seed, tmp)
                     model = train_prior(c, table, job, w, report=lambda *a, **k: None)
                     prior = os.path.join(tmp, "prior.pt")
-                    probe = {"seed": seed, "run": r["id"]}
+                    probe = {"seed": seed, "run": r.id}
                     probe["train_pair_accuracy"] = json.load(open(os.path.join(tmp, "_done.json")))[
                         "history"
                     ][-1]["pair_accuracy"]
@@ -206,7 +209,7 @@ def run(args) -> dict:
                     model, epochs = train_classifier(c, table, r, prior, 3, w)
                     preds.append(predict_run_(c, table, r, model, w, epochs).assign(seed=seed))
                     # how well the same model fits its own training subjects
-                    seen = {**r, "test_subjects": r["train_subjects"]}
+                    seen = dataclasses.replace(r, test_subjects=r.train_subjects)
                     fits.append(predict_run_(c, table, seen, model, w, epochs).assign(seed=seed))
             if seed == args.seeds[0]:
                 linear.append(predict_run("linear", table, features, r, 3))

@@ -116,7 +116,7 @@ def probe(cfg, table, run: dict, prior_dir: str, classes: int, k: int = 5):
     cpu = torch.device("cpu")
     model = init_classifier(cfg, checkpoints.prior_file(prior_dir), classes).eval()
     seen = checkpoints.done_record(prior_dir)["train_subjects"]
-    ref, test = table.indices_of(seen), table.indices_of(run["test_subjects"])
+    ref, test = table.indices_of(seen), table.indices_of(run.test_subjects)
     idx = np.concatenate([ref, test])
     with torch.no_grad():
         z = torch.cat(
@@ -155,7 +155,7 @@ def run_arm(name, cfg, table, seed: int, store: Path) -> dict:
     jobs = pretrain.prior_jobs(cfg, runs, [seed])
     prior_s, learnt = 0.0, 0
     for job in jobs:
-        if checkpoints.is_done(job["dir"], job["train_subjects"]):
+        if checkpoints.is_done(job.dir, job.train_subjects):
             continue
         t = time.perf_counter()
         pretrain.train_prior(seeded, table, job, w, report=lambda *a: None)
@@ -163,8 +163,8 @@ def run_arm(name, cfg, table, seed: int, store: Path) -> dict:
         learnt += 1
     fold_s, preds, knn = 0.0, [], []
     for run in runs:
-        prior = layout.prior_uri(seeded, run["prior"])
-        uri = store / name / f"seed-{seed}" / f"{run['id']}-{layout.run_hash(seeded, run)}.parquet"
+        prior = layout.prior_uri(seeded, run.prior)
+        uri = store / name / f"seed-{seed}" / f"{run.id}-{layout.run_hash(seeded, run)}.parquet"
         if uri.exists():
             p = pd.read_parquet(uri)
         else:
@@ -174,7 +174,7 @@ def run_arm(name, cfg, table, seed: int, store: Path) -> dict:
             uri.parent.mkdir(parents=True, exist_ok=True)
             p.to_parquet(uri)
         preds.append(p.assign(seed=seed))
-        folder = layout.prior_dir(seeded, run["prior"])
+        folder = layout.prior_dir(seeded, run.prior)
         knn.append(probe(seeded, table, run, folder, classes).assign(seed=seed))
     return {
         "priors": len(jobs),

@@ -74,7 +74,7 @@ def write_table(uri: str, *, subjects: int, clips: int, k: int, s: int, per_subj
     )
 
 
-def fold_run(uri: str) -> dict:
+def fold_run(uri: str):
     from mer.keyframes.table import fold_specs, load_table, outer_runs
 
     return outer_runs(fold_specs(load_table(uri)))[0]
@@ -116,7 +116,7 @@ def timed_finetune_loop(config: dict) -> None:
     )
 
 
-def run_plain(cfg, uri: str, run: dict) -> dict:
+def run_plain(cfg, uri: str, run) -> dict:
     import torch
 
     from mer.keyframes.table import load_table
@@ -201,7 +201,7 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int, resour
     from mer.train.runtime import scaling_config
 
     meta, clips, _ = read_keyframes(uri)  # warm the page cache for both ways
-    subjects = [s.split("/", 1)[1] for s in run["train_subjects"]]
+    subjects = [s.split("/", 1)[1] for s in run.train_subjects]
     paths = [os.path.join(uri, p) for p in meta["parts"]]
     ds = (
         ray.data.read_parquet(paths)
@@ -214,7 +214,7 @@ def run_data(uri: str, run: dict, work: Path, name: str, batch_size: int, resour
         data_loop,
         train_loop_config={
             "uri": uri,
-            "train_subjects": run["train_subjects"],
+            "train_subjects": run.train_subjects,
             "batch_size": batch_size,
             "timings": str(work / f"{name}.json"),
         },
@@ -260,9 +260,11 @@ def main() -> None:
         small_shape = {**SMALL, "subjects": 3, "clips": 4}
     if args.plain_child:
         from mer.config import from_dict
+        from mer.folds import FoldRun
 
         job = json.loads(args.plain_child)
-        print(json.dumps(run_plain(from_dict(job["cfg"]), job["uri"], job["run"])), flush=True)
+        run = FoldRun.from_dict(job["run"])
+        print(json.dumps(run_plain(from_dict(job["cfg"]), job["uri"], run)), flush=True)
         return
 
     import ray
@@ -297,7 +299,7 @@ def main() -> None:
     ray_runs: list[dict] = []
 
     def one_plain():
-        job = json.dumps({"cfg": cfg.to_dict(), "uri": small, "run": run})
+        job = json.dumps({"cfg": cfg.to_dict(), "uri": small, "run": run.to_dict()})
         child = [sys.executable, __file__, "--plain-child", job]
         out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
         plain.append(json.loads(out.strip().splitlines()[-1]))

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mer import storage
 from mer.config_checks import NUM_CLASSES, SEARCHABLE, check_finetune, typed, validate
 from mer.errors import ConfigError
 
@@ -297,10 +298,8 @@ def load(path: str | None, overrides: list[str] | None = None) -> PipelineConfig
     """Load YAML (local or s3://), apply `section.key=value` overrides, validate."""
     d: dict = {}
     if path:
-        from mer.storage import read_bytes
-
         try:
-            d = yaml.safe_load(read_bytes(path)) or {}
+            d = yaml.safe_load(storage.read_bytes(path)) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from e
         if not isinstance(d, dict):

@@ -9,7 +9,9 @@ Inner splits group the *training* subjects of one fold into k parts, so a valida
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass
 from numbers import Integral
 from typing import NamedTuple
 
@@ -37,6 +39,47 @@ class InnerFold(NamedTuple):
     val_subjects: tuple[str, ...]  # subject keys "dataset/subject"
     train_idx: np.ndarray
     val_idx: np.ndarray
+
+
+@dataclass(frozen=True)
+class FoldSpec:
+    """One LOSO fold of a key-frame table, by subject keys (picklable, JSON-able)."""
+
+    index: int  # position in the sorted folds
+    key: str  # the held-out "dataset/subject"
+    name: str  # fold_name(key)
+    train_subjects: list[str]
+    test_subjects: list[str]
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """One fold run: a model trained on `train_subjects` and tested on `test_subjects`, from
+    the prior named `prior`. Outer runs are the LOSO folds; inner runs split an outer run's
+    training subjects (nested search). A shared prior (pretrain.prior_groups) also names the
+    subjects it learns on and the index that seeds it."""
+
+    id: str
+    index: int  # seeds the run's per-epoch generators (mer.train.data)
+    kind: str  # "outer" or "inner"
+    outer: str  # the outer run's id (its own for an outer run)
+    train_subjects: list[str]
+    test_subjects: list[str]
+    prior: str  # id of the prior it starts from (its own id: learnt on train_subjects)
+    prior_subjects: list[str] | None = None  # shared priors only
+    prior_index: int | None = None  # shared priors only
+
+    def to_dict(self) -> dict:
+        """As stored in an experiment's fold_runs.json (the shared-prior fields only where
+        the run has a shared prior)."""
+        d = dataclasses.asdict(self)
+        if self.prior_subjects is None:
+            del d["prior_subjects"], d["prior_index"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FoldRun:
+        return cls(**d)
 
 
 def subject_keys(manifest: pd.DataFrame) -> np.ndarray:

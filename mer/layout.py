@@ -45,6 +45,7 @@ from mer.datasets.synthetic.settings import VERSION as GENERATOR_VERSION
 from mer.datasets.synthetic.settings import settings as synthetic_settings
 from mer.datasets.synthetic.settings import without_unused
 from mer.errors import ConfigError
+from mer.folds import FoldRun
 
 # keyframes.* settings that change speed or run control, not the key frames written.
 KEYFRAMES_EXECUTION = ("concurrency", "chunk_size", "max_reject_fraction", "resources", "gpus")
@@ -208,22 +209,22 @@ def pretrain_runs_uri(cfg: PipelineConfig) -> str:
     return storage.join(cfg.root, "pretrain", "_runs")
 
 
-def run_settings(cfg: PipelineConfig, run: dict) -> dict:
+def run_settings(cfg: PipelineConfig, run: FoldRun) -> dict:
     """Everything that determines one fold run's predictions (cfg carries its seed and the
     searched values)."""
     return {
         "keyframes.hash": keyframes_hash(cfg),
         "prior.hash": prior_hash(cfg) if cfg.pretrain.enabled else None,
-        "prior.run": run.get("prior"),
+        "prior.run": run.prior,
         **_section(cfg, "model"),
         **_section(cfg, "finetune"),
         **numerics(cfg),
-        "run.train_subjects": sorted(run["train_subjects"]),
-        "run.test_subjects": sorted(run["test_subjects"]),
+        "run.train_subjects": sorted(run.train_subjects),
+        "run.test_subjects": sorted(run.test_subjects),
     }
 
 
-def run_hash(cfg: PipelineConfig, run: dict) -> str:
+def run_hash(cfg: PipelineConfig, run: FoldRun) -> str:
     return digest(run_settings(cfg, run))
 
 

@@ -1,5 +1,6 @@
 """Config loading, overrides, range checks and stage hashes."""
 
+import dataclasses
 import re
 
 import pytest
@@ -7,6 +8,7 @@ from tests_paths import REPO
 
 from mer import config, layout
 from mer.errors import ConfigError
+from mer.folds import FoldRun
 
 
 def test_demo_config_loads_and_overrides():
@@ -113,11 +115,11 @@ def test_stage_hashes_change_only_with_the_settings_that_determine_them():
     assert layout.prior_hash(search_only) == pt
     assert layout.prior_hash(config.load(None, ["pretrain.seed=1"])) != pt
     assert layout.prior_hash(config.load(None, ["resources.workers=2"])) != pt  # DDP batches
-    run = {"id": "f", "prior": "f", "train_subjects": ["a/1"], "test_subjects": ["a/2"]}
+    run = FoldRun("f", 0, "outer", "f", ["a/1"], ["a/2"], prior="f")
     h = layout.run_hash(base, run)
     for change in ("finetune.lr=0.01", "finetune.seed=3", "model.width=0.5", "pretrain.epochs=2"):
         assert layout.run_hash(config.load(None, [change]), run) != h, change
-    assert layout.run_hash(base, {**run, "train_subjects": ["a/3"]}) != h
+    assert layout.run_hash(base, dataclasses.replace(run, train_subjects=["a/3"])) != h
     # How a prior's norm statistics are made keys the prior and what reads it, and nothing
     # made without prior learning.
     precise = ["pretrain.precise_norms=false"]

@@ -61,8 +61,8 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
         storage.write_json(storage.join(out, "params.json"), params)
         for seed in cfg.search.seeds:
             for run in runs:
-                idx = table.indices_of(run["test_subjects"])
-                right = rng.random(len(idx)) < accuracy[run["kind"]]
+                idx = table.indices_of(run.test_subjects)
+                right = rng.random(len(idx)) < accuracy[run.kind]
                 pred = np.where(right, labels[idx], (labels[idx] + 1) % 3)
                 top = rng.uniform(0.75, 0.99, len(idx))
                 probs = np.repeat(((1 - top) / 2)[:, None], 3, axis=1)
@@ -76,16 +76,16 @@ def fabricate_experiment(cfg, keyframes: str) -> str:
                         "label": labels[idx],
                         "pred": pred,
                         "probs": list(probs),
-                        "run": run["id"],
-                        "kind": run["kind"],
-                        "outer": run["outer"],
+                        "run": run.id,
+                        "kind": run.kind,
+                        "outer": run.outer,
                         "seed": seed,
                         "seconds": 1.0,
                     }
                 )
                 storage.write_parquet(
                     pa.Table.from_pandas(preds, preserve_index=False),
-                    layout.predictions_uri(out, seed, run["id"]),
+                    layout.predictions_uri(out, seed, run.id),
                 )
     meta_uri = storage.join(exp, "_experiment.json")
     storage.write_json(meta_uri, {**storage.read_json(meta_uri), "status": "finished"})

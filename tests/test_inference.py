@@ -83,7 +83,7 @@ def fold_model(ray_local, tmp_path_factory):
         predictions=held_out,
         progress=lambda s: None,
     )
-    package(folder, cfg, kf, run, name="fold", training={"run": run["id"]})
+    package(folder, cfg, kf, run, name="fold", training={"run": run.id})
     return {
         "cfg": cfg,
         "data": str(data),
@@ -101,7 +101,7 @@ def test_inference_reproduces_the_probabilities_the_fold_run_saved(fold_model, t
     held = fm["held_out"]
     assert len(held) == 3 and set(held["subject"]) == {"sub01"}
     table = fm["table"]
-    clips = table.clips.iloc[table.indices_of(fm["run"]["test_subjects"])]
+    clips = table.clips.iloc[table.indices_of(fm["run"].test_subjects)]
     rows = pd.DataFrame(
         {
             "path": [os.path.relpath(s, data) for s in clips["source"]],
@@ -327,7 +327,7 @@ def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
         blob = open(os.path.join(fold_model["folder"], name), "rb").read()
         storage.write_bytes(f"{bucket}/model/{name}", blob)
     table, data = fold_model["table"], fold_model["data"]
-    clips = table.clips.iloc[table.indices_of(fold_model["run"]["test_subjects"])]
+    clips = table.clips.iloc[table.indices_of(fold_model["run"].test_subjects)]
     paths = [os.path.relpath(src, data) for src in clips["source"]]
     for path in paths:
         storage.write_bytes(f"{bucket}/clips/{path}", open(os.path.join(data, path), "rb").read())

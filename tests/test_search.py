@@ -1,5 +1,5 @@
-"""Ray Tune across LOSO folds: search over seeds, baselines, results, nested protocol, driver
-kill + resume, S3."""
+"""Ray Tune across LOSO folds: search over seeds, baselines, results, nested protocol, Ctrl+C
+and driver kill + resume, S3."""
 
 from __future__ import annotations
 
@@ -151,7 +151,14 @@ def assert_ray_reads_the_experiment(exp_uri: str, doc: dict) -> None:
     assert finals == pytest.approx(sorted(r["uf1"] for r in methods.values()))
 
 
-def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_path):
+def test_search_stopped_by_ctrl_c_then_killed_resumes_each_time_without_rerunning_folds(
+    ray_local, tmp_path
+):
+    """One experiment interrupted twice, as users interrupt them: Ctrl+C to the driver (Tune
+    saves its state and returns from fit() as if done; the job must stop there, exit 130 and
+    leave the experiment unfinished), then a rerun whose driver and everything it forked is
+    killed outright (SIGKILL to its process group). Each rerun keeps every finished fold run,
+    and the last one finishes the experiment counting each fold run once."""
     cfg_path = tmp_path / "cfg.yaml"
     cfg = tiny_cfg(
         tmp_path, "search.experiment=resume", "finetune.epochs=3", "resources.max_concurrent=1"
@@ -160,79 +167,26 @@ def test_killed_driver_resumes_without_rerunning_finished_folds(ray_local, tmp_p
     cfg_path.write_text(cfg.to_yaml())
     address = ray_local.get_runtime_context().gcs_address
     args = ["jobs/tune.py", "--config", str(cfg_path), "--address", address]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"}
+    exp_uri = str(tmp_path / "tune" / "resume")
     folds_dir = tmp_path / "tune" / "resume" / "configs"
 
+    def finished() -> dict[str, float]:
+        return {str(f): f.stat().st_mtime for f in folds_dir.glob("*/seed-*/*.parquet")}
+
+    # 1. Ctrl+C in the driver's terminal (the driver only).
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=REPO,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    done_before: dict[str, float] = {}
-
-    def first_fold_written_or_driver_gone() -> bool:
-        done_before.update(
-            {str(f): f.stat().st_mtime for f in folds_dir.glob("*/seed-*/*.parquet")}
-        )
-        return bool(done_before) or proc.poll() is not None
-
-    try:
-        wait_until(first_fold_written_or_driver_gone, timeout=300)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it forked
-        proc.wait()
-    assert done_before, "the driver finished no fold run before the deadline"
-    assert len(done_before) < 8, "everything finished before the kill; nothing to resume"
-    # Queried mid-experiment, the results say they are partial.
-    midway = results.summary(results.load_experiment(str(tmp_path / "tune" / "resume")))
-    assert midway["partial"] is True and midway["status"] == "running"
-
-    rerun = run_job(args, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    for f, mtime in done_before.items():
-        assert os.path.getmtime(f) == mtime, f"{f} was rerun"
-    # The new driver says how many fold runs it keeps and counts each fold run once, on its
-    # own clock (the ETA from what it computes).
-    kept = re.search(r"resuming .*: (\d+) of 8 fold runs were done before", rerun.stdout)
-    assert kept and int(kept.group(1)) >= len(done_before), rerun.stdout
-    lines = [x for x in rerun.stdout.splitlines() if x.startswith("[search] ") and "/8 " in x]
-    assert lines[-1].startswith("[search] 8/8 ") and "done before" in lines[-1], lines
-    counts = [int(x.split()[1].split("/")[0]) for x in lines]
-    assert counts == sorted(set(counts)), lines  # every fold run counted once
-    board = results.leaderboard(results.load_experiment(str(tmp_path / "tune" / "resume")))
-    board = board[board["kind"] == "method"]
-    assert len(board) == 2 and (board["folds_done"] == 4).all()
-
-
-def test_interrupted_search_stops_the_job_unfinished_and_resumes(ray_local, tmp_path):
-    # Ctrl+C: Tune saves its state and returns from fit() as if done; the job must stop there
-    # (not go on to its next stage) and the experiment must not be marked finished.
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg = tiny_cfg(
-        tmp_path, "search.experiment=stop", "finetune.epochs=3", "resources.max_concurrent=1"
-    )
-    write_fake_keyframes(layout.keyframes_uri(cfg))
-    cfg_path.write_text(cfg.to_yaml())
-    address = ray_local.get_runtime_context().gcs_address
-    args = ["jobs/tune.py", "--config", str(cfg_path), "--address", address]
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    folds_dir = tmp_path / "tune" / "stop" / "configs"
     try:
-        wait_until(
-            lambda: any(folds_dir.glob("*/seed-*/*.parquet")) or proc.poll() is not None,
-            timeout=300,
-        )
+        wait_until(lambda: finished() or proc.poll() is not None, timeout=300)
         assert proc.poll() is None, "the driver ended before its first fold run"
-        proc.send_signal(signal.SIGINT)  # the driver only, as Ctrl+C in its terminal
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
@@ -240,17 +194,49 @@ def test_interrupted_search_stops_the_job_unfinished_and_resumes(ray_local, tmp_
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted:" in err and "rerun the same command to resume" in err
-    done = {str(f): f.stat().st_mtime for f in folds_dir.glob("*/seed-*/*.parquet")}
+    done = finished()
     assert 1 <= len(done) < 8, f"{len(done)} of 8 fold runs: the interrupt came too late"
-    exp_uri = str(tmp_path / "tune" / "stop")
     assert storage.read_json(f"{exp_uri}/_experiment.json")["status"] == "running"
     assert results.summary(results.load_experiment(exp_uri))["partial"]
 
+    # 2. The rerun, killed with everything it forked once it has finished one more fold run.
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: len(finished()) > len(done) or proc.poll() is not None, timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = finished()
+    assert all(before[f] == t for f, t in done.items()), "a fold run finished before was rerun"
+    assert len(done) < len(before) < 8, f"{len(before)} of 8: nothing left to resume"
+    midway = results.summary(results.load_experiment(exp_uri))  # queried mid-experiment
+    assert midway["partial"] is True and midway["status"] == "running"
+
+    # 3. The last rerun finishes it, keeping every fold run finished before.
     rerun = run_job(args, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert all(os.path.getmtime(f) == t for f, t in done.items()), "finished fold runs rerun"
+    for f, mtime in before.items():
+        assert os.path.getmtime(f) == mtime, f"{f} was rerun"
+    # The new driver says how many fold runs it keeps and counts each fold run once, on its
+    # own clock (the ETA from what it computes).
+    kept = re.search(r"resuming .*: (\d+) of 8 fold runs were done before", rerun.stdout)
+    assert kept and int(kept.group(1)) >= len(before), rerun.stdout
+    lines = [x for x in rerun.stdout.splitlines() if x.startswith("[search] ") and "/8 " in x]
+    assert lines[-1].startswith("[search] 8/8 ") and "done before" in lines[-1], lines
+    counts = [int(x.split()[1].split("/")[0]) for x in lines]
+    assert counts == sorted(set(counts)), lines  # every fold run counted once
     assert storage.read_json(f"{exp_uri}/_experiment.json")["status"] == "finished"
     assert "partial" not in results.summary(results.load_experiment(exp_uri))
+    board = results.leaderboard(results.load_experiment(exp_uri))
+    board = board[board["kind"] == "method"]
+    assert len(board) == 2 and (board["folds_done"] == 4).all()
 
 
 def test_experiment_on_s3_queried_from_another_process(s3_endpoint, ray_local):

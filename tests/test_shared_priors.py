@@ -46,31 +46,31 @@ def _plan(n, protocol, inner_prior="own"):
 @pytest.mark.parametrize("protocol", ["outer", "nested"])
 def test_no_prior_sees_its_folds_test_subjects_outer_and_inner(n, protocol):
     runs = _plan(n, protocol)
-    outer_test = {r["id"]: set(r["test_subjects"]) for r in runs if r["kind"] == "outer"}
+    outer_test = {r.id: set(r.test_subjects) for r in runs if r.kind == "outer"}
     assert len(outer_test) == len(CLIPS)
     for run in runs:
-        seen = set(run["prior_subjects"])
-        assert not seen & set(run["test_subjects"]), run["id"]
-        assert not seen & outer_test[run["outer"]], run["id"]  # inner: nor the outer test subject
-        assert seen <= set(run["train_subjects"])  # a prior learns on training subjects only
-    priors = {r["prior"] for r in runs if r["kind"] == "outer"}
+        seen = set(run.prior_subjects)
+        assert not seen & set(run.test_subjects), run.id
+        assert not seen & outer_test[run.outer], run.id  # inner: nor the outer test subject
+        assert seen <= set(run.train_subjects)  # a prior learns on training subjects only
+    priors = {r.prior for r in runs if r.kind == "outer"}
     assert len(priors) == n  # one per group, shared by the group's folds
 
 
 def test_inner_runs_share_priors_inside_each_outer_training_set():
     runs = _plan(2, "nested")
-    for outer in (r for r in runs if r["kind"] == "outer"):
-        inner = [r for r in runs if r["outer"] == outer["id"] and r["kind"] == "inner"]
-        assert len(inner) == 3 and len({r["prior"] for r in inner}) == 2
+    for outer in (r for r in runs if r.kind == "outer"):
+        inner = [r for r in runs if r.outer == outer.id and r.kind == "inner"]
+        assert len(inner) == 3 and len({r.prior for r in inner}) == 2
         for r in inner:  # the prior learns on the outer training subjects outside its group
-            assert set(r["prior_subjects"]) < set(outer["train_subjects"])
+            assert set(r.prior_subjects) < set(outer.train_subjects)
 
 
 def test_inner_prior_outer_reuses_the_outer_folds_shared_prior_and_is_flagged_not_leaky(tmp_path):
     runs = _plan(3, "nested", inner_prior="outer")
     cfg = _cfg(tmp_path, "pretrain.prior_groups=3")
     for job in prior_jobs(cfg, runs, [0]):
-        checkpoints.mark_done(job["dir"], job["train_subjects"], [])
+        checkpoints.mark_done(job.dir, job.train_subjects, [])
     assert len(prior_jobs(cfg, runs, [0])) == 3
     assert prior_leaks(cfg, runs, [0]) == []  # outer test subjects are still never seen
 
@@ -80,16 +80,16 @@ def test_stored_subject_lists_pass_the_leak_check_and_a_leaky_prior_is_caught(tm
     cfg = _cfg(tmp_path, "pretrain.prior_groups=4")
     runs = _plan(4, protocol)
     jobs = prior_jobs(cfg, runs, [0, 1])
-    assert len({j["dir"] for j in jobs}) == len(jobs)  # one folder per (seed, prior)
+    assert len({j.dir for j in jobs}) == len(jobs)  # one folder per (seed, prior)
     for job in jobs:
-        checkpoints.mark_done(job["dir"], job["train_subjects"], [])
+        checkpoints.mark_done(job.dir, job.train_subjects, [])
     assert prior_leaks(cfg, runs, [0, 1]) == []
     # A prior that saw every subject is reported for every run that starts from it.
     victim = jobs[0]
-    checkpoints.mark_done(victim["dir"], sorted(CLIPS), [])
+    checkpoints.mark_done(victim.dir, sorted(CLIPS), [])
     leaks = prior_leaks(cfg, runs, [0, 1])
-    users = [r for r in runs if r["prior"] == victim["run"]]
-    assert len(leaks) == len(users) > 0 and all(victim["run"] in line for line in leaks)
+    users = [r for r in runs if r.prior == victim.run]
+    assert len(leaks) == len(users) > 0 and all(victim.run in line for line in leaks)
 
 
 def test_a_prior_not_learnt_is_reported(tmp_path):
@@ -103,8 +103,8 @@ def test_grouping_is_deterministic_and_the_same_whichever_folds_run():
     assert prior_groups_of(table, 3) == prior_groups_of(table, 3)
     everyone = outer_runs(fold_specs(table), prior_groups_of(table, 3))
     some = outer_runs(fold_specs(table)[2:5], prior_groups_of(table, 3))
-    by_id = {r["id"]: r for r in everyone}
-    assert all(r["prior"] == by_id[r["id"]]["prior"] for r in some)
+    by_id = {r.id: r for r in everyone}
+    assert all(r.prior == by_id[r.id].prior for r in some)
 
 
 def test_each_n_keys_its_own_priors(tmp_path):
@@ -112,7 +112,7 @@ def test_each_n_keys_its_own_priors(tmp_path):
     for n in (None, 2, 3, 4):
         extra = [] if n is None else [f"pretrain.prior_groups={n}"]
         cfg = _cfg(tmp_path, *extra)
-        dirs[n] = {j["dir"] for j in prior_jobs(cfg, _plan(n, "outer"), [0])}
+        dirs[n] = {j.dir for j in prior_jobs(cfg, _plan(n, "outer"), [0])}
     hashes = {n: layout.prior_hash(_cfg(tmp_path, f"pretrain.prior_groups={n}")) for n in (2, 3)}
     assert hashes[2] != hashes[3] != layout.prior_hash(_cfg(tmp_path))
     for a in dirs:
@@ -125,10 +125,10 @@ def test_default_is_one_prior_per_fold_run_under_the_keys_it_had(tmp_path):
     table = _table()
     assert prior_groups_of(table, cfg.pretrain.prior_groups) is None
     runs = nested_runs(table, fold_specs(table), 3, seed=0)
-    assert all(r["prior"] == r["id"] and "prior_subjects" not in r for r in runs)
+    assert all(r.prior == r.id and r.prior_subjects is None for r in runs)
     jobs = prior_jobs(cfg, runs, [0])
-    assert [(j["run"], j["index"], j["train_subjects"]) for j in jobs] == [
-        (r["id"], r["index"], r["train_subjects"]) for r in runs
+    assert [(j.run, j.index, j.train_subjects) for j in jobs] == [
+        (r.id, r.index, r.train_subjects) for r in runs
     ]
     # The setting is absent from every key at its default, so those hashes are the ones
     # written before shared priors existed (per-fold priors, experiments, finetune runs).
@@ -158,8 +158,8 @@ def test_the_search_plans_shared_priors_from_the_config(tmp_path, protocol):
     cfg = _cfg(tmp_path, "pretrain.prior_groups=3", *extra)
     table = _table()
     runs = fold_runs(cfg, table, fold_specs(table))
-    assert {r["kind"] for r in runs} == ({"outer", "inner"} if extra else {"outer"})
-    assert len({r["prior"] for r in runs if r["kind"] == "outer"}) == 3
+    assert {r.kind for r in runs} == ({"outer", "inner"} if extra else {"outer"})
+    assert len({r.prior for r in runs if r.kind == "outer"}) == 3
     for job in prior_jobs(cfg, runs, [0]):
-        checkpoints.mark_done(job["dir"], job["train_subjects"], [])
+        checkpoints.mark_done(job.dir, job.train_subjects, [])
     assert prior_leaks(cfg, runs, [0]) == []

@@ -3,6 +3,7 @@ published layouts (local and S3), their bad-input rules, and the synthetic long 
 
 from __future__ import annotations
 
+import importlib
 import io
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import openpyxl
 import pytest
+from tests_paths import REPO
 
 from mer import storage
 from mer.datasets.long_videos import Interval, load_long_videos
@@ -73,7 +75,7 @@ def casme_sq_tree(root, rows=CASME_SQ_ROWS):
         root / "CAS(ME)^2code_final.xlsx",
         [
             ("CASFEcode_final", rows),
-            ("naming rule1", [[1, "s15", 1], [2, "s16", 2]]),
+            ("naming rule1", [[1, "s15", 1], [2, "16", 2], [3, "s17", 9]]),  # no rawpic/s17
             ("naming rule2", [[101, "disgust1"], [401, "anger1"], [502, "happy1"]]),
         ],
     )
@@ -135,7 +137,7 @@ def test_casme_sq_reads_videos_and_micro_and_macro_rows(tmp_path):
     ]
     why = reasons(found)
     assert "16_0102eatingworms holds no images" in why
-    assert "subject 9 has no folder name in sheet naming rule1" in why
+    assert "subject 9 has no folder under" in why
     assert "clip 'happy9_1' names no stimulus" in why
     assert "frames 50..70 are outside the video's frames 1..60" in why
     assert "onset 30 is after offset 20" in why
@@ -156,6 +158,23 @@ def test_casme_sq_broken_sheet_names_the_sheet_and_row(tmp_path, cell, column, m
     casme_sq_tree(tmp_path, rows)
     with pytest.raises(InputError, match=rf"CASFEcode_final row 2.*{message}"):
         load_long_videos("casme_sq", str(tmp_path))
+
+
+def test_casme_sq_sheet_with_a_header_and_no_naming_sheets_still_loads(tmp_path):
+    casme_sq_tree(tmp_path)
+    header = ["Subject", "Filename", "Onset", "Apex", "Offset", "AUs", "Emotion", "Type", "Self"]
+    rows = [
+        [15, "0101_1", 5, 8, 12, "4+7", "negative", "micro-expression", "disgust"],
+        [16, "0401_1", 20, 30, 45, "4", "negative", "macro-expression", "anger"],
+        [16, "disgust1_1", 3, 6, 9, "4", "negative", "micro-expression", "disgust"],
+    ]
+    workbook(tmp_path / "CAS(ME)^2code_final.xlsx", [("Sheet1", [header, *rows])])
+    found = load_long_videos("casme_sq", str(tmp_path))
+    assert found.intervals == [
+        Interval("15_0101disgustingteeth", 5, 12, "micro", "negative"),
+        Interval("16_0401pickingupwallet", 20, 45, "macro", "negative"),
+    ]
+    assert "clip 'disgust1_1' names no stimulus" in reasons(found)
 
 
 def test_casme_sq_missing_or_unreadable_workbook_is_an_input_error(tmp_path):
@@ -197,6 +216,15 @@ def test_samm_lv_reads_videos_and_typed_rows(tmp_path):
     assert "frames 100..130 are outside the video's frames 1..120" in why
     assert "no folder 008_1 under" in why
     assert len(found.rejects) == 2
+
+
+def test_samm_lv_finds_a_renamed_release_sheet_and_folder_case(tmp_path):
+    samm_lv_tree(tmp_path)
+    (tmp_path / "SAMM_LongVideos_V1_Release.xlsx").rename(tmp_path / "SAMM_LongVideos_V4.xlsx")
+    (tmp_path / "SAMM_longvideos").rename(tmp_path / "SAMM_LongVideos")
+    found = load_long_videos("samm_lv", str(tmp_path))
+    assert len(found.intervals) == 4 and len(found.videos) == 3
+    assert found.videos[0].frames == str(tmp_path / "SAMM_LongVideos" / "006_1")
 
 
 def test_samm_lv_broken_sheet_names_the_sheet(tmp_path):
@@ -354,3 +382,19 @@ def test_unknown_long_preset_or_option_is_a_config_error():
         long_settings("realistic")
     with pytest.raises(ConfigError, match="unknown long-video option"):
         long_settings("tiny", blink_rate=3)
+
+
+def test_synth_long_job_writes_a_set_and_prints_its_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "jobs"))  # as `python jobs/synth_long.py` runs
+    job = importlib.import_module("synth_long")
+    out = tmp_path / "long"
+    args = [str(out), "--preset", "tiny", "--set", "seconds=1.2", "--set", "micro=[1,1]"]
+    summary = job.main(args)
+    assert summary["key"] == long_key("tiny", seconds=1.2, micro=(1, 1))
+    assert summary["videos"] == 2 and summary["frames"] == 2 * 36
+    assert f'"key": "{summary["key"]}"' in capsys.readouterr().out
+    assert load_long_videos("synthetic_long", str(out)).videos[0].dataset == "synthetic_long"
+    with pytest.raises(SystemExit) as refused:  # other settings, same folder: exit 2
+        job.main([str(out), "--preset", "tiny", "--set", "seed=5"])
+    assert refused.value.code == 2
+    assert "made under other settings" in capsys.readouterr().err

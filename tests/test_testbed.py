@@ -163,7 +163,7 @@ def test_baseline_predictions_are_recomputed_when_a_setting_changes(tmp_path, mo
     exp = str(tmp_path / "exp")
     baselines.run_baselines(exp, table, runs, [0, 1], 3, names=("linear",))
     out = layout.baseline_dir(exp, "linear")
-    uri = layout.predictions_uri(out, 0, runs[0]["id"])
+    uri = layout.predictions_uri(out, 0, runs[0].id)
     first = storage.read_json(storage.join(out, "_settings.json"))
     # Same settings: stored predictions are kept as they are (a marker survives).
     storage.write_bytes(storage.join(out, "seed-0", "marker"), b"x")
@@ -184,7 +184,7 @@ def test_baseline_predictions_of_unknown_settings_are_not_returned(tmp_path):
     runs = outer_runs(select_folds(table, None))
     exp = str(tmp_path / "exp")
     out = layout.baseline_dir(exp, "majority")
-    old = layout.predictions_uri(out, 0, runs[0]["id"])
+    old = layout.predictions_uri(out, 0, runs[0].id)
     storage.write_bytes(old, b"not a parquet file")
     baselines.run_baselines(exp, table, runs, [0], 3, names=("majority",))
     assert storage.read_parquet(old).num_rows > 0

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mer.errors import InputError
+
 MANIFEST_COLUMNS = [
     "dataset",
     "subject",
@@ -41,7 +43,7 @@ def class_names(protocol: str | None, dataset: str = "") -> list[str] | None:
         return list(CLASSES_3)
     if protocol != "5class" or dataset not in ("casme2", "samm"):
         return None
-    if dataset == "casme2":
+    if dataset == "casme2":  # (the adapters import this package: see load_manifest)
         from mer.datasets.casme2 import FIVE_CLASS as five
     else:
         from mer.datasets.samm import FIVE_CLASS as five
@@ -50,8 +52,8 @@ def class_names(protocol: str | None, dataset: str = "") -> list[str] | None:
 
 def load_manifest(dataset: str, root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
     """Load the clip manifest of `dataset` found under `root` (local path or s3:// URI)."""
-    from mer.errors import InputError
-
+    # The adapters are imported here, not at the top: each imports this package (CLASSES_3,
+    # the manifest columns), which the config checks read long before any dataset is loaded.
     if dataset == "casme2":
         from mer.datasets.casme2 import load
     elif dataset == "samm":

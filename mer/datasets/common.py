@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from mer import storage
+from mer.datasets import MANIFEST_COLUMNS
 from mer.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -467,7 +468,6 @@ def build_manifest(
 
 def manifest_frame(columns: Mapping[str, list]) -> pd.DataFrame:
     """A manifest DataFrame with MANIFEST_COLUMNS, their dtypes, sorted by (subject, clip)."""
-    from mer.datasets import MANIFEST_COLUMNS
 
     df = pd.DataFrame({c: columns[c] for c in MANIFEST_COLUMNS})
     df = df.astype(

@@ -3,7 +3,8 @@ LongVideoSet.
 
 Layout as distributed, under `root` (a local path or s3:// URI):
   root/SAMM_longvideos/006_1/006_1_00001.jpg     one folder per long video, grey, 200 fps
-  root/SAMM_LongVideos_V1_Release.xlsx          the sheet (default; V2 or V3 if only those)
+  root/SAMM_LongVideos_V1_Release.xlsx          the sheet (default; V2 or V3 if only those,
+                                                or the one SAMM_LongVideos*.xlsx / .csv)
 The sheet has rows of preamble, then a header row (found as the row holding "Filename"):
 Subject, Filename, Inducement Code, Onset, Apex, Offset, Duration, Type, Action Units, Notes.
 Filename is <video>_<k> (006_1_3: the third expression of video 006_1); Type is
@@ -58,7 +59,7 @@ def load_long(root: str, annotations: str | None = None) -> LongVideoSet:
     root = common.local_or_uri(root)
     sheet = annotations or _default_sheet(root)
     rows = common.read_sheet(sheet, COLUMNS, key="clip")
-    frames_root = storage.join(root, FOLDER)
+    frames_root = storage.join(root, _folder(root))
     names = common.subfolders(frames_root)
     if names is None:
         raise InputError(f"{frames_root} does not exist; is {root} the SAMM Long Videos root?")
@@ -100,8 +101,24 @@ def load_long(root: str, annotations: str | None = None) -> LongVideoSet:
 
 
 def _default_sheet(root: str) -> str:
+    """The V1, V2 or V3 release sheet (or its .csv export), else the one .xlsx or .csv whose
+    name starts SAMM_LongVideos (any case); root/SAMM_LongVideos_V1_Release.xlsx if none."""
     for name in RELEASES:
         sheet = common.default_sheet(root, name)
         if storage.exists(sheet):
             return sheet
-    return storage.join(root, SHEET)
+    found = sorted(
+        name
+        for name, kind in storage.entries(root) or []
+        if kind == "file"
+        and name.lower().startswith("samm_longvideos")
+        and name.lower().endswith((".xlsx", ".csv"))
+    )
+    return storage.join(root, found[0] if len(found) == 1 else SHEET)
+
+
+def _folder(root: str) -> str:
+    """SAMM_longvideos, or the folder of that name in another case."""
+    names = common.subfolders(root) or []
+    same = [n for n in names if n.lower() == FOLDER.lower()]
+    return FOLDER if FOLDER in names or not same else same[0]

@@ -26,7 +26,9 @@ from threadpoolctl import threadpool_limits
 
 from mer import layout, provenance, storage
 from mer.evaluation import field_baselines
+from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable
+from mer.provenance import platform
 
 BASELINES = ("majority", "linear", "lbp-top", "flow-cnn")
 BASELINES_VERSION = 2  # 2: predictions keyed by settings; lbp-top and flow-cnn
@@ -122,12 +124,12 @@ def predict_run(
     name: str,
     table: ClipTable,
     features: np.ndarray | None,
-    run: dict,
+    run: FoldRun,
     num_classes: int,
     seed: int = 0,
 ) -> pd.DataFrame:
-    train = table.indices_of(run["train_subjects"])
-    test = table.indices_of(run["test_subjects"])
+    train = table.indices_of(run.train_subjects)
+    test = table.indices_of(run.test_subjects)
     labels = table.clips["label"].to_numpy()
     groups = table.subject_keys[train]
     if name == "majority":
@@ -153,9 +155,9 @@ def predict_run(
             "label": labels[test].astype(int),
             "pred": probs.argmax(1).astype(int),
             "probs": list(probs.astype(float)),
-            "run": run["id"],
-            "kind": run.get("kind", "outer"),
-            "outer": run.get("outer", run["id"]),
+            "run": run.id,
+            "kind": run.kind,
+            "outer": run.outer,
         }
     )
 
@@ -178,15 +180,13 @@ def baseline_provenance() -> dict:
     on one thread, whatever the fold runs beside them use."""
     import torch
 
-    from mer.provenance import platform
-
     return {**provenance.record(), "platform": platform(torch.device("cpu")), "threads": 1}
 
 
 def run_baselines(
     exp: str,
     table: ClipTable,
-    runs: list[dict],
+    runs: list[FoldRun],
     seeds: list[int],
     num_classes: int,
     names: tuple[str, ...] = BASELINES,
@@ -196,7 +196,7 @@ def run_baselines(
     and recomputed where made under others (_settings.json says which)."""
     import pyarrow as pa
 
-    outer = [r for r in runs if r.get("kind", "outer") == "outer"]
+    outer = [r for r in runs if r.kind == "outer"]
     if table.frames.shape[1] < 3:  # LBP on the XT / YT planes needs a frame on each side
         names = tuple(n for n in names if n != "lbp-top")
     for name in names:
@@ -208,7 +208,7 @@ def run_baselines(
             storage.remove(out, recursive=True)  # made by other settings or older code
         features = None
         for run in outer:
-            uris = [layout.predictions_uri(out, s, run["id"]) for s in seeds]
+            uris = [layout.predictions_uri(out, s, run.id) for s in seeds]
             if all(storage.exists(u) for u in uris):
                 continue
             if features is None:

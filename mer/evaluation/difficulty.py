@@ -40,8 +40,11 @@ from torch import nn
 
 from mer import storage
 from mer.evaluation import baselines
+from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable
 from mer.metrics import summarise
+from mer.train.data import to_tensor
+from mer.train.models import C3D
 
 ROWS = (
     "majority",
@@ -105,7 +108,6 @@ def _shuffled_orders(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def _method_inputs(table: ClipTable, shuffle: bool, seed: int) -> torch.Tensor:
-    from mer.train.data import to_tensor
 
     x = to_tensor(table.frames, input="delta")  # N,C,K,S,S
     if shuffle:
@@ -118,7 +120,6 @@ def train_method(
     x: torch.Tensor, y: np.ndarray, train: np.ndarray, test: np.ndarray, n: int, s: CardSettings
 ) -> np.ndarray:
     """Class probabilities of the card's small C3D, trained from scratch on `train`."""
-    from mer.train.models import C3D
 
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
@@ -147,7 +148,7 @@ def train_method(
 
 
 def card(
-    table: ClipTable, truth: pd.DataFrame, runs: list[dict], s: CardSettings = CardSettings()
+    table: ClipTable, truth: pd.DataFrame, runs: list[FoldRun], s: CardSettings = CardSettings()
 ) -> dict:
     """Pooled LOSO scores of every row of s.rows, and the table's key-frame statistics."""
     n_cls = 3
@@ -166,8 +167,8 @@ def card(
         else:
             feats[name] = _method_inputs(table, name == "method-shuffled", s.seed)
     for run in runs:
-        train = table.indices_of(run["train_subjects"])
-        test = table.indices_of(run["test_subjects"])
+        train = table.indices_of(run.train_subjects)
+        test = table.indices_of(run.test_subjects)
         groups = table.subject_keys[train]
         for name in s.rows:
             x = feats[name]

@@ -32,10 +32,14 @@ import hashlib
 import json
 import time
 
-from mer import layout, storage
+from mer import config, layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig
+from mer.errors import ConfigError, InputError
+from mer.folds import FoldRun, FoldSpec
 from mer.keyframes.table import ClipTable, nested_runs, outer_runs, prior_groups_of
-from mer.progress import emit
+from mer.progress import Counter, emit, tune_progress
+from mer.train.finetune import finetune_loop, finished_keys, fold_units, loop_config
+from mer.train.runtime import plan_resources, trainer_trial, tune_loggers, tune_run_config
 
 
 def param_space(space: dict, algorithm: str) -> dict:
@@ -57,7 +61,7 @@ def config_id(params: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def fold_runs(cfg: PipelineConfig, table: ClipTable, folds: list[dict]) -> list[dict]:
+def fold_runs(cfg: PipelineConfig, table: ClipTable, folds: list[FoldSpec]) -> list[FoldRun]:
     """The fold runs every configuration executes: outer LOSO folds (+ inner folds if nested)."""
     n = cfg.pretrain.prior_groups
     if cfg.search.protocol != "nested":
@@ -76,8 +80,8 @@ def trial_count(cfg: PipelineConfig) -> int:
 
 
 def open_experiment(
-    cfg: PipelineConfig, keyframes: str, table: ClipTable, folds: list[dict]
-) -> tuple[str, list[dict]]:
+    cfg: PipelineConfig, keyframes: str, table: ClipTable, folds: list[FoldSpec]
+) -> tuple[str, list[FoldRun]]:
     """Tie `tune/<experiment>/` to this config's settings (or refuse), describe it in
     _experiment.json; returns (its URI, the fold runs every configuration executes)."""
     exp = layout.experiment_uri(cfg)
@@ -90,14 +94,14 @@ def open_experiment(
     runs = fold_runs(cfg, table, folds)
     inner: dict[str, list[str]] = {}
     for r in runs:
-        if r["kind"] == "inner":
-            inner.setdefault(r["outer"], []).append(r["id"])
+        if r.kind == "inner":
+            inner.setdefault(r.outer, []).append(r.id)
     meta = {
         "experiment": cfg.search.experiment,
         "protocol": cfg.search.protocol,
         "inner_k": cfg.search.inner_k,
         "inner_prior": cfg.search.inner_prior,
-        "folds": [f["name"] for f in folds],
+        "folds": [f.name for f in folds],
         "inner_runs": inner,
         "seeds": list(cfg.search.seeds),
         "runs_per_config": len(runs),
@@ -116,7 +120,7 @@ def open_experiment(
         meta["created"] = storage.read_json(meta_uri).get("created", meta["created"])
     storage.write_json(meta_uri, meta)
     storage.write_bytes(storage.join(exp, "config.yaml"), cfg.to_yaml().encode())
-    storage.write_json(storage.join(exp, "fold_runs.json"), runs)
+    storage.write_json(storage.join(exp, "fold_runs.json"), [r.to_dict() for r in runs])
     return exp, runs
 
 
@@ -126,8 +130,6 @@ def trainable(experiment: str, resources=None):
     _experiment.json). This is what `ray.tune.Tuner.restore(<experiment>/_tune,
     trainable=mer.evaluation.search.trainable(<experiment>))` expects; `resources` default to the
     config's (resolve them with mer.train.runtime.plan_resources to run trials)."""
-    from mer import config
-    from mer.errors import InputError
 
     runs_uri = storage.join(experiment, "fold_runs.json")
     if not storage.exists(runs_uri):
@@ -138,14 +140,16 @@ def trainable(experiment: str, resources=None):
     cfg = config.load(storage.join(experiment, "config.yaml"))
     meta = storage.read_json(storage.join(experiment, "_experiment.json"))
     return _trainable(
-        cfg, meta["keyframes"], storage.read_json(runs_uri), experiment, resources or cfg.resources
+        cfg,
+        meta["keyframes"],
+        [FoldRun.from_dict(r) for r in storage.read_json(runs_uri)],
+        experiment,
+        resources or cfg.resources,
     )
 
 
-def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, resources):
+def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[FoldRun], exp: str, resources):
     """One configuration per trial: a TorchTrainer running its fold runs at every seed."""
-    from mer.train.finetune import finetune_loop, fold_units, loop_config
-    from mer.train.runtime import trainer_trial
 
     seeds = list(cfg.search.seeds)
 
@@ -159,19 +163,15 @@ def _trainable(cfg: PipelineConfig, keyframes: str, runs: list[dict], exp: str, 
     return trainer_trial(finetune_loop, make_config, resources, storage.join(exp, "_runs"))
 
 
-def run_search(cfg: PipelineConfig, keyframes: str, runs: list[dict], *, progress=emit) -> str:
+def run_search(cfg: PipelineConfig, keyframes: str, runs: list[FoldRun], *, progress=emit) -> str:
     """Run (or resume) the search over `runs` (open_experiment's); returns its URI."""
     import ray.tune
-
-    from mer.progress import Counter, tune_progress
-    from mer.train.finetune import finished_keys
-    from mer.train.runtime import plan_resources, tune_loggers, tune_run_config
 
     exp = layout.experiment_uri(cfg)
     meta_uri = storage.join(exp, "_experiment.json")
     meta = storage.read_json(meta_uri)
     seeds = list(cfg.search.seeds)
-    n_outer = sum(1 for r in runs if r["kind"] == "outer")
+    n_outer = sum(1 for r in runs if r.kind == "outer")
 
     n_trials = trial_count(cfg)
     resources, concurrency = plan_resources(cfg.resources, n_trials)
@@ -248,8 +248,6 @@ def _searcher(cfg: PipelineConfig):
     try:
         from ray.tune.search.hyperopt import HyperOptSearch
     except ImportError as e:  # pragma: no cover - optional
-        from mer.errors import ConfigError
-
         raise ConfigError("config search.algorithm=hyperopt needs `pip install hyperopt`") from e
     return HyperOptSearch(metric="uf1", mode="max", random_state_seed=cfg.seed)
 

@@ -51,6 +51,8 @@ from mer import layout, provenance, storage
 from mer.config import PipelineConfig
 from mer.errors import ConfigError, InputError
 from mer.evaluation import results, stats
+from mer.evaluation.study_report import flat_rows, html, markdown, plot
+from mer.keyframes.table import read_keyframes
 from mer.progress import emit
 
 FULL = "full"
@@ -535,7 +537,6 @@ def keyframe_facts(uri: str) -> dict | None:
     hold their apex frame. Two tables with no interpolated position and the same positions
     hold the same frames, so a row that only changes the interpolator then repeats another's.
     None when the table is not there (the variant has not built it)."""
-    from mer.keyframes.table import read_keyframes
 
     try:
         _, df, _ = read_keyframes(uri, frames=False)
@@ -901,8 +902,6 @@ def write_study(
     """study.json, study.csv, study.md, study_uf1.png and report.html (one
     self-contained page) under <root>/study/<name>/."""
     import pandas as pd
-
-    from mer.evaluation.study_report import flat_rows, html, markdown, plot
 
     table = study_table(cfg, study, allow_mixed=allow_mixed)
     out = study_uri(cfg, study)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 
+from mer.evaluation import html_page as h
+from mer.evaluation.results_report import private_matplotlib_cache
+
 
 def _fmt(score: dict | None) -> str:
     if not score or score.get("mean") is None:
@@ -271,7 +274,6 @@ def plot_labels(table: dict) -> list[str]:
 
 def plot(table: dict) -> bytes:
     """UF1 with its interval per row, the full method's mean as a reference line (PNG)."""
-    from mer.evaluation.results_report import private_matplotlib_cache
 
     private_matplotlib_cache()  # a study on a cluster leaves no font cache in ~/.cache
     import matplotlib
@@ -319,7 +321,6 @@ def html(table: dict, study_png: bytes | None = None) -> str:
     interval, each claim's paired difference to the full method with its verdict, the plot
     (inline) and the facts that qualify the numbers. Numbers are study.json's, three
     decimals (p-values four); each numeric cell names its row (variant and settings) and key."""
-    from mer.evaluation import html_page as h
 
     rows = table["rows"]
     # Keys beyond the usual four that a comparison carries (an adjusted p, say) get a column.

@@ -16,7 +16,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from mer.errors import DecodeError, InputError
+from mer.errors import ConfigError, DecodeError, InputError
+from mer.keyframes.align import MIN_SIDE, estimate_shifts, reduce_gray
+from mer.keyframes.clip_quality import measure
+from mer.keyframes.construction import build_keyframes, scale_frame
+from mer.keyframes.faces import crop, face_crop_box
+from mer.keyframes.interpolator import Interpolator
+from mer.keyframes.motion import measure_motion
+from mer.keyframes.video import read_clip, reduce_frames
 
 # What a clip's input can raise: a reject with its reason. Anything else is our bug.
 REJECTABLE = (InputError, DecodeError)
@@ -45,10 +52,6 @@ def keyframe_settings(keyframes: dict, interpolator_uri: Callable[[], str]) -> d
 def prepare_clip(row: dict, kf: dict) -> PreparedClip:
     """Decode one clip's onset..offset, crop and reduce it, measure its motion: what the key
     frames and the interpolator's training frames are made from."""
-    from mer.keyframes.align import MIN_SIDE, reduce_gray
-    from mer.keyframes.faces import crop, face_crop_box
-    from mer.keyframes.motion import measure_motion
-    from mer.keyframes.video import read_clip, reduce_frames
 
     onset, offset = int(row["onset"]), int(row["offset"])
     # Everything after decoding works at a few hundred pixels at most (key frames of `size`,
@@ -84,8 +87,6 @@ def build_record(row: dict, kf: dict, interpolator=None, *, quality: bool = Fals
     """Decode one clip and build its key-frame record; raises on any failure.
     `interpolator`: the trained interpolator kf["interpolation"] "adaconv" renders with.
     `quality`: add the clip's quality measures (mer.keyframes.clip_quality.measure) under "quality"."""
-    from mer.keyframes.clip_quality import measure
-    from mer.keyframes.construction import build_keyframes
 
     onset, offset = int(row["onset"]), int(row["offset"])
     clip = prepare_clip(row, kf)
@@ -135,8 +136,6 @@ def registered_frames(row: dict, kf: dict) -> np.ndarray:
     """Every frame of a clip's onset..offset registered to the onset frame and resized to
     the key frames' S x S, as key frames are rendered: uint8 (T, S, S, C). The learned
     interpolator trains on these."""
-    from mer.keyframes.align import estimate_shifts
-    from mer.keyframes.construction import scale_frame
 
     clip = prepare_clip(row, kf)
     n = len(clip.frames)
@@ -154,9 +153,6 @@ def load_interpolator(uri: str, size: int, channels: int, cuda: bool = False):
     """The trained interpolator at `uri` (mer.keyframes.interpolator), on this process's GPU with
     `cuda` (keyframes.gpus > 0; an error if the actor got none), else on its CPU."""
     import torch
-
-    from mer.errors import ConfigError
-    from mer.keyframes.interpolator import Interpolator
 
     torch.set_num_threads(1)  # one Ray Data actor, one CPU
     model = Interpolator.load(uri, image_size=size, channels=channels)

@@ -25,10 +25,22 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from mer import storage
-from mer.datasets import class_names
+from mer import layout, storage
+from mer.config import KeyframeConfig
+from mer.datasets import class_names, load_manifest
 from mer.errors import DecodeError, InputError
-from mer.keyframes.table import REJECT_COLUMNS, frames_array
+from mer.keyframes.align import MIN_SIDE, reduce_gray
+from mer.keyframes.clip_records import build_record, manifest_rows
+from mer.keyframes.faces import crop, face_crop_box
+from mer.keyframes.motion import measure_motion, smooth, spot_apex
+from mer.keyframes.table import (
+    REJECT_COLUMNS,
+    frames_array,
+    read_keyframes,
+    read_meta,
+    read_rejects,
+)
+from mer.keyframes.video import read_clip, reduce_frames
 from mer.progress import emit
 
 # A clip's input that cannot be used (as mer.keyframes.preprocess treats it): drawn without a curve, or
@@ -259,10 +271,6 @@ def clip_motion(row: dict, kf: dict) -> np.ndarray:
     its frames onset..offset, decoded and reduced with the same steps. `row` needs source,
     onset and offset; `kf` the keyframes.* settings (size, motion, face_crop,
     decode_timeout)."""
-    from mer.keyframes.align import MIN_SIDE, reduce_gray
-    from mer.keyframes.faces import crop, face_crop_box
-    from mer.keyframes.motion import measure_motion
-    from mer.keyframes.video import read_clip, reduce_frames
 
     onset, offset = int(row["onset"]), int(row["offset"])
     need = max(int(kf["size"]), MIN_SIDE)
@@ -300,8 +308,6 @@ def contact_sheet(
     too where it differs from the apex the key frames used.
     """
     from matplotlib.figure import Figure
-
-    from mer.keyframes.motion import smooth, spot_apex
 
     frames = np.asarray(record["frames"])
     positions = np.asarray(record["keyframe_indices"], float)
@@ -389,7 +395,6 @@ def inspect_keyframes(
     """Summarise the key-frame table at `uri` and draw contact sheets of `clips` of its clips
     (spread over the classes, seeded) or of those `names`d; write summary.json, summary.txt
     and sheets/ under `out`. Returns the summary."""
-    from mer.keyframes.table import read_keyframes, read_meta, read_rejects
 
     meta = read_meta(uri)
     if meta["parts"]:
@@ -442,9 +447,6 @@ def inspect_dataset(
     contact sheets of `clips` clips (spread over the classes, seeded by cfg.seed) or of
     those `names`d, building their key frames with cfg's settings on the fly; write
     summary.json, summary.txt and sheets/ under `out`. Returns the summary."""
-    from mer import layout
-    from mer.datasets import load_manifest
-    from mer.keyframes.clip_records import build_record, manifest_rows
 
     root = layout.data_root(cfg)
     d = cfg.data
@@ -485,7 +487,6 @@ def inspect_dataset(
 
 def _keyframe_settings(settings: dict) -> dict:
     """keyframes.* settings of a table's _meta.json over the defaults (older tables)."""
-    from mer.config import KeyframeConfig
 
     kf = dataclasses.asdict(KeyframeConfig())
     kf.update({k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("keyframes.")})

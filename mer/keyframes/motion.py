@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from mer.errors import ConfigError, InputError
+from mer.keyframes.faces import detect_eye_boxes
 
 MODES = ("flow", "diff")
 
@@ -257,7 +258,6 @@ def _usable_pixels(onset_frame: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def _eye_mask(onset_frame: np.ndarray, size: int) -> np.ndarray:
     """Bool size x size mask of the two eyes: Haar eye boxes on the onset frame, one found
     eye mirrored across the crop's centre, else the usual eye places in a face crop."""
-    from mer.keyframes.faces import detect_eye_boxes
 
     h, w = onset_frame.shape[:2]
     found = [

@@ -12,6 +12,7 @@ run trains on and predicts, which prior it starts from) are derived from the tab
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from mer import storage
 from mer.errors import InputError
+from mer.folds import FoldRun, FoldSpec, fold_name, inner_folds, loso_folds, subject_groups
 
 REJECT_COLUMNS = ["dataset", "subject", "clip", "stage", "reason"]
 
@@ -148,32 +150,30 @@ def load_table(uri: str) -> ClipTable:
 # ---------------------------------------------------------------- folds and fold runs
 
 
-def fold_specs(table: ClipTable) -> list[dict]:
-    """LOSO folds of the key-frame table as plain dicts (picklable, stable order)."""
-    from mer.folds import fold_name, loso_folds
-
+def fold_specs(table: ClipTable) -> list[FoldSpec]:
+    """LOSO folds of the key-frame table, by subject keys (picklable, stable order)."""
     keys = table.subject_keys
     return [
-        {
-            "index": i,
-            "key": f.test_key,
-            "name": fold_name(f.test_key),
-            "train_subjects": sorted(set(keys[f.train_idx])),
-            "test_subjects": sorted(set(keys[f.test_idx])),
-        }
+        FoldSpec(
+            index=i,
+            key=f.test_key,
+            name=fold_name(f.test_key),
+            train_subjects=sorted(set(keys[f.train_idx])),
+            test_subjects=sorted(set(keys[f.test_idx])),
+        )
         for i, f in enumerate(loso_folds(table.clips))
     ]
 
 
-def select_folds(table: ClipTable, keys: list[str] | None = None) -> list[dict]:
+def select_folds(table: ClipTable, keys: list[str] | None = None) -> list[FoldSpec]:
     """All LOSO folds, or those whose held-out key ("dataset/subject") is in `keys`."""
     folds = fold_specs(table)
     if keys:
-        known = {f["key"] for f in folds}
+        known = {f.key for f in folds}
         missing = sorted(set(keys) - known)
         if missing:
             raise InputError(f"unknown fold(s) {missing}; known: {sorted(known)}")
-        folds = [f for f in folds if f["key"] in set(keys)]
+        folds = [f for f in folds if f.key in set(keys)]
     return folds
 
 
@@ -190,8 +190,6 @@ def clip_counts(table: ClipTable) -> dict[str, int]:
 def prior_groups_of(table: ClipTable, n: int | None) -> list[tuple[str, ...]] | None:
     """The subject groups of `pretrain.prior_groups: n` over every subject of the table (None:
     one prior per fold run). Groups depend on the table alone, not on which folds run."""
-    from mer.folds import subject_groups
-
     return None if n is None else subject_groups(clip_counts(table), n)
 
 
@@ -199,70 +197,73 @@ def _subjects_tag(subjects) -> str:
     return hashlib.sha256("\n".join(sorted(subjects)).encode()).hexdigest()[:8]
 
 
-def _share_prior(run: dict, groups, prefix: str, index: int) -> None:
-    """Give `run` the shared prior of the group holding its held-out subjects: learnt on every
+def _share_prior(run: FoldRun, groups, prefix: str, index: int) -> FoldRun:
+    """`run` with the shared prior of the group holding its held-out subjects: learnt on every
     subject of `groups` outside that group (its id names the group and hashes its subjects)."""
-    held = set(run["test_subjects"])
+    held = set(run.test_subjects)
     (g,) = [i for i, group in enumerate(groups) if held <= set(group)]
     train = sorted(set().union(*groups) - set(groups[g]))
-    run["prior"] = f"{prefix}shared{g}of{len(groups)}-{_subjects_tag(train)}"
-    run["prior_subjects"] = train
-    run["prior_index"] = index + g
+    return dataclasses.replace(
+        run,
+        prior=f"{prefix}shared{g}of{len(groups)}-{_subjects_tag(train)}",
+        prior_subjects=train,
+        prior_index=index + g,
+    )
 
 
-def outer_runs(folds: list[dict], groups: list[tuple[str, ...]] | None = None) -> list[dict]:
+def outer_runs(folds: list[FoldSpec], groups: list[tuple[str, ...]] | None = None) -> list[FoldRun]:
     """One fold run per LOSO fold. Its prior is the one learnt on the same training subjects,
     or, with subject `groups` (prior_groups_of), the prior learnt on every subject outside
-    the group that holds the held-out subject ("prior_subjects"), shared by that group's
+    the group that holds the held-out subject (`prior_subjects`), shared by that group's
     folds."""
     runs = [
-        {
-            "id": f["name"],
-            "index": f["index"],  # seeds the run's per-epoch generators (mer.train.data)
-            "kind": "outer",
-            "outer": f["name"],
-            "train_subjects": f["train_subjects"],
-            "test_subjects": f["test_subjects"],
-            "prior": f["name"],
-        }
+        FoldRun(
+            id=f.name,
+            index=f.index,
+            kind="outer",
+            outer=f.name,
+            train_subjects=f.train_subjects,
+            test_subjects=f.test_subjects,
+            prior=f.name,
+        )
         for f in folds
     ]
-    for run in runs if groups else ():
-        _share_prior(run, groups, "", SHARED_PRIOR_INDEX)
+    if groups:
+        runs = [_share_prior(run, groups, "", SHARED_PRIOR_INDEX) for run in runs]
     return runs
 
 
 def _share_inner_priors(
-    outer: dict, inner_runs: list[dict], inner_prior: str, n: int, counts: dict[str, int]
-) -> None:
+    outer: FoldRun, inner_runs: list[FoldRun], inner_prior: str, n: int, counts: dict[str, int]
+) -> list[FoldRun]:
     """Shared priors of one outer fold's inner runs (nested_runs)."""
-    from mer.folds import subject_groups
-
     if inner_prior != "own":  # the outer run's (shared) prior, labelled as such
-        for run in inner_runs:
-            run.update({k: outer[k] for k in ("prior", "prior_subjects", "prior_index")})
-        return
-    units = {
-        f"{i:04d}": sum(counts[s] for s in r["test_subjects"]) for i, r in enumerate(inner_runs)
-    }
+        return [
+            dataclasses.replace(
+                run,
+                prior=outer.prior,
+                prior_subjects=outer.prior_subjects,
+                prior_index=outer.prior_index,
+            )
+            for run in inner_runs
+        ]
+    units = {f"{i:04d}": sum(counts[s] for s in r.test_subjects) for i, r in enumerate(inner_runs)}
     groups = [
-        tuple(s for u in group for s in inner_runs[int(u)]["test_subjects"])
+        tuple(s for u in group for s in inner_runs[int(u)].test_subjects)
         for group in subject_groups(units, min(n, len(inner_runs)))
     ]
-    for run in inner_runs:
-        _share_prior(
-            run, groups, f"{outer['id']}~", SHARED_PRIOR_INDEX + 1000 * (outer["index"] + 1)
-        )
+    index = SHARED_PRIOR_INDEX + 1000 * (outer.index + 1)
+    return [_share_prior(run, groups, f"{outer.id}~", index) for run in inner_runs]
 
 
 def nested_runs(
     table: ClipTable,
-    folds: list[dict],
+    folds: list[FoldSpec],
     inner_k: int,
     seed: int,
     inner_prior: str = "own",
     prior_groups: int | None = None,
-) -> list[dict]:
+) -> list[FoldRun]:
     """Outer runs, each followed by its inner runs: `inner_k` groups of the outer training
     subjects, each group validated once. An inner run's prior is learnt on the inner
     training subjects ("own"; its id carries a hash of them), or is the outer run's
@@ -273,31 +274,29 @@ def nested_runs(
     groups balanced by clips (whole validation groups, so every inner run's held-out
     subjects lie in one), and an inner run starts from the prior learnt on the outer
     training subjects outside its group, which never holds the outer test subject either."""
-    from mer.folds import inner_folds
-
     keys = table.subject_keys
     counts = clip_counts(table)
     runs = []
     for outer in outer_runs(folds, prior_groups_of(table, prior_groups)):
         runs.append(outer)
-        train_idx = table.indices_of(outer["train_subjects"])
-        k = min(inner_k, len(outer["train_subjects"]))
+        train_idx = table.indices_of(outer.train_subjects)
+        k = min(inner_k, len(outer.train_subjects))
         inner_runs = []
         for g, inner in enumerate(inner_folds(table.clips, train_idx, k, seed=seed)):
             train = sorted(set(keys[inner.train_idx]))
-            run_id = f"{outer['id']}~inner{g}-{_subjects_tag(train)}"
+            run_id = f"{outer.id}~inner{g}-{_subjects_tag(train)}"
             inner_runs.append(
-                {
-                    "id": run_id,
-                    "index": 1000 * (outer["index"] + 1) + g,
-                    "kind": "inner",
-                    "outer": outer["id"],
-                    "train_subjects": train,
-                    "test_subjects": sorted(set(keys[inner.val_idx])),
-                    "prior": run_id if inner_prior == "own" else outer["id"],
-                }
+                FoldRun(
+                    id=run_id,
+                    index=1000 * (outer.index + 1) + g,
+                    kind="inner",
+                    outer=outer.id,
+                    train_subjects=train,
+                    test_subjects=sorted(set(keys[inner.val_idx])),
+                    prior=run_id if inner_prior == "own" else outer.id,
+                )
             )
         if prior_groups is not None:
-            _share_inner_priors(outer, inner_runs, inner_prior, prior_groups, counts)
+            inner_runs = _share_inner_priors(outer, inner_runs, inner_prior, prior_groups, counts)
         runs.extend(inner_runs)
     return runs

@@ -23,8 +23,10 @@ from torch import nn
 from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError, InputError
+from mer.folds import FoldRun
 from mer.progress import emit
 from mer.serving.model_folder import CARD, CARD_MD, PORTABLE, WEIGHTS, package
+from mer.train.pretrain import PriorJob
 
 # ---------------------------------------------------------------- choosing a configuration
 
@@ -74,24 +76,24 @@ def _choice(exp, cid: str, rule: str, note: str) -> dict:
     return {"config_id": cid, "params": dict(exp.params[cid]), "rule": rule, "note": note}
 
 
-def final_run(subjects: list[str]) -> dict:
+def final_run(subjects: list[str]) -> FoldRun:
     """The fold run of a final model: every subject trains, none is held out; it learns its
     own prior ("all")."""
-    return {
-        "id": "all",
-        "index": 0,
-        "kind": "final",
-        "outer": "all",
-        "train_subjects": sorted(subjects),
-        "test_subjects": [],
-        "prior": "all",
-    }
+    return FoldRun(
+        id="all",
+        index=0,
+        kind="final",
+        outer="all",
+        train_subjects=sorted(subjects),
+        test_subjects=[],
+        prior="all",
+    )
 
 
 # ---------------------------------------------------------------- training (Ray Train)
 
 
-def train_classifier(cfg: PipelineConfig, table, run: dict, prior: str | None, num_classes, w):
+def train_classifier(cfg: PipelineConfig, table, run: FoldRun, prior: str | None, num_classes, w):
     """(trained classifier, predictions of the run's test subjects): one fold run exactly as
     target learning trains it (mer.train.finetune), keeping the network."""
     from mer.train import finetune
@@ -137,13 +139,13 @@ def export_loop(config: dict) -> None:
                 pa.Table.from_pandas(preds, preserve_index=False), config["predictions"]
             )
         checkpoints.save_state(weights_of(model), config["weights"])
-    ray.train.report({"run": config["run"]["id"], "seconds": time.time() - t0})
+    ray.train.report({"run": config["run"].id, "seconds": time.time() - t0})
 
 
 def train_weights(
     cfg: PipelineConfig,
     keyframes: str,
-    run: dict,
+    run: FoldRun,
     weights: str,
     *,
     predictions: str | None = None,
@@ -163,7 +165,7 @@ def train_weights(
         # None when the run reuses another run's prior, or its own is learnt already.
         jobs = [j for j in prior_jobs(cfg, [run], [seed]) if not _prior_done(j)]
         job = jobs[0] if jobs else None
-        prior = layout.prior_uri(with_params(cfg, {}, seed), run["prior"])
+        prior = layout.prior_uri(with_params(cfg, {}, seed), run.prior)
     loop_config = {
         "cfg": cfg.to_dict(),
         "keyframes": keyframes,
@@ -177,7 +179,7 @@ def train_weights(
     counter = Counter("export", epochs + 1, progress)
     progress(
         f"[export] {'prior learning, then ' if job else ''}target learning on "
-        f"{len(run['train_subjects'])} subjects ({cfg.finetune.epochs} epochs)"
+        f"{len(run.train_subjects)} subjects ({cfg.finetune.epochs} epochs)"
     )
 
     def describe(_config, result):
@@ -199,10 +201,10 @@ def train_weights(
     )
 
 
-def _prior_done(job: dict) -> bool:
+def _prior_done(job: PriorJob) -> bool:
     from mer.train.checkpoints import is_done
 
-    return is_done(job["dir"], job["train_subjects"])
+    return is_done(job.dir, job.train_subjects)
 
 
 # ---------------------------------------------------------------- the driver
@@ -265,7 +267,7 @@ def export_model(
     progress(
         f"[export] {exp.meta.get('experiment')}: config {choice['config_id']} "
         f"{choice['params']} ({choice['note']}), seed {seed}; {len(table.clips)} clips of "
-        f"{len(run['train_subjects'])} subjects -> {folder}"
+        f"{len(run.train_subjects)} subjects -> {folder}"
     )
     weights_uri = storage.join(folder, WEIGHTS)
     if storage.exists(weights_uri):
@@ -276,7 +278,7 @@ def export_model(
         **choice,
         "experiment": exp_uri,
         "seed": seed,
-        "run": f"all {len(run['train_subjects'])} subjects, none held out",
+        "run": f"all {len(run.train_subjects)} subjects, none held out",
         "epochs": (
             f"{final_cfg.finetune.epochs} (fixed budget, as in every fold run)"
             if not final_cfg.finetune.early_stopping

@@ -41,6 +41,7 @@ from torch import nn
 from mer import layout, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict
 from mer.errors import InputError
+from mer.folds import FoldRun
 from mer.train.data import normalise
 
 WEIGHTS = "model.pt"
@@ -131,7 +132,7 @@ def package(
     folder: str,
     cfg: PipelineConfig,
     keyframes: str,
-    run: dict,
+    run: FoldRun,
     *,
     name: str,
     training: dict,
@@ -154,7 +155,7 @@ def package(
     model = plain_classifier(cfg, load_state(storage.join(folder, WEIGHTS)), _classes(cfg))
     storage.write_bytes(storage.join(folder, "config.yaml"), cfg.to_yaml().encode())
     # Real inputs for the check: the first key frames of the clips the run learnt from.
-    check = table.frames[table.indices_of(run["train_subjects"])[:16]]
+    check = table.frames[table.indices_of(run.train_subjects)[:16]]
     portable = write_portable(model, cfg, storage.join(folder, PORTABLE), check)
     weights = {
         "file": WEIGHTS,
@@ -175,7 +176,7 @@ def package(
     if cfg.keyframes.interpolation == "adaconv":  # key frames need the learned interpolator
         files["interpolator"] = _copy_interpolator(cfg, folder)
         upstream["interpolator"] = layout.interpolator_hash(cfg)
-    trust, feats = quality.reference(cfg, table, run["train_subjects"], model, progress)
+    trust, feats = quality.reference(cfg, table, run.train_subjects, model, progress)
     buf = io.BytesIO()
     np.save(buf, feats.astype(np.float64))
     storage.write_bytes(storage.join(folder, quality.REFERENCE_FEATURES), buf.getvalue())
@@ -188,7 +189,7 @@ def package(
         cfg,
         name=name,
         training=training,
-        data=model_card.data_provenance(cfg, keyframes, table, run["train_subjects"]),
+        data=model_card.data_provenance(cfg, keyframes, table, run.train_subjects),
         hashes=upstream,
         files=files,
         evaluation=evaluation,

@@ -13,6 +13,10 @@ import hashlib
 import os
 import time
 
+from mer import storage
+from mer.keyframes.table import records_to_table
+from mer.train import pretrain
+
 
 def write_random_keyframes(
     uri: str,
@@ -35,9 +39,6 @@ def write_random_keyframes(
     same table.
     """
     import numpy as np
-
-    from mer import storage
-    from mer.keyframes.table import records_to_table
 
     n = subjects * clips if per_subject else clips
     rng = np.random.default_rng(0)
@@ -114,7 +115,6 @@ def record_parameters(loop, folder: str):
 
 
 def _recording(loop, folder: str, config: dict) -> None:
-    from mer.train import pretrain
 
     real = pretrain.train_prior
 
@@ -126,7 +126,7 @@ def _recording(loop, folder: str, config: dict) -> None:
             h.update(name.encode())
             h.update(t.detach().cpu().numpy().tobytes())
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"{job['run']}-rank{w.rank}.txt"), "w") as f:
+        with open(os.path.join(folder, f"{job.run}-rank{w.rank}.txt"), "w") as f:
             f.write(h.hexdigest())
         return model
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,19 @@ import torch
 from mer import layout, provenance, storage
 from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.errors import ConfigError
+from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable, load_table
-from mer.progress import emit
+from mer.metrics import summarise, uf1
+from mer.progress import Counter, emit, tune_progress
 from mer.provenance import platform
 from mer.train import data
+from mer.train.checkpoints import load_state
+from mer.train.losses import FocalLoss, class_balance_alpha
+from mer.train.models import build_classifier, freeze, load_backbone_state
 from mer.train.runtime import (
     Worker,
     adamw,
+    fan_out,
     mean_over_workers,
     ray_worker,
     set_threads,
@@ -46,8 +53,6 @@ from mer.train.step import predict, train_step
 def init_classifier(cfg: PipelineConfig, prior: str | None, num_classes: int):
     """Target learning's starting network: a new head on the prior's backbone weights (random
     ones without a prior), the first `finetune.freeze` blocks frozen."""
-    from mer.train.checkpoints import load_state
-    from mer.train.models import build_classifier, freeze, load_backbone_state
 
     torch.manual_seed(cfg.finetune.seed)
     model = build_classifier(cfg, num_classes)
@@ -71,28 +76,28 @@ def finetune_loop(config: dict) -> None:
     for i, unit in enumerate(config["units"]):
         preds = finished(unit)
         if preds is None:
-            cfg = with_params(base, config["params"], unit["seed"])
+            cfg = with_params(base, config["params"], unit.seed)
             t0 = time.time()
-            preds = train_fold_run(cfg, table, unit["run"], unit["prior"], num_classes, w)
+            preds = train_fold_run(cfg, table, unit.run, unit.prior, num_classes, w)
             preds["seconds"] = time.time() - t0
             preds["threads"] = torch.get_num_threads()  # what the fold run computed with
             preds["platform"] = platform(w.device)
             for key, value in provenance.record().items():  # the code that computed
                 preds[key] = value
-            preds["seed"] = unit["seed"]
+            preds["seed"] = unit.seed
             preds["config_id"] = config.get("config_id", "")
-            preds["run_hash"] = unit["hash"]
+            preds["run_hash"] = unit.hash
             if w.is_chief:
-                storage.write_parquet(_to_arrow(preds), unit["uri"])
+                storage.write_parquet(_to_arrow(preds), unit.uri)
         tally.add(preds)
-        covered.append(unit_key(unit["uri"]))
+        covered.append(unit_key(unit.uri))
         if preds.attrs.get("trained", True) or i == len(config["units"]) - 1:
             ray.train.report(
                 {
                     **tally.metrics(),
                     "units": covered,
-                    "seed": unit["seed"],
-                    "run": unit["run"]["id"],
+                    "seed": unit.seed,
+                    "run": unit.run.id,
                     "config_id": config.get("config_id", ""),
                 }
             )
@@ -110,23 +115,28 @@ def finished_keys(folder: str, pattern: str) -> list[str]:
     return [unit_key(f) for f in fs.glob(f"{path.rstrip('/')}/{pattern}")]
 
 
-def finished(unit: dict) -> pd.DataFrame | None:
+def finished(unit: FoldUnit) -> pd.DataFrame | None:
     """A unit's saved predictions, None if it has not run; refuses predictions made under
     other settings (never mixes them in)."""
-    if not storage.exists(unit["uri"]):
+    if not storage.exists(unit.uri):
         return None
-    preds = storage.read_parquet(unit["uri"]).to_pandas()
-    if len(preds) and preds["run_hash"].iloc[0] != unit["hash"]:
+    preds = storage.read_parquet(unit.uri).to_pandas()
+    if len(preds) and preds["run_hash"].iloc[0] != unit.hash:
         raise ConfigError(
-            f"{unit['uri']} holds predictions made under other settings (hash "
-            f"{preds['run_hash'].iloc[0]}, this run {unit['hash']}); delete it to rerun"
+            f"{unit.uri} holds predictions made under other settings (hash "
+            f"{preds['run_hash'].iloc[0]}, this run {unit.hash}); delete it to rerun"
         )
     preds.attrs["trained"] = False
     return preds
 
 
 def train_fold_run(
-    cfg: PipelineConfig, table: ClipTable, run: dict, prior: str | None, num_classes: int, w: Worker
+    cfg: PipelineConfig,
+    table: ClipTable,
+    run: FoldRun,
+    prior: str | None,
+    num_classes: int,
+    w: Worker,
 ) -> pd.DataFrame:
     """Train one fold run from `prior` (None: from scratch) and return per-clip predictions
     for its test subjects."""
@@ -135,20 +145,23 @@ def train_fold_run(
 
 
 def train_classifier(
-    cfg: PipelineConfig, table: ClipTable, run: dict, prior: str | None, num_classes: int, w: Worker
+    cfg: PipelineConfig,
+    table: ClipTable,
+    run: FoldRun,
+    prior: str | None,
+    num_classes: int,
+    w: Worker,
 ) -> tuple[torch.nn.Module, int]:
     """Target learning of one fold run on its training subjects, from `prior` (None: from
     scratch): (the trained classifier, the epochs it kept). The final model (mer.serving.export) is
     such a run with every subject training."""
-    from mer.metrics import uf1
-    from mer.train.losses import FocalLoss, class_balance_alpha
 
     ft = cfg.finetune
     labels_all = table.clips["label"].to_numpy()
-    train_idx = table.indices_of(run["train_subjects"])
+    train_idx = table.indices_of(run.train_subjects)
     val_idx = np.array([], dtype=int)
     if ft.early_stopping:
-        train_idx, val_idx = _validation_split(table, train_idx, ft, run["index"])
+        train_idx, val_idx = _validation_split(table, train_idx, ft, run.index)
 
     model = init_classifier(cfg, prior, num_classes)
     ddp, forward = set_up(model, w, cfg.resources.channels_last, cfg.resources)
@@ -169,7 +182,7 @@ def train_classifier(
     best = (-1.0, None, 0)  # (val uf1, state, epoch)
     stale = epochs_run = 0
     for epoch in range(ft.epochs):
-        rng, gen = data.epoch_rng(ft.seed, run["index"], epoch)
+        rng, gen = data.epoch_rng(ft.seed, run.index, epoch)
         order = (
             data.balanced_order(labels, len(labels), rng)
             if ft.balanced_sampler
@@ -198,9 +211,9 @@ def train_classifier(
     return model, epochs_run if best[1] is None else best[2]
 
 
-def predict_run(cfg: PipelineConfig, table: ClipTable, run: dict, model, w: Worker, epochs: int):
+def predict_run(cfg: PipelineConfig, table: ClipTable, run: FoldRun, model, w: Worker, epochs: int):
     """Per-clip predictions of a trained fold run for its test subjects (empty: none)."""
-    test_idx = table.indices_of(run["test_subjects"])
+    test_idx = table.indices_of(run.test_subjects)
     amp = cfg.finetune.amp and w.device.type == "cuda"
     probs = predict(model, table.frames[test_idx], w.device, amp=amp, input=cfg.model.input)
     clips = table.clips.iloc[test_idx]
@@ -212,9 +225,9 @@ def predict_run(cfg: PipelineConfig, table: ClipTable, run: dict, model, w: Work
             "label": clips["label"].to_numpy().astype(int),
             "pred": probs.argmax(1).astype(int),
             "probs": list(probs.astype(float)),
-            "run": run["id"],
-            "kind": run.get("kind", "outer"),
-            "outer": run.get("outer", run["id"]),
+            "run": run.id,
+            "kind": run.kind,
+            "outer": run.outer,
             "epochs": epochs,
         }
     )
@@ -239,10 +252,10 @@ def _to_arrow(preds: pd.DataFrame):
 class Tally:
     """Pooled metrics over the finished outer units, kept in memory as units finish."""
 
-    def __init__(self, num_classes: int, units: list[dict]) -> None:
+    def __init__(self, num_classes: int, units: list[FoldUnit]) -> None:
         self.num_classes = num_classes
         self.total = len(units)
-        self.outer_total = sum(1 for u in units if u["run"].get("kind", "outer") == "outer")
+        self.outer_total = sum(1 for u in units if u.run.kind == "outer")
         self.outer: list[pd.DataFrame] = []
         self.done = 0
 
@@ -252,7 +265,6 @@ class Tally:
             self.outer.append(preds[["dataset", "subject", "clip", "label", "pred", "seed"]])
 
     def metrics(self) -> dict:
-        from mer.metrics import summarise
 
         m = {
             "units_done": self.done,
@@ -276,27 +288,40 @@ class Tally:
 # ---------------------------------------------------------------- driver
 
 
+@dataclass(frozen=True)
+class FoldUnit:
+    """One (seed, fold run) of a configuration: the prior it starts from (None: from
+    scratch), its settings hash (mer.layout.run_hash) and where its predictions go."""
+
+    seed: int
+    run: FoldRun
+    prior: str | None
+    hash: str
+    uri: str
+
+
 def fold_units(
-    cfg: PipelineConfig, runs: list[dict], seeds: list[int], out: str, params: dict | None = None
-) -> list[dict]:
-    """Every (seed, fold run) of one configuration: its prior, settings hash and output URI."""
+    cfg: PipelineConfig, runs: list[FoldRun], seeds: list[int], out: str, params: dict | None = None
+) -> list[FoldUnit]:
+    """Every (seed, fold run) of one configuration."""
     units = []
     for seed in seeds:
         c = with_params(cfg, params or {}, seed)
         for run in runs:
+            prior = layout.prior_uri(c, run.prior) if c.pretrain.enabled else None
             units.append(
-                {
-                    "seed": seed,
-                    "run": run,
-                    "prior": layout.prior_uri(c, run["prior"]) if c.pretrain.enabled else None,
-                    "hash": layout.run_hash(c, run),
-                    "uri": layout.predictions_uri(out, seed, run["id"]),
-                }
+                FoldUnit(
+                    seed,
+                    run,
+                    prior,
+                    layout.run_hash(c, run),
+                    layout.predictions_uri(out, seed, run.id),
+                )
             )
     return units
 
 
-def loop_config(cfg: PipelineConfig, keyframes: str, units: list[dict], params: dict, cid: str):
+def loop_config(cfg: PipelineConfig, keyframes: str, units: list[FoldUnit], params: dict, cid: str):
     return {
         "cfg": cfg.to_dict(),
         "params": params,
@@ -309,7 +334,7 @@ def loop_config(cfg: PipelineConfig, keyframes: str, units: list[dict], params: 
 def run_finetune(
     cfg: PipelineConfig,
     keyframes: str,
-    runs: list[dict],
+    runs: list[FoldRun],
     name: str,
     *,
     progress=emit,
@@ -318,13 +343,11 @@ def run_finetune(
     """One configuration (cfg as is, its finetune.seed) over `runs`, under
     `<root>/finetune/<name>/`; returns all its predictions. A rerun with other settings
     under the same name is refused (mer.layout.claim)."""
-    from mer.progress import Counter, tune_progress
-    from mer.train.runtime import fan_out
 
     out = layout.finetune_uri(cfg, name)
     layout.claim(
         out,
-        layout.finetune_settings(cfg, [r["id"] for r in runs]),
+        layout.finetune_settings(cfg, [r.id for r in runs]),
         "target-learning results",
         "choose another --name",
     )

@@ -27,8 +27,16 @@ import torch
 
 from mer import layout, storage
 from mer.config import PipelineConfig, from_dict
-from mer.progress import emit
-from mer.train.runtime import mean_over_workers, ray_worker, set_threads, set_up
+from mer.datasets import load_manifest
+from mer.keyframes.clip_records import REJECTABLE, manifest_rows, registered_frames
+from mer.keyframes.interpolator import (
+    Interpolator,
+    InterpolatorConfig,
+    sample_triplets,
+    train_step,
+)
+from mer.progress import Counter, emit, tune_progress
+from mer.train.runtime import fan_out, mean_over_workers, ray_worker, set_threads, set_up
 
 REPORT_EVERY = 25  # steps
 
@@ -36,14 +44,6 @@ REPORT_EVERY = 25  # steps
 def interpolator_loop(config: dict) -> None:
     """Ray Train per-worker loop: decode this worker's clips, train, the chief saves."""
     import ray.train
-
-    from mer.keyframes.clip_records import REJECTABLE, registered_frames
-    from mer.keyframes.interpolator import (
-        Interpolator,
-        InterpolatorConfig,
-        sample_triplets,
-        train_step,
-    )
 
     cfg = from_dict(config["cfg"])
     ip = cfg.interpolator
@@ -97,10 +97,6 @@ def interpolator_loop(config: dict) -> None:
 
 def run_interpolator(cfg: PipelineConfig, *, progress=emit) -> str:
     """Train the interpolator of these settings unless it exists; returns its model URI."""
-    from mer.datasets import load_manifest
-    from mer.keyframes.clip_records import manifest_rows
-    from mer.progress import Counter, tune_progress
-    from mer.train.runtime import fan_out
 
     folder, file = layout.interpolator_uri(cfg), layout.interpolator_file(cfg)
     if storage.exists(storage.join(folder, "_done.json")):

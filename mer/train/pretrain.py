@@ -38,27 +38,49 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mer import layout, provenance
-from mer.config import PipelineConfig, from_dict
+from mer.config import PipelineConfig, from_dict, with_params
+from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable, load_table
-from mer.progress import emit
+from mer.progress import Counter, emit, tune_progress
 from mer.provenance import platform
 from mer.train import checkpoints, data
+from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss, episode_pairs
 from mer.train.models import build_siamese
 from mer.train.runtime import (
     Worker,
     adamw,
+    fan_out,
     mean_over_workers,
+    plan_resources,
     ray_worker,
     set_threads,
     set_up,
     table_on_device,
 )
 from mer.train.step import recompute_norms, train_step
+
+
+@dataclass(frozen=True)
+class PriorJob:
+    """One prior to learn: at `seed`, on `train_subjects`, into `dir` (its id `run`, the fold
+    run's or the shared prior's; `index` seeds its per-epoch generators)."""
+
+    seed: int
+    run: str
+    index: int
+    train_subjects: list[str]
+    dir: str
+
+    @classmethod
+    def own(cls, run: FoldRun, seed: int, dir: str) -> PriorJob:
+        """The prior a fold run learns on its own training subjects."""
+        return cls(seed, run.id, run.index, run.train_subjects, dir)
 
 
 def pretrain_loop(config: dict) -> None:
@@ -71,26 +93,25 @@ def pretrain_loop(config: dict) -> None:
     table = load_table(config["keyframes"])
     resume = _resume_point(ray.train.get_checkpoint())
     for job in config["jobs"]:
-        if checkpoints.is_done(job["dir"], job["train_subjects"]):
+        if checkpoints.is_done(job.dir, job.train_subjects):
             continue
-        state = resume if resume and resume["dir"] == job["dir"] else None
+        state = resume if resume and resume["dir"] == job.dir else None
         train_prior(cfg, table, job, w, resume=state)
         resume = None
 
 
 def train_prior(
-    cfg: PipelineConfig, table: ClipTable, job: dict, w: Worker, resume=None, report=None
+    cfg: PipelineConfig, table: ClipTable, job: PriorJob, w: Worker, resume=None, report=None
 ):
     """Prior learning of one job; the chief writes epoch checkpoints, prior.pt and _done.json.
     `report(folder, model, opt, epoch, history, metrics, w)` ends each epoch (default: to
     Ray Train, with a checkpoint; benchmarks outside Ray pass their own)."""
-    from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss
 
     p = cfg.pretrain
     report = report or _report_epoch
     rule = p.pairs
-    seed = job["seed"]
-    idx = table.indices_of(job["train_subjects"])
+    seed = job.seed
+    idx = table.indices_of(job.train_subjects)
     labels = table.clips["label"].to_numpy()[idx]
     subjects = np.unique(table.subject_keys[idx], return_inverse=True)[1]
     torch.manual_seed(seed)
@@ -116,7 +137,7 @@ def train_prior(
 
     for epoch in range(start, p.epochs):
         t0 = time.time()
-        rng, gen = data.epoch_rng(seed, job["index"], epoch)
+        rng, gen = data.epoch_rng(seed, job.index, epoch)
         ddp.train()
         tot = {"loss": 0.0, "steps": 0.0, "pos_hit": 0.0, "pos": 0.0, "neg_hit": 0.0, "neg": 0.0}
         if rule == "episodic":
@@ -149,7 +170,7 @@ def train_prior(
                 tot["steps"] += 1
         tot = mean_over_workers(tot, w)
         metrics = {
-            "run": job["run"],
+            "run": job.run,
             "seed": seed,
             "epoch": epoch + 1,
             "epochs": p.epochs,
@@ -165,7 +186,7 @@ def train_prior(
             "worker_pid": os.getpid(),
         }
         history.append(metrics)
-        report(job["dir"], model, opt, epoch + 1, history, metrics, w)
+        report(job.dir, model, opt, epoch + 1, history, metrics, w)
 
     if w.is_chief:
         if p.precise_norms:
@@ -178,15 +199,14 @@ def train_prior(
                 input=cfg.model.input,
                 batch_size=2 * p.batch_size,
             )
-        checkpoints.save_state(model.backbone.state_dict(), checkpoints.prior_file(job["dir"]))
-        checkpoints.mark_done(job["dir"], job["train_subjects"], history)
+        checkpoints.save_state(model.backbone.state_dict(), checkpoints.prior_file(job.dir))
+        checkpoints.mark_done(job.dir, job.train_subjects, history)
     return model
 
 
 def pair_hits(z: torch.Tensor, target: torch.Tensor, threshold: float):
     """(positives within threshold, positives, negatives beyond it, negatives) of an episode's
     embeddings (losses.episode_pairs' pairs)."""
-    from mer.train.losses import episode_pairs
 
     d2, pos, neg = episode_pairs(z.float(), target)
     near = d2 < threshold**2
@@ -241,7 +261,7 @@ def _resume_point(checkpoint) -> dict | None:
 # ---------------------------------------------------------------- driver
 
 
-def prior_jobs(cfg: PipelineConfig, runs: list[dict], seeds: list[int]) -> list[dict]:
+def prior_jobs(cfg: PipelineConfig, runs: list[FoldRun], seeds: list[int]) -> list[PriorJob]:
     """One job per (seed, prior the runs start from), in a stable order: a run learns its own
     prior, reuses another run's, or (shared priors, mer.keyframes.table.outer_runs) names the prior's
     training subjects, which every run of that prior shares."""
@@ -250,55 +270,47 @@ def prior_jobs(cfg: PipelineConfig, runs: list[dict], seeds: list[int]) -> list[
         seeded = layout_cfg(cfg, seed)
         seen = set()
         for run in runs:
-            prior = run.get("prior")
-            if "prior_subjects" in run:
-                if prior in seen:
+            if run.prior_subjects is not None:
+                if run.prior in seen:
                     continue
-                subjects, index = run["prior_subjects"], run["prior_index"]
-            elif prior == run["id"]:
-                subjects, index = run["train_subjects"], run["index"]
+                subjects, index = run.prior_subjects, run.prior_index
+            elif run.prior == run.id:
+                subjects, index = run.train_subjects, run.index
             else:
                 continue  # reuses another run's prior
-            seen.add(prior)
+            seen.add(run.prior)
             jobs.append(
-                {
-                    "seed": seed,
-                    "run": prior,
-                    "index": index,
-                    "train_subjects": subjects,
-                    "dir": layout.prior_dir(seeded, prior),
-                }
+                PriorJob(seed, run.prior, index, subjects, layout.prior_dir(seeded, run.prior))
             )
     return jobs
 
 
-def prior_leaks(cfg: PipelineConfig, runs: list[dict], seeds: list[int]) -> list[str]:
+def prior_leaks(cfg: PipelineConfig, runs: list[FoldRun], seeds: list[int]) -> list[str]:
     """Read back from storage the training subjects of every run's prior (its _done.json) and
     return one line per run whose prior saw a subject the run must not: its held-out
     subjects, and for an inner run its outer fold's too (unless the run starts from the outer
     run's prior by choice, `search.inner_prior: outer`, which is labelled as such). A prior
     not learnt is a line too. Empty: no prior saw its fold's test subjects."""
-    outer_test = {r["id"]: set(r["test_subjects"]) for r in runs if r["kind"] == "outer"}
-    outer_prior = {r["id"]: r["prior"] for r in runs if r["kind"] == "outer"}
+    outer_test = {r.id: set(r.test_subjects) for r in runs if r.kind == "outer"}
+    outer_prior = {r.id: r.prior for r in runs if r.kind == "outer"}
     problems = []
     for seed in seeds:
         seeded = layout_cfg(cfg, seed)
         for run in runs:
-            done = checkpoints.done_record(layout.prior_dir(seeded, run["prior"]))
+            done = checkpoints.done_record(layout.prior_dir(seeded, run.prior))
             if done is None:
-                problems.append(f"seed {seed} {run['id']}: prior {run['prior']} not learnt")
+                problems.append(f"seed {seed} {run.id}: prior {run.prior} not learnt")
                 continue
-            held = set(outer_test.get(run.get("outer"), ()))
-            if run["kind"] != "inner" or run["prior"] != outer_prior.get(run["outer"]):
-                held |= set(run["test_subjects"])
+            held = set(outer_test.get(run.outer, ()))
+            if run.kind != "inner" or run.prior != outer_prior.get(run.outer):
+                held |= set(run.test_subjects)
             seen = sorted(held & set(done["train_subjects"]))
             if seen:
-                problems.append(f"seed {seed} {run['id']}: prior {run['prior']} saw {seen}")
+                problems.append(f"seed {seed} {run.id}: prior {run.prior} saw {seen}")
     return problems
 
 
 def layout_cfg(cfg: PipelineConfig, seed: int) -> PipelineConfig:
-    from mer.config import with_params
 
     return with_params(cfg, {}, seed)
 
@@ -306,7 +318,7 @@ def layout_cfg(cfg: PipelineConfig, seed: int) -> PipelineConfig:
 def run_pretraining(
     cfg: PipelineConfig,
     keyframes: str,
-    runs: list[dict],
+    runs: list[FoldRun],
     seeds: list[int] | None = None,
     *,
     progress=emit,
@@ -316,15 +328,13 @@ def run_pretraining(
 
     `loop` is the per-worker loop (tests wrap it to inject faults, mer.testing.fakes).
     """
-    from mer.progress import Counter, tune_progress
-    from mer.train.runtime import fan_out, plan_resources
 
     seeds = seeds if seeds is not None else [cfg.pretrain.seed]
     jobs = prior_jobs(cfg, runs, seeds)
     if not cfg.pretrain.enabled:
         progress("[pretrain] off (pretrain.enabled: false): target learning starts from scratch")
         return {"trained": 0, "jobs": len(jobs)}
-    todo = [j for j in jobs if not checkpoints.is_done(j["dir"], j["train_subjects"])]
+    todo = [j for j in jobs if not checkpoints.is_done(j.dir, j.train_subjects)]
     progress(f"[pretrain] {len(jobs) - len(todo)}/{len(jobs)} priors already learnt")
     if not todo:
         return {"trained": 0, "jobs": len(jobs)}

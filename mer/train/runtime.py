@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from mer.errors import ConfigError
+from mer.storage import pyarrow_filesystem
 
 # What a Tune trial that only drives a TorchTrainer reserves: Tune needs a non-zero request,
 # and it counts against the same CPUs as the trainer's workers (the controller takes 0).
@@ -228,8 +229,6 @@ def make_trainer(loop, loop_config: dict, resources, storage_uri: str, name: str
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from mer.storage import pyarrow_filesystem
-
     fs, path = pyarrow_filesystem(storage_uri)
     return TorchTrainer(
         loop,
@@ -298,8 +297,6 @@ def tune_run_config(storage_uri: str, name: str, callbacks=(), max_failures: int
     `max_failures`: restarts of a trial lost with its node (and the Train controller it
     hosts); the restarted trial's TorchTrainer resumes its run from storage."""
     import ray.tune
-
-    from mer.storage import pyarrow_filesystem
 
     fs, path = pyarrow_filesystem(storage_uri)
     return ray.tune.RunConfig(

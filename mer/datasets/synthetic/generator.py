@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from mer import storage
-from mer.datasets import CLASSES_3
+from mer.datasets import CLASSES_3, casme2, common, megc2019, smic
 from mer.datasets.synthetic.faces import (  # noqa: F401 (re-exported)
     REFERENCE_SIZE,
     Face,
@@ -482,18 +482,16 @@ def load(root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
     meta = storage.read_json(meta_uri)
     layout = meta.get("layout")
     if layout == "megc2019":
-        from mer.datasets.megc2019 import load as load_composite
-
-        manifest = load_composite(root, annotations, **kw)
+        manifest = megc2019.load(root, annotations, **kw)
         fps = {sub["name"]: int(sub["fps"]) for sub in meta["subsets"]}
         rejects = manifest.attrs.get("rejects", [])
         manifest = manifest.assign(fps=manifest["dataset"].map(fps).astype("int64"))
         manifest.attrs["rejects"] = rejects
         return manifest
     if layout == "casme2":
-        from mer.datasets.casme2 import load as load_layout
+        load_layout = casme2.load
     elif layout == "smic":
-        from mer.datasets.smic import load as load_layout
+        load_layout = smic.load
     elif layout == "video":
         load_layout = _load_video
     else:
@@ -506,7 +504,6 @@ def load(root: str, annotations: str | None = None, **kw) -> pd.DataFrame:
 
 
 def _load_video(root: str, annotations: str | None = None, *, protocol: str = "3class"):
-    from mer.datasets import common
 
     labels = common.protocol_labels({"3class": common.THREE_CLASS}, protocol, "synthetic")
     root = common.local_or_uri(root)

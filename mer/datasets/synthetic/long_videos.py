@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
 import numpy as np
+import openpyxl
 
 from mer import layout, storage
 from mer.datasets import casme_sq, samm_lv
 from mer.datasets.long_videos import LongVideoSet
-from mer.datasets.synthetic.faces import au_field, draw_face, draw_morphology
+from mer.datasets.synthetic.faces import Face, au_field, draw_face, draw_morphology
 from mer.datasets.synthetic.generator import JPEG_QUALITY, fixed_zip
 from mer.datasets.synthetic.plan import EMOTION_AUS, ClipPlan
 from mer.datasets.synthetic.settings import REFERENCE_SIZE
@@ -125,8 +127,7 @@ def long_settings(preset: str = "casme_sq-like", **options) -> LongSettings:
     if unknown:
         raise ConfigError(f"unknown long-video option(s) {unknown}; known: {sorted(names)}")
     values = {**LONG_PRESETS[preset], **options}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    s = LongSettings(**values)
+    s = LongSettings(**{k: _plain(k, v) for k, v in values.items()})
     if s.layout not in LAYOUTS:
         raise ConfigError(f"unknown long-video layout {s.layout!r}; expected one of {LAYOUTS}")
     if min(s.size) < 32:
@@ -138,6 +139,26 @@ def long_settings(preset: str = "casme_sq-like", **options) -> LongSettings:
     if s.seconds * s.rate < 32:
         raise ConfigError(f"seconds={s.seconds}: a video needs at least 32 frames")
     return s
+
+
+def _plain(name: str, value):
+    """Lists (JSON, YAML) become tuples and numbers take the default's type, so that equal
+    settings record and hash equal (2 and 2.0 would not)."""
+    default = LongSettings.__dataclass_fields__[name].default
+    try:
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ConfigError(
+                    f"{name}={value!r}: expected {len(default)} values like {default}"
+                )
+            return tuple(type(d)(v) for d, v in zip(default, value, strict=True))
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if type(default)(value) != value:
+                raise ValueError(value)
+            return type(default)(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: expected a value like {default!r}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -325,7 +346,9 @@ def _profile(event: Event, n: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def render_video(face, plan: VideoPlan, fps: int, rng: np.random.Generator):
+def render_video(
+    face: Face, plan: VideoPlan, fps: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Yield the video's frames (H,W,3 uint8 BGR, or H,W for a grey face)."""
     h, w = face.lid.shape
     scale = float(np.sqrt(h * w / (REFERENCE_SIZE[0] * REFERENCE_SIZE[1])))
@@ -427,7 +450,7 @@ def _serial(fn, calls: list[tuple]) -> list:
     return [fn(*c) for c in calls]
 
 
-def _face(s: LongSettings, subject: int):
+def _face(s: LongSettings, subject: int) -> Face:
     """The subject's face, drawn from the seed and subject alone (every video the same)."""
     rng = np.random.default_rng([s.seed, subject, 1])
     face = draw_face(rng, s.size)
@@ -522,8 +545,6 @@ def _samm_lv_sheet(plans: list[VideoPlan]) -> bytes:
 
 
 def _workbook(sheets: list[tuple[str, list[list]]]) -> bytes:
-    import openpyxl
-
     book = openpyxl.Workbook()
     first = True
     for title, rows in sheets:
