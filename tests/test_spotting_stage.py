@@ -138,7 +138,7 @@ def test_run_writes_intervals_metric_and_refuses_other_settings(tmp_path):
         layout.claim(run.out, layout.spotting_settings(other), "spotting results", "x")
 
 
-def test_ray_data_windows_match_in_process_and_learned_trains_on_ray(ray_local, tmp_path):
+def test_ray_data_windows_match_in_process(ray_local, tmp_path):
     vset = make_set(tmp_path / "videos", subjects=2, n=45)
     ws = WindowSettings(side=64)
     quiet = dict(progress=lambda m: None)
@@ -148,13 +148,22 @@ def test_ray_data_windows_match_in_process_and_learned_trains_on_ray(ray_local, 
     for name in here:
         np.testing.assert_array_equal(here[name].motion, there[name].motion)
         np.testing.assert_array_equal(here[name].blocks, there[name].blocks)
-    # The learned spotter's folds, trained in one tiny Ray Train run.
+
+
+def test_learned_spotter_trains_every_fold_in_one_ray_train_run(ray_local, tmp_path):
+    vset = make_set(tmp_path / "videos", subjects=2, n=45)
+    there, _, _ = compute_features(
+        vset.videos, WindowSettings(side=64), use_ray=False, progress=lambda m: None
+    )
     resources = config.ResourcesConfig()
     ls = learned.LearnedSettings(epochs=1, hidden=4, crop=16, batch=2)
     out = str(tmp_path / "learned")
     results = learned.loso_learned(there, vset.intervals, PeakSettings(), ls, out, resources)
     assert [r.test_subject for r in results] == ["s1", "s2", spotters.FINAL]
     assert all(0 < r.threshold < 1 for r in results)
+    for subject in ("s1", "s2", spotters.FINAL):
+        assert (tmp_path / "learned" / f"fold-{subject}.pt").exists()
+    assert (tmp_path / "learned" / "_runs" / "learned").is_dir()  # Ray Train's run folder
 
 
 def test_spot_job_without_a_dataset_root_is_one_sentence(tmp_path):
