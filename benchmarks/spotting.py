@@ -95,8 +95,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     args = p.parse_args()
     preset, options, epochs = args.preset, {}, args.epochs
-    if args.smoke:
-        preset, epochs = "tiny", 2
+    ws, ps = WindowSettings(), PeakSettings()
+    if args.smoke:  # 2 videos of 1.5 s at 64 px, small grey copies: the script runs, no figure
+        preset, options, epochs = "tiny", {"seconds": 1.5}, 1
+        ws = WindowSettings(side=64)
     work = Path(args.work)
     record: dict = {"uptime_before": uptime(), "preset": preset, "options": options}
     t = time.perf_counter()
@@ -106,7 +108,6 @@ def main() -> None:
     record["videos"] = len(vset.videos)
     record["video_seconds"] = round(video_s, 1)
     record["truth"] = {k: sum(i.type == k for i in vset.intervals) for k in ("micro", "macro")}
-    ws, ps = WindowSettings(), PeakSettings()
 
     import cv2
 
