@@ -81,7 +81,7 @@ def keyframes_alone(items: list[dict], kf: dict, actors: int) -> float:
 
     import ray
 
-    from mer.serving.inference import KEYFRAME_BATCH, KeyFrames
+    from mer.serving.clip_keyframes import KEYFRAME_BATCH, KeyFrames
 
     t0 = time.perf_counter()
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / KEYFRAME_BATCH))

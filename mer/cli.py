@@ -181,14 +181,17 @@ def quiet_ray(path: str) -> None:
 # A log line of Ray's C++ core ("[2026-11-30 11:16:29,297 E 8228 8228] core_worker.cc:2465: ..."):
 # the driver's core worker writes it to its own log file and, at ERROR, to stderr too.
 _NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] \S+\.cc:\d+:")
-# The raylet's "28 PYTHON worker processes have been started on node ... which is 14x the
-# maximum expected startup concurrency (2)", which the driver prints to stdout each time the
-# count reaches another multiple (from 4x) of the raylet's start-up concurrency (the smaller
-# of its cores and CPUs). Each configuration and each prior run is a Tune trial, a Train
+# The raylet's "WARNING: 28 PYTHON worker processes have been started on node ... which is
+# 14x the maximum expected startup concurrency (2)", sent each time the count reaches another
+# multiple (from 4x) of the raylet's start-up concurrency (the smaller of its cores and CPUs).
+# The raylet publishes it as an error message of the driver's job; the driver's error listener
+# prints it to stdout as "(raylet) ..." through Ray's log deduplicator, which prints the first
+# at once and holds the later ones (same text but the numbers) until its window passes or
+# the driver disconnects. Each configuration and each prior run is a Tune trial, a Train
 # controller and its workers, so a job holds a few dozen Python processes, and on a small
 # head started without RAY_worker_maximum_startup_concurrency (docs/cluster.md) the warning
-# is printed a dozen times into the job's log. It asks nothing of the user: the log file
-# keeps it.
+# came a dozen times into the job's output. It asks nothing of the user: the log file keeps
+# it. Other raylet messages (a worker killed for memory, a crashed actor) still show.
 _STARTUP_WARNING = re.compile(rb"worker processes have been started on node.*startup concurrency")
 
 
@@ -276,6 +279,13 @@ def connect_ray(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> 
             2, lambda line: _NATIVE_LINE.match(line) or _STARTUP_WARNING.search(line), path
         )
         _route_lines(1, _STARTUP_WARNING.search, path)
+        # Ray disconnects at exit (its atexit hook) and then prints what its deduplicator
+        # still holds, such as the last warning of a burst; exit hooks run last registered
+        # first, so without this the routing was undone before and that line reached the
+        # console (a submitted job's output). Registered after the routing, this runs
+        # before it: Ray's own exit-time shutdown (its grace for late messages included),
+        # whose second call at exit then does nothing.
+        atexit.register(ray.shutdown, _exiting_interpreter=True)
 
 
 # Ctrl-C: the job is gone within this many seconds, whatever still runs (docs/study.md).

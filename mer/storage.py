@@ -116,6 +116,8 @@ def entries(uri: str) -> list[tuple[str, str]] | None:
     """(name, "file" | "directory") of the visible entries under `uri`; None if it does not
     exist. Names starting with "." are skipped."""
     fs, path = filesystem(uri)
+    if not is_remote(uri):
+        return _local_entries(path)
     try:
         found = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
@@ -128,6 +130,25 @@ def entries(uri: str) -> list[tuple[str, str]] | None:
         if name and not name.startswith(".") and e["name"].rstrip("/") != path.rstrip("/"):
             out.append((name, "directory" if e["type"] == "directory" else "file"))
     return out
+
+
+def _local_entries(path: str) -> list[tuple[str, str]] | None:
+    """entries() of a local folder from one os.scandir, as fsspec's local listing gives them
+    (a symbolic link is a "file", a file's own path lists nothing) without its stat() per
+    entry: listing a clip's frame folder cost about a third of decoding its JPEG frames."""
+    try:
+        with os.scandir(path) as found:
+            return [
+                (e.name, "directory" if e.is_dir(follow_symlinks=False) else "file")
+                for e in found
+                if not e.name.startswith(".")
+            ]
+    except NotADirectoryError:
+        return []
+    except FileNotFoundError:
+        return None
+    except PermissionError as e:
+        raise InputError(f"{path}: access denied ({e})") from e
 
 
 def remove(uri: str, recursive: bool = False) -> None:

@@ -1,13 +1,17 @@
-"""Shared fixtures: a real local S3 endpoint (moto server) and one local Ray per module."""
+"""Shared fixtures: a real local S3 endpoint (moto server), one local Ray per module and a
+local MLflow tracking server."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# MLflow's server, from its own virtualenv (`make mlflow-server`; it pins an older pyarrow).
+MLFLOW_SERVER = Path(os.environ.get("MER_MLFLOW_SERVER", REPO / ".venv-mlflow" / "bin" / "mlflow"))
 SHARED = REPO.parent / "shared"
 MEGC2019_LIST = SHARED / "data" / "megc2019" / "combined_3class_gt.csv"
 
@@ -25,6 +29,20 @@ def s3_endpoint():
 
     with LocalS3("mer-test") as s3:
         yield s3.url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A local MLflow server (SQLite store) for the session; yields its URL. Skips, naming
+    what to install, without the server or the client, except where MER_REQUIRE_MLFLOW=1 (CI)."""
+    if os.environ.get("MER_REQUIRE_MLFLOW") != "1":
+        if not MLFLOW_SERVER.exists():
+            pytest.skip(f"no MLflow server at {MLFLOW_SERVER} (make mlflow-server)")
+        pytest.importorskip("mlflow", reason="no MLflow client (make venv-mlflow)")
+    from mer.testing.mlflow_server import LocalMLflow
+
+    with LocalMLflow(MLFLOW_SERVER, tmp_path_factory.mktemp("mlflow")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

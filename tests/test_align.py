@@ -170,3 +170,17 @@ def test_motion_drift_reports_a_head_jump_it_cannot_follow():
         else:
             assert drift is None
             assert np.abs(estimate_shifts(_drifting(base, steps)) - steps).max() < 0.15
+
+
+def test_cubic_taps_are_the_keys_kernel_in_float64_rounded_once():
+    # _cubic_taps computes the four weights with Python floats; they must equal the kernel
+    # evaluated by numpy in float64 and rounded to float32, bit for bit (key frames unchanged).
+    from mer.keyframes.align import CUBIC_A, _cubic_taps
+
+    a = CUBIC_A
+    for fraction in [0.0, 0.5, 1.0, 1e-12, *np.random.default_rng(0).random(2000)]:
+        x = np.abs(np.array([-1.0, 0.0, 1.0, 2.0]) - fraction)
+        near = ((a + 2) * x - (a + 3)) * x * x + 1
+        far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+        expected = np.where(x <= 1, near, far).astype(np.float32)
+        assert np.array_equal(_cubic_taps(float(fraction)), expected), fraction

@@ -20,10 +20,9 @@ from tests_paths import REPO, TINY
 from mer import config, layout, storage
 from mer.errors import InputError
 from mer.keyframes.table import fold_specs, load_table, outer_runs
+from mer.serving.clip_keyframes import UNSET, clip_record
 from mer.serving.export import train_weights
 from mer.serving.inference import (
-    UNSET,
-    clip_record,
     find_clips,
     plan_keyframe_pool,
     predict_clips,
@@ -342,6 +341,53 @@ def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
     assert np.abs(got - np.stack(held["probs"].to_numpy())).max() <= TOLERANCE
 
 
+def test_a_keyframe_actor_does_not_import_torch():
+    # A KeyFrames actor imports its class's module and what build_record runs; torch
+    # (about 2 CPU-seconds) is the Predictor's alone.
+    code = (
+        "import sys; from mer.serving.clip_keyframes import KeyFrames, clip_record; "
+        "import mer.keyframes.construction, mer.keyframes.motion, mer.keyframes.video; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120)
+    assert done.returncode == 0, "importing the KeyFrames actor's code imported torch"
+
+
+def test_a_keyframe_actor_runs_blas_and_opencv_on_one_thread():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mer.serving.clip_keyframes import KeyFrames
+
+    before = cv2.getNumThreads()
+    outer = threadpool_limits(2)  # as on a 2-core machine without OMP_NUM_THREADS
+    actor = KeyFrames({"k": 4, "size": 16, "interpolation": "linear"})
+    try:
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and set(blas) == {1} and cv2.getNumThreads() == 1
+    finally:
+        actor.threads.restore_original_limits()
+        outer.restore_original_limits()
+        cv2.setNumThreads(before)
+
+
+def test_the_predictor_forward_keeps_no_autograd_graph(tmp_path):
+    # Like training-time evaluation (mer.train.step.predict), the Predictor's forward pass
+    # runs without autograd: no graph is built and kept per batch.
+    from mer.serving.quality import forward
+    from mer.train.models import build_classifier
+
+    cfg = config.load(None, [f"root={tmp_path}", *SMALL])
+    torch.manual_seed(0)
+    model = build_classifier(cfg, 3)
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    k, s = cfg.keyframes.k, cfg.keyframes.size
+    frames = np.random.default_rng(0).integers(0, 255, (3, k, s, s, 3), dtype=np.uint8)
+    logits, feats = forward(model, frames, torch.device("cpu"), input="delta", batch_size=2)
+    assert logits.shape == (3, 3) and len(feats) == 3
+    assert seen == [False, False]
+
+
 def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
     import mer.keyframes.video
 
@@ -357,8 +403,9 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     the model folder carries it, and inference renders with it as training did."""
     from mer.keyframes.clip_records import build_record
     from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
+    from mer.serving.clip_keyframes import KeyFrames
     from mer.serving.export import final_run
-    from mer.serving.inference import KeyFrames, keyframe_settings
+    from mer.serving.inference import keyframe_settings
     from mer.testing.fakes import write_random_keyframes
     from mer.train.checkpoints import save_state
     from mer.train.models import build_classifier

@@ -1,5 +1,7 @@
 """The pipeline run as users run it: a real `ray start --head` with token authentication,
 `ray job submit --working-dir .` of jobs/pipeline.py, then jobs/results.py in its own process.
+Where the session has an MLflow server (tests/conftest.py), the job runs with
+`tracking.mlflow_uri` set to it, and the pipeline's own logging is checked there.
 
 The head is started with the venv's `ray` and the venv's bin first on PATH (what
 `source .venv/bin/activate` does), so the job's `python` entrypoint is the venv's. Token
@@ -14,7 +16,9 @@ then SIGKILL. Every port is chosen free, so the head does not collide with other
 local Ray instances.
 
 Measured on 2 shared cores: about 90 s for the module (the submitted pipeline ~65 s, head
-start ~10 s, stop ~2 s); marked slow. Linux only (reads /proc).
+start ~10 s, stop ~2 s), plus the MLflow server's start (~20-30 s) where no earlier module
+of the session started it; at a load average of 20-50 the submitted pipeline took 427 s.
+Marked slow. Linux only (reads /proc).
 """
 
 from __future__ import annotations
@@ -158,9 +162,11 @@ def ray_head():
     home = tmp / "home"
     home.mkdir()
     env = _client_env(home, RAY_AUTH_MODE="token", **{MARKER: str(tmp)})
-    # As docs/cluster.md starts a head: with the raylet's worker start-up concurrency raised
-    # (at the default, min(cores, CPUs) = 2 here, a job's output fills with its warning).
-    env["RAY_worker_maximum_startup_concurrency"] = "16"
+    # The raylet's worker start-up concurrency at 2: its default on a 2-core machine (the
+    # smaller of cores and CPUs), set so that on any machine the job starts enough workers
+    # (8, 4x) for the raylet's worker-pool warning, which must reach the run's log file and
+    # not the job's output (docs/cluster.md starts a head at 16, where it does not come).
+    env["RAY_worker_maximum_startup_concurrency"] = "2"
     try:
         r = subprocess.run(
             [str(RAY), "get-auth-token", "--generate"],
@@ -181,8 +187,8 @@ def ray_head():
 # --- tests --------------------------------------------------------------------------------
 
 
-def submit_command(head: Head, root: Path, submission_id: str) -> list[str]:
-    """The README's submit command (cwd: the repository root)."""
+def submit_command(head: Head, root: Path, submission_id: str, *extra: str) -> list[str]:
+    """The README's submit command (cwd: the repository root), `extra` job arguments after."""
     return [
         str(RAY),
         "job",
@@ -200,6 +206,7 @@ def submit_command(head: Head, root: Path, submission_id: str) -> list[str]:
         "configs/tiny.yaml",
         "--root",
         str(root),
+        *extra,
     ]
 
 
@@ -245,15 +252,41 @@ def test_submit_without_valid_token_is_refused(ray_head, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
-    root = tmp_path / "run"
+@dataclass
+class Submitted:
+    """The tiny pipeline, submitted once for the module's tests."""
+
+    root: Path  # its run root
+    sid: str  # submission id
+    returncode: int  # of `ray job submit`
+    output: str  # `ray job submit`'s output
+    tracking_uri: str | None  # the MLflow server it logged to (tracking.mlflow_uri), if any
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(request) -> str | None:
+    """The session's MLflow server (tests/conftest.py) where there is one, else None: the
+    pipeline is then submitted without tracking and the MLflow test skips."""
+    try:
+        return request.getfixturevalue("mlflow_server")
+    except pytest.skip.Exception:
+        return None
+
+
+@pytest.fixture(scope="module")
+def submitted(ray_head, tracking_uri, tmp_path_factory) -> Submitted:
+    """configs/tiny.yaml submitted as the README shows, with `--set tracking.mlflow_uri=` the
+    test server where there is one (tracking changes no result and no settings hash)."""
+    tmp = tmp_path_factory.mktemp("submitted")
+    root = tmp / "run"
     sid = f"mer-tiny-{uuid.uuid4().hex[:8]}"
-    log = tmp_path / "submit.log"
+    extra = ["--set", f"tracking.mlflow_uri={tracking_uri}"] if tracking_uri else []
+    log = tmp / "submit.log"
     t0 = time.time()
     with open(log, "w") as f:
         try:
             r = subprocess.run(
-                submit_command(ray_head, root, sid),
+                submit_command(ray_head, root, sid, *extra),
                 cwd=REPO,
                 env=ray_head.env(),
                 stdout=f,
@@ -263,10 +296,13 @@ def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
         except subprocess.TimeoutExpired:
             ray_head.ray("job", "stop", "--address", ray_head.dashboard, sid)
             pytest.fail(f"job {sid} ran over {JOB_DEADLINE_S} s:\n{log.read_text()[-5000:]}")
-    elapsed = time.time() - t0
-    submit_log = log.read_text()
-    assert r.returncode == 0, f"ray job submit failed:\n{submit_log[-8000:]}"
-    print(f"\nsubmitted pipeline finished in {elapsed:.0f} s")
+    print(f"\nsubmitted pipeline finished in {time.time() - t0:.0f} s")
+    return Submitted(root, sid, r.returncode, log.read_text(), tracking_uri)
+
+
+def test_pipeline_as_a_submitted_job(ray_head, submitted, tmp_path):
+    root, sid, submit_log = submitted.root, submitted.sid, submitted.output
+    assert submitted.returncode == 0, f"ray job submit failed:\n{submit_log[-8000:]}"
 
     # The upload is the repository's own files: .venv/ and .git/ (Ray's default excludes)
     # and .gitignore'd paths (runs/, caches) stay behind. Checked where the head unpacked it.
@@ -285,8 +321,13 @@ def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
     assert "experiment tiny (" in logs and "status: finished" in logs, logs[-5000:]
     assert "UF1" in logs and "baseline: linear" in logs, logs[-5000:]
     assert "Traceback" not in logs, logs[-5000:]  # a quiet console: progress and results
-    # A head started as docs/cluster.md shows: no raylet worker-pool warning in the job's output.
+    # The raylet's worker-pool warning came (a head at start-up concurrency 2) and went to the
+    # run's log file, none of it to the job's output: not even the last of a burst, which Ray
+    # holds back and prints when the driver disconnects at exit (mer.cli.connect_ray).
     assert "maximum expected startup concurrency" not in logs, logs[-5000:]
+    assert "maximum expected startup concurrency" not in submit_log, submit_log[-5000:]
+    (run_log,) = (root / "logs").glob("run-*.log")
+    assert "maximum expected startup concurrency" in run_log.read_text()
     m = re.search(r"query again with: python jobs/results\.py (\S+)", logs)
     assert m, logs[-5000:]
     exp_uri = m.group(1)
@@ -323,3 +364,38 @@ def test_pipeline_as_a_submitted_job(ray_head, tmp_path):
     assert {"majority", "linear"} <= {r["config_id"] for r in summary["leaderboard"]}
     assert not summary.get("partial")
     assert (root / "results" / "tiny" / "leaderboard.json").is_file()
+
+
+def test_the_submitted_pipeline_logs_its_experiment_to_mlflow(submitted):
+    """tracking.mlflow_uri set: the pipeline itself (not jobs/results.py --mlflow) logs the
+    experiment as one parent run with a child per leaderboard entry, scores as written."""
+    if submitted.tracking_uri is None:
+        pytest.skip("no MLflow server (make mlflow-server)")
+    from mlflow.tracking import MlflowClient
+
+    assert submitted.returncode == 0, submitted.output[-8000:]
+    uri = submitted.tracking_uri
+    assert f"[results] logged to MLflow at {uri} (parent run " in submitted.output
+    board = json.loads((submitted.root / "results" / "tiny" / "leaderboard.json").read_text())
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name("mer/tiny")
+    assert found is not None, [e.name for e in client.search_experiments()]
+    runs = client.search_runs([found.experiment_id], max_results=100)
+    exp_uri = str(submitted.root / "tune" / "tiny")
+    (parent,) = [r for r in runs if r.data.tags.get("mer.role") == "parent"]
+    assert parent.data.tags["mer.uri"] == exp_uri
+    assert parent.data.tags["mer.top"] == board["top"]["config_id"]
+    children = {
+        r.data.tags["mer.entry"]: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    rows = board["leaderboard"] + board["incomplete"]
+    assert set(children) == {r["config_id"] for r in rows}
+    assert {"majority", "linear"} <= set(children)
+    for r in rows:
+        m = children[r["config_id"]].data.metrics
+        for key in ("uf1", "uf1_lo", "uf1_hi", "uar"):
+            assert m[key] == pytest.approx(r[key]), (r["config_id"], key)
+    listed = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"leaderboard.json", "leaderboard.csv", "report.html", "plots"} <= listed

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,17 +15,12 @@ import pytest
 from mer import config, storage
 from mer.datasets import load_manifest
 from mer.datasets.synthetic.generator import generate
-from mer.keyframes.preprocess import (
-    CHUNK_STEPS,
-    _chunk_name,
-    build_keyframes_dataset,
-    chunk_items,
-    manifest_rows,
-    process_chunk,
-)
+from mer.keyframes.chunks import CHUNK_STEPS, chunk_name, process_chunk
+from mer.keyframes.preprocess import build_keyframes_dataset, chunk_items, manifest_rows
 from mer.keyframes.table import frames_array, read_keyframes
 from mer.layout import keyframes_uri
 
+REPO = Path(__file__).resolve().parents[1]
 SCHEMA = {
     "dataset": "string",
     "subject": "string",
@@ -197,7 +195,7 @@ def test_too_many_rejects_stop_the_run_with_their_reasons(ray_local, video_data,
 
 
 def test_a_bug_in_our_code_fails_the_stage_instead_of_rejecting(video_data, tmp_path, monkeypatch):
-    import mer.keyframes.preprocess as pp
+    import mer.keyframes.chunks as chunks
 
     cfg = cfg_for(tmp_path, video_data)
     rows = manifest_rows(load_manifest("synthetic", video_data))
@@ -205,9 +203,37 @@ def test_a_bug_in_our_code_fails_the_stage_instead_of_rejecting(video_data, tmp_
     def broken(row, kf, interpolator=None):
         raise KeyError("a bug, not bad input")
 
-    monkeypatch.setattr(pp, "build_record", broken)
+    monkeypatch.setattr(chunks, "build_record", broken)
     with pytest.raises(KeyError, match="a bug"):
         process_chunk(chunk_items(cfg, rows)[0])
+
+
+def test_a_key_frame_actor_does_not_import_torch():
+    # An actor imports the module of its class (mer.keyframes.chunks) and what a chunk
+    # runs; torch (about 2 CPU-seconds to import) was the largest part of its start-up.
+    code = (
+        "import sys, cv2, numpy as np; from mer.keyframes.chunks import _ChunkWorker; "
+        "from mer.keyframes.clip_records import build_record; "
+        "import mer.keyframes.construction, mer.keyframes.motion, mer.keyframes.clip_quality; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120)
+    assert done.returncode == 0, "importing the key-frame actor's code imported torch"
+
+
+def test_a_key_frame_actor_runs_blas_on_one_thread():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mer.keyframes.chunks import _ChunkWorker
+
+    outer = threadpool_limits(2)  # as on a 2-core machine without OMP_NUM_THREADS
+    worker = _ChunkWorker()
+    try:
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and set(blas) == {1}
+    finally:
+        worker.threads.restore_original_limits()
+        outer.restore_original_limits()
 
 
 def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tmp_path):
@@ -220,7 +246,7 @@ def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tm
     assert len(items) == 3
     process_chunk(items[0])
     process_chunk(items[1])
-    os.remove(os.path.join(out, "_chunks", _chunk_name(items[1])))
+    os.remove(os.path.join(out, "_chunks", chunk_name(items[1])))
     with pytest.raises(Exception, match="_meta.json"):
         read_keyframes(out)  # nothing reads the half-built table as complete
     lines = []

@@ -89,12 +89,8 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
     complete; once it is back, a rerun finishes with every clip exactly once."""
     from mer.datasets import load_manifest
     from mer.datasets.synthetic.generator import generate
-    from mer.keyframes.preprocess import (
-        build_keyframes_dataset,
-        chunk_items,
-        manifest_rows,
-        process_chunk,
-    )
+    from mer.keyframes.chunks import process_chunk
+    from mer.keyframes.preprocess import build_keyframes_dataset, chunk_items, manifest_rows
     from mer.keyframes.table import read_keyframes
     from mer.layout import keyframes_uri
     from mer.testing.s3 import LocalS3

@@ -25,6 +25,8 @@ from test_results import write_entry, write_meta
 from tests_paths import REPO
 
 from mer.evaluation import study_report
+from mer.keyframes.table import read_keyframes
+from mer.testing.fakes import write_random_keyframes
 
 BROWSER = next(
     (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
@@ -117,6 +119,14 @@ def expected(value, digits: int = 3) -> str:
 def test_experiment_report_in_a_browser_shows_the_json_numbers(tmp_path):
     exp = str(tmp_path / "exp")
     write_meta(exp, [0, 1, 2])
+    # The key-frame table the experiment names (as a search's _experiment.json does): 3
+    # classes, 8 clips of 6 key frames at positions 3, 5.5, ... in parts of 3 clips.
+    positions = [3.0, 5.5, 8.0, 10.5, 13.0, 15.5]
+    kf = write_random_keyframes(
+        str(tmp_path / "kf"), subjects=2, clips=4, k=6, s=24, part_size=3, positions=positions
+    )
+    meta = json.loads((Path(exp) / "_experiment.json").read_text())
+    (Path(exp) / "_experiment.json").write_text(json.dumps({**meta, "keyframes": kf}))
     for entry, accuracy in (("good", 0.85), ("near", 0.84), ("poor", 0.35)):
         write_entry(exp, entry, accuracy, [0, 1, 2])
     write_entry(exp, "partial", 0.99, [0])
@@ -134,9 +144,11 @@ def test_experiment_report_in_a_browser_shows_the_json_numbers(tmp_path):
 
     cells = open_in_browser(page, tmp_path / "report.png")
     assert_rendered(cells, tmp_path / "report.png")
-    assert len(cells.images) == 4  # intervals, per seed, confusion, UF1 against gamma
+    # intervals, per seed, confusion, UF1 against gamma, the key frames
+    assert len(cells.images) == 5
     rows = doc["leaderboard"] + doc["incomplete"]
-    assert {e for e, _ in cells.cells} == {r["config_id"] for r in rows}
+    scores = {e for e, k in cells.cells if not k.startswith("keyframes.")}
+    assert scores == {r["config_id"] for r in rows}
     keys = ["uf1", "uf1_sd", "uf1_lo", "uf1_hi", "uar", "uar_sd", "uar_lo", "uar_hi"]
     keys += ["f1[negative]", "f1[positive]", "f1[surprise]", "uf1[d]"]
     for r in rows:
@@ -144,6 +156,23 @@ def test_experiment_report_in_a_browser_shows_the_json_numbers(tmp_path):
             assert cells.cells[(r["config_id"], key)] == expected(r.get(key)), (r["config_id"], key)
     # Configurations are named by their settings on the page.
     assert "gamma=0.85 (good)" in page.read_text()
+
+    # The key-frame grid: one clip per class, each row's class, apex and positions the
+    # table's, and its image (also plots/keyframes.png) a row per clip of 6 frames.
+    _, clips, _ = read_keyframes(kf, frames=False)
+    by_name = {f"{r.dataset}/{r.subject}/{r.clip}": r for r in clips.itertuples()}
+    shown = {e for e, k in cells.cells if k.startswith("keyframes.")}
+    assert len(shown) == 3 and shown <= set(by_name)
+    assert {by_name[e].label for e in shown} == {0, 1, 2}
+    classes = ["negative", "positive", "surprise"]
+    for e in shown:
+        r = by_name[e]
+        assert cells.cells[(e, "keyframes.class")] == classes[r.label]
+        assert cells.cells[(e, "keyframes.apex")] == str(r.apex)
+        assert cells.cells[(e, "keyframes.positions")] == "3, 5.5, 8, 10.5, 13, 15.5"
+    sheet = Image.open(tmp_path / "out" / "plots" / "keyframes.png")
+    assert sheet.width > 1.5 * sheet.height  # 3 rows of 6 frames
+    assert f"key-frame table the experiment trained on, {kf}" in page.read_text()
 
 
 def test_study_report_in_a_browser_shows_the_tables_numbers(tmp_path):

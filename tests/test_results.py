@@ -309,3 +309,16 @@ def test_per_class_f1_is_the_mean_over_seeds_and_in_the_text_table(experiment):
     assert "F1 per class (negative / positive / surprise)" in text
     line = next(x for x in text.splitlines() if "gamma=0.85" in x)
     assert " / ".join(f"{s[f'f1[{n}]']:.3f}" for n in experiment.class_names) in line
+
+
+def test_a_report_whose_key_frame_table_is_gone_says_so(experiment, tmp_path):
+    """The page names the table it could not read instead of failing or showing nothing."""
+    gone = str(tmp_path / "moved-away")
+    experiment.meta["keyframes"] = gone
+    sheet = results_report.keyframe_sheet(experiment)
+    assert isinstance(sheet, str) and gone in sheet
+    page = results_report.html_report(experiment, images={}, sheet=sheet)
+    assert "Key frames" in page and f"Not drawn: {gone}" in page
+    experiment.meta.pop("keyframes")
+    assert results_report.keyframe_sheet(experiment) is None  # a hand-made experiment
+    assert "Key frames" not in results_report.html_report(experiment, images={})

@@ -1,90 +1,27 @@
 """MLflow tracking (config tracking.mlflow_uri, jobs/results.py --mlflow) against a real
-`mlflow server` with a SQLite store, started on 127.0.0.1 and stopped by this module.
+`mlflow server` with a SQLite store on 127.0.0.1 (tests/conftest.py's `mlflow_server`, one per
+session; the submitted pipeline of tests/test_job_submit.py logs to it too).
 
 The server runs from its own virtualenv (`make mlflow-server`: MLflow's server pins an older
 pyarrow than the project's); the project itself needs only the client
-(requirements-mlflow.txt). Without the server the module skips, naming what to install, except
-where MER_REQUIRE_MLFLOW=1 (CI).
+(requirements-mlflow.txt). Without the server or the client the tests skip, naming what to
+install, except where MER_REQUIRE_MLFLOW=1 (CI).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from test_results import write_entry, write_meta
 from tests_paths import REPO
 
-SERVER = Path(os.environ.get("MER_MLFLOW_SERVER", REPO / ".venv-mlflow" / "bin" / "mlflow"))
-if not SERVER.exists() and os.environ.get("MER_REQUIRE_MLFLOW") != "1":
-    pytest.skip(f"no MLflow server at {SERVER} (make mlflow-server)", allow_module_level=True)
-mlflow = pytest.importorskip("mlflow")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A local MLflow server (SQLite backend, artifacts in a folder) for this module."""
-    tmp = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(SERVER),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(tmp / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the MLflow server did not start in 240 s"
-            time.sleep(1)
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by process group
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
-def test_an_experiment_is_a_parent_run_with_a_child_per_configuration(server, tmp_path):
+def test_an_experiment_is_a_parent_run_with_a_child_per_configuration(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
     exp = str(tmp_path / "exp")
@@ -96,7 +33,7 @@ def test_an_experiment_is_a_parent_run_with_a_child_per_configuration(server, tm
     cmd = [sys.executable, "jobs/results.py", exp]
     for _ in range(2):  # logging again updates the same runs
         done = subprocess.run(
-            [*cmd, "--report", str(tmp_path / "out"), "--mlflow", server],
+            [*cmd, "--report", str(tmp_path / "out"), "--mlflow", mlflow_server],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -109,7 +46,7 @@ def test_an_experiment_is_a_parent_run_with_a_child_per_configuration(server, tm
     )
     doc = json.loads(js.stdout)
 
-    client = MlflowClient(tracking_uri=server)
+    client = MlflowClient(tracking_uri=mlflow_server)
     found = client.get_experiment_by_name("mer/hand")
     runs = client.search_runs([found.experiment_id], max_results=100)
     parents = [r for r in runs if r.data.tags.get("mer.role") == "parent"]
@@ -147,15 +84,15 @@ def test_an_experiment_is_a_parent_run_with_a_child_per_configuration(server, tm
     )
 
 
-def test_a_study_is_a_parent_run_with_a_row_per_child_and_its_verdicts(server, tmp_path):
+def test_a_study_is_a_parent_run_with_a_row_per_child_and_its_verdicts(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from mer.evaluation import study_report, tracking
 
     table = json.loads((REPO / "benchmarks" / "study_casme2_like.json").read_text())
     page = study_report.html(table).encode()
-    parent_id = tracking.log_study(server, table, {"study.json": b"{}", "report.html": page})
-    client = MlflowClient(tracking_uri=server)
+    parent_id = tracking.log_study(mlflow_server, table, {"study.json": b"{}", "report.html": page})
+    client = MlflowClient(tracking_uri=mlflow_server)
     found = client.get_experiment_by_name(f"mer-study/{table['study']}")
     children = client.search_runs(
         [found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"

@@ -310,3 +310,38 @@ def test_truncated_video_of_a_size_decord_cannot_copy_is_still_corrupt(tmp_path)
     cut.write_bytes(data[: int(len(data) * 0.9)])
     with pytest.raises(DecodeError, match="cut.avi.*truncated or corrupt"):
         video.read_clip(str(cut))
+
+
+def test_local_folder_listing_matches_the_fsspec_listing(tmp_path):
+    # storage.entries lists local folders with one os.scandir (no stat per frame); what it
+    # returns is what fsspec's listing gave: hidden names skipped, a link a "file".
+    import fsspec
+
+    folder = tmp_path / "clip"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("img1.jpg", "img2.jpg", ".hidden.jpg"):
+        (folder / name).write_bytes(b"x")
+    os.symlink(folder / "sub", folder / "linked")
+    os.symlink(tmp_path / "nowhere", folder / "broken")
+
+    def by_fsspec(path):
+        fs = fsspec.filesystem("file")
+        if not fs.exists(path):
+            return None
+        out = []
+        for e in fs.ls(path, detail=True):
+            name = os.path.basename(e["name"].rstrip("/"))
+            if not name.startswith(".") and e["name"].rstrip("/") != str(path).rstrip("/"):
+                out.append((name, "directory" if e["type"] == "directory" else "file"))
+        return sorted(out)
+
+    for path in (folder, folder / "img1.jpg", tmp_path / "missing"):
+        got = storage.entries(str(path))
+        assert (sorted(got) if got is not None else None) == by_fsspec(str(path)), path
+    assert sorted(storage.entries(str(folder))) == [
+        ("broken", "file"),
+        ("img1.jpg", "file"),
+        ("img2.jpg", "file"),
+        ("linked", "file"),
+        ("sub", "directory"),
+    ]

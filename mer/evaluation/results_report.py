@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mer import storage
+from mer.errors import InputError
 from mer.evaluation import html_page as h
 from mer.evaluation.results import (
     SEARCH_NOTE,
@@ -32,6 +33,7 @@ from mer.evaluation.results import (
     summary,
     top_config,
 )
+from mer.keyframes.inspection import KeyframeGrid, keyframe_grid
 from mer.metrics import summarise
 
 
@@ -229,22 +231,41 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+KEYFRAMES_PNG = "keyframes.png"
+
+
+def keyframe_sheet(exp: Experiment) -> KeyframeGrid | str | None:
+    """A few clips' key frames (one per class) from the key-frame table the experiment
+    trained on (its _experiment.json names it); the reason where that table cannot be read
+    (moved, deleted); None where the experiment names no table."""
+    uri = exp.meta.get("keyframes")
+    if not uri:
+        return None
+    private_matplotlib_cache()
+    try:
+        return keyframe_grid(uri, exp.class_names, seed=0)
+    except InputError as e:
+        return str(e)
+
+
 def write_report(exp: Experiment, out: str) -> dict:
-    """leaderboard.json, leaderboard.csv, plots/*.png and report.html (one self-contained
-    page) under `out` (local or s3://)."""
+    """leaderboard.json, leaderboard.csv, plots/*.png (keyframes.png: the key-frame grid)
+    and report.html (one self-contained page) under `out` (local or s3://)."""
     s = summary(exp)
     storage.write_json(storage.join(out, "leaderboard.json"), s)
     storage.write_bytes(
         storage.join(out, "leaderboard.csv"), leaderboard(exp).to_csv(index=False).encode()
     )
     images = plot_images(exp)
+    sheet = keyframe_sheet(exp)
     storage.makedirs(storage.join(out, "plots"))
     s["plots"] = []
-    for name, png in images.items():
+    pngs = {**images, **({KEYFRAMES_PNG: sheet.png} if isinstance(sheet, KeyframeGrid) else {})}
+    for name, png in pngs.items():
         s["plots"].append(storage.join(out, "plots", name))
         storage.write_bytes(s["plots"][-1], png)
     s["report"] = storage.join(out, "report.html")
-    storage.write_bytes(s["report"], html_report(exp, images).encode())
+    storage.write_bytes(s["report"], html_report(exp, images, sheet).encode())
     return s
 
 
@@ -256,12 +277,19 @@ PLOT_CAPTIONS = {
 }
 
 
-def html_report(exp: Experiment, images: dict[str, bytes] | None = None) -> str:
+def html_report(
+    exp: Experiment,
+    images: dict[str, bytes] | None = None,
+    sheet: KeyframeGrid | str | None = None,
+) -> str:
     """One self-contained page: protocol and what the numbers support, the leaderboard with
-    intervals and baselines, per-class F1, the nested estimate, the per-dataset breakdown and
-    the plots (inline). Every number is summary(exp)'s, rounded to three decimals."""
+    intervals and baselines, per-class F1, the nested estimate, the per-dataset breakdown,
+    the plots and a few clips' key frames (inline). Every number is summary(exp)'s, rounded
+    to three decimals. `images`: plot_images(exp), `sheet`: keyframe_sheet(exp), made here
+    when not given."""
     s = summary(exp)
     images = plot_images(exp) if images is None else images
+    sheet = keyframe_sheet(exp) if sheet is None else sheet
     rows = s["leaderboard"] + s["incomplete"]
     name = s.get("experiment") or exp.uri
     folds, seeds = s["folds_total"], s["seeds"]
@@ -343,4 +371,32 @@ def html_report(exp: Experiment, images: dict[str, bytes] | None = None) -> str:
             for fname, png in images.items()
         ]
         parts.append(h.section("Plots", *figures))
+    if sheet is not None:
+        parts.append(keyframes_section(sheet))
     return h.page(f"Experiment {name}", *parts)
+
+
+def keyframes_section(sheet: KeyframeGrid | str) -> str:
+    """The key-frame grid with a table of its rows (clip, class, apex, positions), or why
+    there is none."""
+    if isinstance(sheet, str):
+        return h.section("Key frames", h.paragraph(f"Not drawn: {sheet}", "note"))
+    body = [
+        [
+            c.name,
+            h.Cell(c.class_name, c.name, "keyframes.class"),
+            h.Cell(str(c.apex), c.name, "keyframes.apex"),
+            h.Cell(", ".join(f"{p:g}" for p in c.positions), c.name, "keyframes.positions"),
+        ]
+        for c in sheet.clips
+    ]
+    return h.section(
+        "Key frames",
+        h.paragraph(
+            f"{len(sheet.clips)} clips (one per class, seeded) of the key-frame table the "
+            f"experiment trained on, {sheet.uri}: each row a clip's key frames as the model "
+            "sees them, titled with their positions (source frames)."
+        ),
+        h.image(sheet.png, "key frames of a few clips; red: the key frame nearest the apex"),
+        h.table(["clip", "class", "apex (source frame)", "key-frame positions"], body),
+    )

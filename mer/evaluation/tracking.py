@@ -151,10 +151,13 @@ def log_experiment(uri: str, exp, out: str | None = None) -> str:
             files[f"plots/{uri_.rsplit('/', 1)[-1]}"] = storage.read_bytes(uri_)
     else:
         images = results_report.plot_images(exp)
+        sheet = results_report.keyframe_sheet(exp)
         files = {f"plots/{k}": v for k, v in images.items()}
+        if isinstance(sheet, results_report.KeyframeGrid):
+            files[f"plots/{results_report.KEYFRAMES_PNG}"] = sheet.png
         files["leaderboard.json"] = json.dumps(s, indent=2, default=str).encode()
         files["leaderboard.csv"] = results.leaderboard(exp).to_csv(index=False).encode()
-        files["report.html"] = results_report.html_report(exp, images).encode()
+        files["report.html"] = results_report.html_report(exp, images, sheet).encode()
     runs.artifacts(files)
     return runs.parent
 

@@ -7,6 +7,7 @@ construction     where the K key frames sit (adaptive, uniform) on the motion cu
 interpolator     the learned frame interpolator (AdaConv) for fractional positions
 clip_records     one clip's key-frame record (decode -> register -> motion -> key frames)
 preprocess       the stage's driver: the manifest in parallel on Ray Data, chunked, resumable
+chunks           one chunk of clips built and written (what the stage's Ray Data actors run)
 table            the key-frame table's format (parts, `_meta.json`, rejects), read and written
 inspection       one clip's key frames and motion curve as a picture, for a person to check
 """

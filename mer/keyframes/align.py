@@ -238,12 +238,18 @@ def translate(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 
 def _cubic_taps(fraction: float) -> np.ndarray:
-    """Weights of the pixels at -1, 0, 1, 2 for a sample `fraction` (0..1) past pixel 0."""
-    x = np.abs(np.array([-1.0, 0.0, 1.0, 2.0]) - fraction)
+    """Weights of the pixels at -1, 0, 1, 2 for a sample `fraction` (0..1) past pixel 0.
+    Four Python floats (the same float64 arithmetic as numpy's) rather than numpy on four
+    elements: a tenth of the cost, which was a tenth of a key frame's resampling."""
     a = CUBIC_A
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x <= 1, near, far).astype(np.float32)
+    taps = []
+    for pixel in (-1.0, 0.0, 1.0, 2.0):
+        x = abs(pixel - fraction)
+        if x <= 1:
+            taps.append(((a + 2) * x - (a + 3)) * x * x + 1)
+        else:
+            taps.append(((a * x - 5 * a) * x + 8 * a) * x - 4 * a)
+    return np.array(taps, np.float32)
 
 
 def source_frames(positions: np.ndarray, n: int) -> list[int]:

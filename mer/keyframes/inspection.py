@@ -35,7 +35,7 @@ from mer.keyframes.faces import crop, face_crop_box
 from mer.keyframes.motion import measure_motion, smooth, spot_apex
 from mer.keyframes.table import (
     REJECT_COLUMNS,
-    frames_array,
+    read_clip_frames,
     read_keyframes,
     read_meta,
     read_rejects,
@@ -380,6 +380,100 @@ def contact_sheet(
     return out_uri
 
 
+# ---------------------------------------------------------------- a few clips in one image
+
+GRID_CLIPS = 6  # rows of a key-frame grid at most: one clip per class up to this many
+
+
+@dataclasses.dataclass
+class GridClip:
+    """One row of a key-frame grid: the clip, its class and where its key frames lie."""
+
+    dataset: str
+    subject: str
+    clip: str
+    label: int
+    class_name: str
+    apex: int  # source frame
+    positions: list[float]  # source frame of each key frame, left to right
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.subject}/{self.clip}"
+
+
+@dataclasses.dataclass
+class KeyframeGrid:
+    """A few clips' key frames as one PNG (keyframe_grid), and what each row shows."""
+
+    uri: str  # the key-frame table they were read from
+    clips: list[GridClip]
+    png: bytes
+
+
+def keyframe_grid(
+    uri: str, classes: list[str] | None = None, clips: int | None = None, seed: int = 0
+) -> KeyframeGrid:
+    """One image of a few clips of the finished key-frame table at `uri`: a row per clip, its
+    K key frames left to right, each titled with its position in the source clip (the one
+    nearest the apex in red), the row labelled dataset/subject/clip and class. `clips` rows
+    (default one per class, at most GRID_CLIPS) chosen by choose_clips with `seed`; `classes`
+    names the label indices (else "class N")."""
+    from matplotlib.figure import Figure
+
+    _, table, _ = read_keyframes(uri, frames=False)
+    table = table.sort_values(["dataset", "subject", "clip"]).reset_index(drop=True)
+    n = clips or min(GRID_CLIPS, int(table["label"].nunique()))
+    rows = table.iloc[choose_clips(table, n, seed)].to_dict("records")
+    frames = read_clip_frames(uri, [_key(r) for r in rows])
+    name = _namer(tuple(classes) if classes else None)
+    picked = [
+        GridClip(
+            dataset=str(r["dataset"]),
+            subject=str(r["subject"]),
+            clip=str(r["clip"]),
+            label=int(r["label"]),
+            class_name=name(int(r["label"])),
+            apex=int(r["apex"]),
+            positions=[float(x) for x in r["keyframe_indices"]],
+        )
+        for r in rows
+    ]
+    k = max(len(frames[_key(r)]) for r in rows)
+    fig = Figure(figsize=(2.0 + 0.85 * k, 0.5 + 1.05 * len(rows)), dpi=90, layout="constrained")
+    fig.suptitle(
+        f"key frames of {len(rows)} clips; above each frame its position in the source clip "
+        "(red: nearest the apex)",
+        fontsize=9,
+    )
+    axes = fig.subplots(len(rows), k, squeeze=False)
+    for row, (r, c) in enumerate(zip(rows, picked, strict=True)):
+        clip_frames = frames[_key(r)]
+        nearest = int(np.argmin(np.abs(np.asarray(c.positions) - c.apex)))
+        for i, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i >= len(clip_frames):
+                ax.set_axis_off()
+                continue
+            image = clip_frames[i]
+            gray = image.shape[-1] == 1
+            ax.imshow(
+                image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255
+            )
+            colour = "red" if i == nearest else "black"
+            ax.set_title(f"{c.positions[i]:g}", fontsize=7, color=colour, pad=2)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2 if i == nearest else 0.5)
+        axes[row][0].set_ylabel(
+            f"{c.name}\n{c.class_name}", rotation=0, ha="right", va="center", fontsize=8
+        )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return KeyframeGrid(uri=uri, clips=picked, png=buf.getvalue())
+
+
 # ---------------------------------------------------------------- whole inspections
 
 
@@ -419,7 +513,8 @@ def inspect_keyframes(
         },
     }
     chosen = select_clips(table, names) if names else choose_clips(table, clips, seed)
-    frames = _read_frames(uri, meta, table.iloc[chosen]) if chosen else {}
+    picked = [_key(r) for r in table.iloc[chosen].to_dict("records")]
+    frames = read_clip_frames(uri, picked, meta) if chosen else {}
     summary["sheets"] = []
     for i in chosen:
         record = table.iloc[i].to_dict()
@@ -499,28 +594,6 @@ def _key(record: dict) -> tuple[str, str, str]:
 
 def _sheet_uri(out: str, record: dict) -> str:
     return storage.join(out, "sheets", sheet_name(record))
-
-
-def _read_frames(uri: str, meta: dict, rows: pd.DataFrame) -> dict:
-    """Key frames of just `rows` ((dataset, subject, clip) -> K,S,S,C), read part by part
-    with a filter on the clip names, so a large table is never loaded whole."""
-    wanted = {_key(r) for r in rows.to_dict("records")}
-    found: dict = {}
-    clip_names = sorted({c for _, _, c in wanted})
-    for part in meta["parts"]:
-        t = storage.read_parquet(
-            storage.join(uri, part),
-            columns=["dataset", "subject", "clip", "frames"],
-            filters=[("clip", "in", clip_names)],
-        )
-        if not t.num_rows:
-            continue
-        frames = frames_array(t)
-        keys = zip(*(t.column(c).to_pylist() for c in ("dataset", "subject", "clip")), strict=True)
-        for key, f in zip(keys, frames, strict=True):
-            if key in wanted:
-                found[key] = f
-    return found
 
 
 def _write(summary: dict, out: str) -> None:

@@ -26,96 +26,13 @@ import pyarrow as pa
 
 from mer import layout, provenance, storage
 from mer.config import PipelineConfig
-from mer.errors import DecodeError, InputError
-from mer.keyframes.clip_records import (
-    REJECTABLE,
-    build_record,
-    keyframe_settings,
-    load_interpolator,
-    manifest_rows,
-)
+from mer.errors import InputError
+from mer.keyframes.chunks import _ChunkWorker, chunk_name, process_chunk
+from mer.keyframes.clip_records import keyframe_settings, manifest_rows
 from mer.keyframes.table import rejects_to_table
 from mer.progress import Counter, emit
 
 log = logging.getLogger(__name__)
-
-
-CHUNK_STEPS = ("build", "to_arrow", "parquet", "marker")
-
-
-def process_chunk(item: dict) -> dict:
-    """Ray Data map function: build one chunk's records, write its part and marker."""
-    import cv2
-
-    cv2.setNumThreads(1)  # one Ray task, one CPU: OpenCV ignores OMP_NUM_THREADS
-    start = time.time()
-    clock = time.perf_counter()
-    kf = item["kf"]
-    interpolator = None
-    if kf["interpolation"] == "adaconv":
-        interpolator = load_interpolator(
-            kf["interpolator_uri"], kf["size"], 3, cuda=kf.get("gpus", 0) > 0
-        )
-    records, rejects = [], []
-    for row in item["rows"]:
-        try:
-            records.append(build_record(row, kf, interpolator))
-        except REJECTABLE as e:  # recorded, never dropped: the run goes on
-            stage = "decode" if isinstance(e, DecodeError) else "input"
-            rejects.append(
-                {
-                    "dataset": row["dataset"],
-                    "subject": str(row["subject"]),
-                    "clip": str(row["clip"]),
-                    "stage": stage,
-                    "reason": f"{type(e).__name__}: {e}",
-                }
-            )
-    # Where a chunk's time goes (benchmarks/keyframes.py reports it): building the records,
-    # turning them into an Arrow table, writing the Parquet part, writing the marker.
-    marks = [clock, time.perf_counter()]
-    part = None
-    if records:
-        from mer.keyframes.table import records_to_table
-
-        part = f"part-{_chunk_stem(item)}.parquet"
-        table = records_to_table(records)
-        marks.append(time.perf_counter())
-        storage.write_parquet(table, storage.join(item["out"], part))
-    else:
-        marks.append(marks[-1])
-    marks.append(time.perf_counter())
-    marker = {"chunk": item["chunk"], "part": part, "written": len(records), "rejects": rejects}
-    storage.write_json(storage.join(item["out"], "_chunks", _chunk_name(item)), marker)
-    marks.append(time.perf_counter())
-    steps = dict(zip(CHUNK_STEPS, np.diff(marks).round(4).tolist(), strict=True))
-    return {
-        "chunk": item["chunk"],
-        "written": len(records),
-        "rejected": len(rejects),
-        "seconds": time.time() - start,
-        "started": start,
-        "steps": steps,
-    }
-
-
-class _ChunkWorker:
-    """Ray Data actor: process_chunk, one chunk at a time."""
-
-    def __init__(self):
-        self.ready = time.time()  # when this actor could take its first chunk
-
-    def __call__(self, item: dict) -> dict:
-        return {**process_chunk(item), "actor_ready": self.ready}
-
-
-def _chunk_stem(item: dict) -> str:
-    # The chunk size is in the name: chunk i of another chunking holds other clips.
-    return f"c{item['size']}-{item['chunk']:05d}"
-
-
-def _chunk_name(item: dict) -> str:
-    return f"{_chunk_stem(item)}.json"
 
 
 # ---------------------------------------------------------------- driver
@@ -186,7 +103,7 @@ def build_keyframes_dataset(
     items = chunk_items(cfg, rows)
     _remove_stale(out, cfg.keyframes.chunk_size)
     done = set(storage.listdir(storage.join(out, "_chunks")))
-    todo = [it for it in items if _chunk_name(it) not in done]
+    todo = [it for it in items if chunk_name(it) not in done]
     if len(todo) < len(items):
         progress(f"[keyframes] resuming: {len(items) - len(todo)}/{len(items)} chunks done")
     progress(
@@ -207,7 +124,7 @@ def build_keyframes_dataset(
     # Assemble: every chunk has a marker now.
     parts, rejects, written = [], list(manifest.attrs.get("rejects", [])), 0
     for it in items:
-        marker = storage.read_json(storage.join(out, "_chunks", _chunk_name(it)))
+        marker = storage.read_json(storage.join(out, "_chunks", chunk_name(it)))
         if marker["part"]:
             parts.append(marker["part"])
         written += marker["written"]

@@ -110,6 +110,32 @@ def read_keyframes(uri: str, *, frames: bool = True) -> tuple[dict, pd.DataFrame
     return meta, df, arr
 
 
+def read_clip_frames(
+    uri: str, keys: list[tuple[str, str, str]], meta: dict | None = None
+) -> dict[tuple[str, str, str], np.ndarray]:
+    """Key frames (K,S,S,C uint8) of the clips `keys` ((dataset, subject, clip)) of the finished
+    table at `uri`, read part by part with a filter on the clip names, so a large table is
+    never loaded whole. Keys not in the table are absent from the result."""
+    meta = meta or read_meta(uri)
+    wanted = set(keys)
+    found: dict = {}
+    clip_names = sorted({c for _, _, c in wanted})
+    for part in meta["parts"]:
+        t = storage.read_parquet(
+            storage.join(uri, part),
+            columns=["dataset", "subject", "clip", "frames"],
+            filters=[("clip", "in", clip_names)],
+        )
+        if not t.num_rows:
+            continue
+        frames = frames_array(t)
+        names = zip(*(t.column(c).to_pylist() for c in ("dataset", "subject", "clip")), strict=True)
+        for key, f in zip(names, frames, strict=True):
+            if key in wanted:
+                found[key] = f
+    return found
+
+
 def read_rejects(uri: str) -> pd.DataFrame:
     path = storage.join(uri, "_rejects.parquet")
     if not storage.exists(path):

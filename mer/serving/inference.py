@@ -6,8 +6,9 @@ out, one row per clip.
   clips   every video file and every folder of numbered frame images under --input (a
           local folder or an s3:// prefix), each whole clip the interval and its apex
           spotted; or the rows of a CSV (`path, onset, offset[, apex]`)
-    -> KeyFrames actors (CPU): mer.keyframes.clip_records.build_record, the function that built the
-       training key frames, with the key-frame settings the model card records
+    -> KeyFrames actors (CPU; mer.serving.clip_keyframes, no torch imported):
+       mer.keyframes.clip_records.build_record, the function that built the training key
+       frames, with the key-frame settings the model card records
     -> Predictor actors (CPU or a share of a GPU): the model (mer.serving.model_folder.load_model) on
        batches of key frames through mer.train.step.predict, the normalisation and forward
        pass of training-time evaluation
@@ -20,7 +21,7 @@ out, one row per clip.
                                         offset, stage, reason
        <out>/_summary.json              model, input, counts (flags included), seconds
 A clip that cannot be decoded, whose interval lies outside its frames, or that is shorter
-than mer.serving.model_card.MIN_FRAMES frames is a reject with its reason; nothing aborts the batch.
+than mer.serving.clip_keyframes.MIN_FRAMES frames is a reject with its reason; nothing aborts the batch.
 Frames stay on the workers: the driver receives probabilities only.
 """
 
@@ -37,20 +38,15 @@ import pandas as pd
 import torch
 
 from mer import storage
-from mer.errors import ConfigError, DecodeError, InputError
+from mer.errors import ConfigError, InputError
 from mer.keyframes import clip_records
 from mer.progress import emit
+from mer.serving.clip_keyframes import KEYFRAME_BATCH, UNSET, KeyFrames
 from mer.serving.quality import FLAG_COLUMNS, MEASURES, counts
 
 log = logging.getLogger(__name__)
 
-UNSET = -1  # a frame number not given (whole clip / apex to spot)
 UNKNOWN = "unknown"  # pred_class of a flagged clip under --abstain
-# A whole clip is decoded at once (mer.keyframes.video.read_clip): longer recordings (more than this
-# many bytes of decoded frames: 39 s of 640x480 at 30 fps) must come with intervals.
-MAX_DECODED_BYTES = 1 << 30
-KEYFRAME_BATCH = 4  # clips per KeyFrames call: a few hundred ms of work each
-CLIP_COLUMNS = ["path", "source", "onset", "apex", "offset"]
 REJECT_COLUMNS = ["path", "source", "onset", "offset", "stage", "reason"]
 
 
@@ -164,100 +160,6 @@ def keyframe_settings(model: str, card: dict) -> dict:
         card["config"]["keyframes"],
         lambda: storage.join(model, card["files"]["interpolator"]["file"]),
     )
-
-
-def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
-    """The key-frame record of one clip (mer.keyframes.clip_records.build_record, as in training), its
-    unset onset/offset taken from the source's first/last frame; raises InputError or
-    DecodeError for a clip that cannot be used. `interpolator`: the learned interpolator of
-    keyframes.interpolation adaconv."""
-    from mer.keyframes.clip_records import build_record
-    from mer.keyframes.video import probe
-    from mer.serving.model_card import MIN_FRAMES
-
-    source = str(clip["source"])
-    onset, apex, offset = int(clip["onset"]), int(clip["apex"]), int(clip["offset"])
-    fps, info = float("nan"), None
-    if onset == UNSET or offset == UNSET:
-        info = probe(source, timeout=kf["decode_timeout"])
-        onset = info["first"] if onset == UNSET else onset
-        offset = info["last"] if offset == UNSET else offset
-        fps = float(info["fps"] or "nan")
-    n = offset - onset + 1
-    if n < MIN_FRAMES:
-        raise InputError(
-            f"{source}: too short: the interval {onset}..{offset} holds {max(n, 0)} frame(s); "
-            f"a clip needs at least {MIN_FRAMES} (onset, apex, offset)"
-        )
-    if info and n * info["height"] * info["width"] * 3 > MAX_DECODED_BYTES:
-        raise InputError(
-            f"{source}: too long to decode whole ({n} frames of {info['width']}x"
-            f"{info['height']}, over {MAX_DECODED_BYTES >> 30} GiB); list the intervals to "
-            "predict with --clips"
-        )
-    if apex != UNSET and not onset <= apex <= offset:
-        raise InputError(f"{source}: apex {apex} lies outside the interval {onset}..{offset}")
-    row = {
-        "dataset": "",
-        "subject": "",
-        "clip": str(clip["path"]),
-        "label": -1,
-        "emotion": "",
-        "onset": onset,
-        "apex": None if apex == UNSET else apex,
-        "offset": offset,
-        "source": source,
-        "fps": fps,
-    }
-    return build_record(row, kf, interpolator, quality=True)
-
-
-class KeyFrames:
-    """Ray Data actor: a batch of clips -> their key frames (zeros, and a reason, for a clip
-    that cannot be used)."""
-
-    def __init__(self, kf: dict) -> None:
-        import cv2
-
-        cv2.setNumThreads(1)  # one actor, one CPU: OpenCV ignores OMP_NUM_THREADS
-        self.kf = kf
-        self.shape = (kf["k"], kf["size"], kf["size"], 3)
-        self.interpolator = None
-        if kf["interpolation"] == "adaconv":
-            from mer.keyframes.clip_records import load_interpolator
-
-            self.interpolator = load_interpolator(kf["interpolator_uri"], kf["size"], 3)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["path"])
-        rows = [self.record({c: batch[c][i] for c in CLIP_COLUMNS}) for i in range(n)]
-        text = ("path", "source", "apex_source", "stage", "reason")
-        return {
-            **{c: np.asarray([r[c] for r in rows], dtype=object) for c in text},
-            **{c: np.asarray([r[c] for r in rows], np.int64) for c in ("onset", "apex", "offset")},
-            **{c: np.asarray([r["quality"][c] for r in rows], np.float64) for c in MEASURES},
-            "frames": np.stack([r["frames"] for r in rows]),
-        }
-
-    def record(self, clip: dict) -> dict:
-        """One clip's output row: its key frames, or zeros and why it cannot be used."""
-        out = {"path": str(clip["path"]), "source": str(clip["source"]), "stage": "", "reason": ""}
-        try:
-            rec = clip_record(clip, self.kf, self.interpolator)
-            kept = ("onset", "apex", "offset", "apex_source", "frames", "quality")
-            return {**out, **{c: rec[c] for c in kept}}
-        except (InputError, DecodeError) as e:
-            stage = "decode" if isinstance(e, DecodeError) else "input"
-            out.update(stage=stage, reason=f"{type(e).__name__}: {e}")
-        return {
-            **out,
-            "onset": int(clip["onset"]),
-            "apex": UNSET,
-            "offset": int(clip["offset"]),
-            "apex_source": "",
-            "frames": np.zeros(self.shape, np.uint8),
-            "quality": dict.fromkeys(MEASURES, float("nan")),
-        }
 
 
 class Predictor:

@@ -23,12 +23,10 @@ from mer import layout
 from mer.config import NUM_CLASSES, PipelineConfig
 from mer.datasets import class_names
 from mer.datasets.common import THREE_CLASS
+from mer.serving.clip_keyframes import MIN_FRAMES
 from mer.train.data import describe_normalisation
 
 CARD_FORMAT = "mer-model-card/1"
-# Shortest interval (onset..offset inclusive) a clip may have: onset, apex and offset apart
-# (our choice; real micro-expressions span 8 frames or more at 100-200 fps).
-MIN_FRAMES = 3
 SCORE_KEYS = ("uf1", "uar", "accuracy")
 
 # What docs/limitations.md says, as it bears on using the model.

@@ -88,6 +88,7 @@ def measure_row(row: dict, kf: dict) -> dict:
 
 
 @torch.no_grad()
+@torch.no_grad()  # as mer.train.step.predict: no autograd graph kept per batch
 def forward(
     model: torch.nn.Module,
     frames: np.ndarray,
