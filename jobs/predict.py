@@ -15,6 +15,16 @@ rejects.parquet/.csv (unreadable or too-short clips, with the reason) and _summa
 Each prediction also carries quality flags and an out-of-distribution score, judged against
 the model's training clips (docs/prediction-quality.md); prob_<class> are calibrated where
 the model card has a temperature. --abstain: a flagged clip's pred_class is "unknown".
+
+Spot-then-recognise (--spot): every frame folder under --input is a long video (--fps);
+the spotting run's spotter (--spotter, with the final threshold jobs/spot.py chose on its
+labelled set) finds the micro-expression intervals, and each becomes a clip: one row per
+interval with prob_<class> and spot_score. spotted.csv lists every spotted interval, and
+model_card.json / MODEL_CARD.md in --out say which spotter and thresholds were used
+(docs/spotting.md).
+
+    python jobs/predict.py --model runs/demo/models/demo --input LONG_VIDEOS/ --fps 200 \
+        --spot runs/demo/spotting/samm_lv/<hash> --spotter mdmd --out SPOTTED/
 """
 
 import argparse
@@ -44,6 +54,11 @@ def main() -> None:
         action="store_true",
         help="answer 'unknown' (pred -1) for a clip with any quality or OOD flag",
     )
+    p.add_argument("--spot", help="spotting run folder (jobs/spot.py): spot, then recognise")
+    p.add_argument(
+        "--spotter", default="motion", help="with --spot: motion, mdmd or learned (default motion)"
+    )
+    p.add_argument("--fps", type=float, help="with --spot: the long videos' frame rate")
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: cores)")
     p.add_argument("--verbose", action="store_true", help="Ray's logs on the console")
@@ -54,7 +69,9 @@ def main() -> None:
     from mer.config import PipelineConfig
     from mer.storage import check_reachable, is_remote
 
-    for name in ("model", "input", "clips", "out"):
+    if args.spot and (args.clips or not args.fps):
+        p.error("--spot needs --fps and takes no --clips (the spotter finds the intervals)")
+    for name in ("model", "input", "clips", "out", "spot"):
         value = getattr(args, name)
         if value and not is_remote(value):
             setattr(args, name, os.path.abspath(value))  # Ray workers run elsewhere
@@ -63,12 +80,9 @@ def main() -> None:
     # Ray's own logs go to <out>/logs/ (a temporary folder for an s3:// --out).
     cli.connect_ray(args, PipelineConfig(root=args.out))
     from mer.serving.inference import predict_clips, read_output
+    from mer.serving.spot_recognise import spot_then_recognise
 
-    summary = predict_clips(
-        args.model,
-        args.input,
-        args.out,
-        args.clips,
+    options = dict(
         batch_size=args.batch_size,
         predictors=args.predictors,
         cpus_per_predictor=args.cpus_per_predictor,
@@ -76,8 +90,19 @@ def main() -> None:
         keyframe_workers=args.keyframe_workers,
         abstain=args.abstain,
     )
+    if args.spot:
+        summary = spot_then_recognise(
+            args.model, args.input, args.out, args.spot, args.spotter, args.fps, **options
+        )
+        print(
+            f"{summary['spotted_micro']} micro-expressions spotted ({args.spotter}, "
+            f"threshold {summary['spotting']['threshold']:g}) in {summary['long_videos']} videos"
+        )
+    else:
+        summary = predict_clips(args.model, args.input, args.out, args.clips, **options)
     preds, rejects = read_output(args.out)
     shown = ["path", "onset", "apex", "offset", "apex_source", "pred_class"]
+    shown += ["spot_score"] if args.spot else []
     shown += [c for c in preds.columns if c.startswith("prob_")] + ["flags"]
     if len(preds):
         print(preds[shown].head(20).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

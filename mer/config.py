@@ -195,6 +195,36 @@ class TrackingConfig:
 
 
 @dataclass
+class SpottingConfig:
+    """Spotting in long videos (mer.spotting; jobs/spot.py)."""
+
+    # Long videos: casme_sq (CAS(ME)^2) | samm_lv (SAMM Long Videos) | synthetic_long.
+    dataset: str = "synthetic_long"
+    root: str = ""  # the long videos' root (local path or s3://); "" = under <run root>/data/
+    annotations: str | None = None  # the sheet; None = the dataset's default
+    options: dict = field(default_factory=dict)  # extra adapter or generator arguments
+    spotters: list = field(default_factory=lambda: ["motion", "mdmd", "learned"])
+    # Windows (mer.spotting.windows): grey copies side x side px, grid x grid MDMD blocks,
+    # windows of window_s seconds overlapping by half, MDMD flow over 2 x span_s seconds.
+    side: int = 126
+    grid: int = 6
+    window_s: float = 1.0
+    span_s: float = 0.05
+    # Intervals (mer.spotting.peaks): runs longer than micro_max_s are macro-expressions.
+    micro_max_s: float = 0.5
+    merge_gap_s: float = 0.1
+    min_s: float = 0.06
+    # The learned spotter (mer.spotting.learned); Ray Train workers come from `resources`.
+    rate: float = 30.0
+    hidden: int = 32
+    epochs: int = 40
+    lr: float = 0.003
+    seed: int = 0
+    # Execution (not part of the output hash).
+    concurrency: int = 2  # Ray Data pool size: windows measured side by side
+
+
+@dataclass
 class PipelineConfig:
     root: str = "runs/demo"  # run root: local path or s3://bucket/prefix
     seed: int = 0  # inner-fold splits and adaptive searchers
@@ -208,6 +238,7 @@ class PipelineConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    spotting: SpottingConfig = field(default_factory=SpottingConfig)
 
     def validate(self) -> PipelineConfig:
         validate(self)
@@ -231,6 +262,7 @@ SECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "export": ExportConfig,
     "tracking": TrackingConfig,
+    "spotting": SpottingConfig,
 }
 
 

@@ -176,6 +176,27 @@ def validate(cfg) -> None:
     check_space(s.space, cfg)
     if "/" in cfg.export.name:
         raise _bad("export.name", cfg.export.name, "a name without '/'")
+    _check_spotting(cfg.spotting)
+
+
+LONG_DATASETS = ("casme_sq", "samm_lv", "synthetic_long")
+SPOTTERS = ("motion", "mdmd", "learned")
+
+
+def _check_spotting(sp) -> None:
+    _one_of("spotting.dataset", sp.dataset, LONG_DATASETS)
+    if not sp.spotters or any(s not in SPOTTERS for s in sp.spotters):
+        raise _bad("spotting.spotters", sp.spotters, f"a non-empty list from {list(SPOTTERS)}")
+    if sp.side < 32 or sp.side % 2:
+        raise _bad("spotting.side", sp.side, "an even number >= 32")
+    _at_least("spotting.grid", sp.grid, 1)
+    for name in ("window_s", "span_s", "micro_max_s", "min_s", "rate", "lr"):
+        _positive(f"spotting.{name}", getattr(sp, name))
+    _at_least("spotting.merge_gap_s", sp.merge_gap_s, 0)
+    _at_least("spotting.hidden", sp.hidden, 1)
+    _at_least("spotting.epochs", sp.epochs, 1)
+    _at_least("spotting.seed", sp.seed, 0)
+    _at_least("spotting.concurrency", sp.concurrency, 1)
 
 
 def _check_ray_resources(name: str, resources: dict) -> None:

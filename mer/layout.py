@@ -340,3 +340,70 @@ def made_under_other_settings(folder: str, settings: dict) -> str | None:
     if old.get("hash") == digest(settings):
         return None
     return describe_change(old.get("settings", {}), settings) or "other settings"
+
+
+# ---------------------------------------------------------------- spotting
+
+# spotting.* settings that change speed, not what is spotted.
+SPOTTING_EXECUTION = ("concurrency",)
+# spotting.* settings the per-frame features depend on (the rest shape scores and intervals).
+SPOTTING_FEATURES = ("side", "grid", "window_s", "span_s")
+SPOTTING_DATA = ("dataset", "root", "annotations", "options")
+
+
+def long_data_root(cfg: PipelineConfig) -> str:
+    """The long videos' root: `spotting.root`, else (synthetic_long) one folder per
+    generator setting under <run root>/data/."""
+    sp = cfg.spotting
+    if sp.root:
+        return sp.root
+    if sp.dataset != "synthetic_long":
+        raise ConfigError(f"spotting.dataset={sp.dataset} needs spotting.root (where it lies)")
+    # The generator refuses a folder made under other settings, so a key of the options as
+    # given is enough (a preset and its values spelt out get two folders).
+    return storage.join(cfg.root, "data", "synthetic_long", digest(flatten("", sp.options)))
+
+
+def spotting_data_settings(cfg: PipelineConfig) -> dict:
+    sp = cfg.spotting
+    return {
+        "spotting.dataset": sp.dataset,
+        "spotting.root": long_data_root(cfg),
+        "spotting.annotations": sp.annotations,
+        **flatten("spotting.options", sp.options),
+    }
+
+
+def spotting_features_settings(cfg: PipelineConfig) -> dict:
+    """What the per-frame features of mer.spotting.stage depend on: the videos and windows."""
+    d = cfg.to_dict()["spotting"]
+    return {
+        **spotting_data_settings(cfg),
+        **{f"spotting.{k}": d[k] for k in SPOTTING_FEATURES},
+    }
+
+
+def spotting_features_uri(cfg: PipelineConfig) -> str:
+    """One .npz of features per video: spotting/<dataset>/features/<hash>/."""
+    h = digest(spotting_features_settings(cfg))
+    return storage.join(cfg.root, "spotting", cfg.spotting.dataset, "features", h)
+
+
+def spotting_settings(cfg: PipelineConfig) -> dict:
+    """Everything that determines a spotting run's intervals: the features, every other
+    spotting setting but the execution ones, and (learned spotter) the training workers."""
+    skip = (*SPOTTING_EXECUTION, *SPOTTING_FEATURES, *SPOTTING_DATA)
+    return {
+        "spotting.features": digest(spotting_features_settings(cfg)),
+        **_section(cfg, "spotting", skip),
+        "resources.workers": cfg.resources.workers,
+    }
+
+
+def spotting_hash(cfg: PipelineConfig) -> str:
+    return digest(spotting_settings(cfg))
+
+
+def spotting_uri(cfg: PipelineConfig) -> str:
+    """A spotting run's intervals, metric and learned weights: spotting/<dataset>/<hash>/."""
+    return storage.join(cfg.root, "spotting", cfg.spotting.dataset, spotting_hash(cfg))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from spotting_videos import make_set
 from tests_paths import REPO, TINY
 
 from mer import config, layout, storage
@@ -29,6 +30,8 @@ from mer.serving.inference import (
     read_output,
 )
 from mer.serving.model_folder import load_model, package
+from mer.serving.spot_recognise import spot_then_recognise
+from mer.spotting.run import run_spotting
 
 # Inference and training-time evaluation run the same float32 operations on byte-identical
 # key frames; only the batch composition (and so, possibly, the kernels' blocking) may
@@ -548,3 +551,40 @@ def test_abstain_answers_unknown_for_flagged_clips_only(trust_run):
     assert summary["temperature"] is None
     raw = kept[[f"raw_{c}" for c in kept.columns if c.startswith("prob_")]].to_numpy()
     assert np.array_equal(probs, raw)
+
+
+def test_spot_then_recognise_classifies_each_spotted_micro_interval(fold_model, tmp_path):
+    """Long videos in: the spotting run's final threshold finds the micro-expressions, each
+    becomes one row with class probabilities, and the card says which spotter did it."""
+    labelled = make_set(tmp_path / "labelled", subjects=3, n=60)
+    cfg = config.load(
+        None,
+        [
+            f"root={tmp_path / 'run'}",
+            f"spotting.root={tmp_path / 'labelled'}",
+            "spotting.side=64",
+            "spotting.spotters=[mdmd]",
+        ],
+    )
+    run = run_spotting(cfg, labelled, use_ray=False, progress=lambda m: None)
+    new = tmp_path / "new"
+    make_set(new, subjects=2, n=60)  # other videos, the same kind of movements
+    out = str(tmp_path / "out")
+    s = spot_then_recognise(
+        fold_model["folder"], str(new), out, run.out, "mdmd", 30.0, progress=lambda m: None
+    )
+    spotted = pd.read_csv(os.path.join(out, "spotted.csv"))
+    micro = spotted[spotted["type"] == "micro"]
+    preds, rejects = read_output(out)
+    assert s["spotted_micro"] == len(micro) >= 1
+    assert len(preds) + len(rejects) == len(micro)  # one row per micro interval
+    got = preds.set_index(["path", "onset", "offset"]).sort_index()
+    want = micro.set_index(["path", "onset", "offset"]).sort_index()
+    assert set(got.index) <= set(want.index)
+    np.testing.assert_allclose(got["spot_score"], want.loc[got.index, "score"])
+    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy(dtype=float)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    assert card["spotting"]["spotter"] == "mdmd"
+    assert card["spotting"]["threshold"] == run.thresholds["mdmd"]["final"]["threshold"]
+    assert "mdmd spotter" in (tmp_path / "out" / "MODEL_CARD.md").read_text()

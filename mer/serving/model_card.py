@@ -319,9 +319,35 @@ def markdown(card: dict) -> str:
         from mer.serving.quality import markdown as quality_markdown
 
         lines += ["", *quality_markdown(card["trust"])]
+    if card.get("spotting"):
+        lines += ["", *spotting_markdown(card["spotting"])]
     lines += ["", "## Limitations", ""]
     lines += [f"- {x}" for x in card["limitations"]]
     return "\n".join(lines) + "\n"
+
+
+def with_spotting(card: dict, used: dict) -> dict:
+    """The card of a spot-then-recognise run: the model's card with a `spotting` section
+    saying which spotter, spotting run and thresholds found the intervals it classified
+    (`used`: mer.spotting.run.spot_new_videos's record)."""
+    return {**card, "spotting": used}
+
+
+def spotting_markdown(used: dict) -> list[str]:
+    w, ps = used["window"], used["intervals"]
+    return [
+        "## Spotting (spot-then-recognise)",
+        "",
+        f"The clips classified here were spotted in long videos by the {used['spotter']} "
+        f"spotter of the spotting run {used['run']} (settings {used['settings_hash']}, "
+        f"dataset {used['dataset']}): threshold {used['threshold']:g} "
+        f"({used['threshold_rule']}), chosen on every subject of that run "
+        f"(micro F1 there {used['train_micro_f1']:.3f}). Windows of {w['window_s']:g} s, "
+        f"grey copies {w['side']} px, {w['grid']} x {w['grid']} MDMD blocks; intervals up to "
+        f"{ps['micro_max_s']:g} s are micro-expressions, runs closer than "
+        f"{ps['merge_gap_s']:g} s merged, shorter than {ps['min_s']:g} s dropped. Only the "
+        "micro-expression intervals were classified.",
+    ]
 
 
 def _cell(s: dict | None, metric: str) -> str:
