@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 from mer import config as config_mod
+from mer import storage
 from mer.config import PipelineConfig
 from mer.errors import ConfigError, MERError
+from mer.storage import check_reachable, is_remote, join
 
 REPO = Path(__file__).resolve().parents[1]
 PLACEHOLDER = "YOUR-BUCKET"
@@ -73,7 +75,6 @@ def load_config(args: argparse.Namespace, extra: list[str] | None = None) -> Pip
 def settle(cfg: PipelineConfig, source: str | None) -> PipelineConfig:
     """A loaded config made ready to run: a local root made absolute, storage checked, a
     real dataset with the demo's tiny model warned about. Returns `cfg`."""
-    from mer.storage import is_remote
 
     # A job submitted with `ray job submit` runs in an unpacked copy of the checkout: a
     # relative root would land there. Local roots are made absolute where the job starts.
@@ -93,7 +94,6 @@ def settle(cfg: PipelineConfig, source: str | None) -> PipelineConfig:
 def check_storage(cfg: PipelineConfig) -> None:
     """Every URI the config names is usable: no placeholder bucket, the bucket exists and the
     credentials reach it (one sentence naming the URI, before any work)."""
-    from mer.storage import check_reachable
 
     uris = [("root", cfg.root), ("data.root", cfg.data.root)]
     uris.append(("data.annotations", cfg.data.annotations or ""))
@@ -134,7 +134,6 @@ def log_file(cfg: PipelineConfig) -> tuple[str, str]:
     """(local file Ray's logs of this run go to, where they end up): <root>/logs/<time>.log.
     For an S3 root the local file is temporary: uploaded there and removed at exit, so a
     run leaves nothing outside S3."""
-    from mer.storage import is_remote, join
 
     name = time.strftime("run-%Y%m%d-%H%M%S.log")
     if not is_remote(cfg.root):
@@ -154,7 +153,6 @@ def log_file(cfg: PipelineConfig) -> tuple[str, str]:
 
 
 def _upload_log(path: str, uri: str) -> None:
-    from mer import storage
 
     try:
         with open(path, "rb") as f:

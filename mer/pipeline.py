@@ -16,6 +16,7 @@ from mer.config import PipelineConfig
 from mer.datasets.stage import ensure_data
 from mer.evaluation import results, results_report
 from mer.evaluation.stage import run_search_stage
+from mer.evaluation.tracking import log_experiment
 from mer.keyframes.preprocess import build_keyframes_dataset
 from mer.progress import emit
 from mer.serving.export import export_model
@@ -42,8 +43,6 @@ def run_pipeline(cfg: PipelineConfig, progress=emit) -> dict:
     experiment = results.load_experiment(exp)
     summary = results_report.write_report(experiment, out)
     if cfg.tracking.mlflow_uri:
-        from mer.evaluation.tracking import log_experiment
-
         run_id = log_experiment(cfg.tracking.mlflow_uri, experiment, out)
         progress(f"[results] logged to MLflow at {cfg.tracking.mlflow_uri} (parent run {run_id})")
     if cfg.export.enabled:

@@ -38,11 +38,24 @@ import pandas as pd
 import torch
 
 from mer import storage
+from mer.datasets.common import IMAGE_EXTENSIONS
 from mer.errors import ConfigError, InputError
 from mer.keyframes import clip_records
-from mer.progress import emit
+from mer.keyframes.video import VIDEO_EXTENSIONS
+from mer.progress import Counter, emit
+from mer.serving.calibration import scale
 from mer.serving.clip_keyframes import KEYFRAME_BATCH, UNSET, KeyFrames
-from mer.serving.quality import FLAG_COLUMNS, MEASURES, counts
+from mer.serving.model_folder import load_model, read_card
+from mer.serving.quality import (
+    FLAG_COLUMNS,
+    MEASURES,
+    REFERENCE_FEATURES,
+    counts,
+    flag,
+    forward,
+    ood_scores,
+)
+from mer.train.runtime import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +70,6 @@ def find_clips(input_uri: str) -> list[dict]:
     """Every video file and every folder holding frame images under `input_uri` (itself a
     video or frame folder, a folder, or an s3:// prefix), as whole clips; hidden files are
     skipped, other files ignored."""
-    from mer.datasets.common import IMAGE_EXTENSIONS
-    from mer.keyframes.video import VIDEO_EXTENSIONS
 
     fs, root = storage.filesystem(input_uri)
     try:
@@ -168,8 +179,6 @@ class Predictor:
     uncalibrated) and the out-of-distribution score (mer.serving.quality)."""
 
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, cpus: float = 1):
-        from mer.serving.model_folder import load_model
-        from mer.train.runtime import set_threads
 
         set_threads(cpus)
         self.device = torch.device(device)
@@ -181,14 +190,10 @@ class Predictor:
         self.temperature = (card.get("trust") or {}).get("calibration", {}).get("temperature")
         self.reference = None
         if card.get("trust"):
-            from mer.serving.quality import REFERENCE_FEATURES
-
             blob = storage.read_bytes(storage.join(model, REFERENCE_FEATURES))
             self.reference = np.load(io.BytesIO(blob))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mer.serving.calibration import scale
-        from mer.serving.quality import forward, ood_scores
 
         ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
         probs = np.full((len(ok), len(self.classes)), np.nan)
@@ -257,7 +262,6 @@ def predict_clips(
     `model`; writes <out>/predictions.*, rejects.* and _summary.json. Returns the summary.
     Every prediction carries its quality measures and flags (mer.serving.quality); `abstain`: a
     flagged clip's pred_class is "unknown" (pred -1), its probabilities kept."""
-    from mer.serving.model_folder import read_card
 
     for name, value in (("--batch-size", batch_size), ("--predictors", predictors)):
         if value < 1:
@@ -360,7 +364,6 @@ def _temperature(card: dict) -> float | None:
 def _with_flags(done: pd.DataFrame, card: dict, abstain: bool) -> pd.DataFrame:
     """The predicted rows with their measures typed, their flags (mer.serving.quality.flag) and,
     with `abstain`, pred -1 / pred_class "unknown" where a flag is raised."""
-    from mer.serving.quality import flag
 
     out = done.drop(columns=[*FLAG_COLUMNS, "flags", "flagged"], errors="ignore")
     for c in ("length", "frame_height", "frame_width", "apex_offset"):
@@ -386,8 +389,6 @@ def _run(
     progress,
 ) -> list[pd.DataFrame]:
     import ray
-
-    from mer.progress import Counter
 
     if not ray.is_initialized():
         ray.init()

@@ -23,7 +23,9 @@ from mer import layout
 from mer.config import NUM_CLASSES, PipelineConfig
 from mer.datasets import class_names
 from mer.datasets.common import THREE_CLASS
+from mer.evaluation import results
 from mer.serving.clip_keyframes import MIN_FRAMES
+from mer.serving.quality import markdown as quality_markdown
 from mer.train.data import describe_normalisation
 
 CARD_FORMAT = "mer-model-card/1"
@@ -125,7 +127,6 @@ def _scores(row: dict | None) -> dict | None:
 def evaluation(exp, choice: dict) -> dict:
     """The chosen configuration's scores, the nested estimate where there is one and the
     baselines on the same folds and seeds (mer.evaluation.results.summary)."""
-    from mer.evaluation import results
 
     s = results.summary(exp)
     rows = {r["config_id"]: r for r in s["leaderboard"] + s["incomplete"]}
@@ -316,8 +317,6 @@ def markdown(card: dict) -> str:
             )
             lines.append(f"Published ({ev['published']['note']}): {pub}.")
     if card.get("trust"):
-        from mer.serving.quality import markdown as quality_markdown
-
         lines += ["", *quality_markdown(card["trust"])]
     if card.get("spotting"):
         lines += ["", *spotting_markdown(card["spotting"])]

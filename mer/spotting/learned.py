@@ -32,6 +32,8 @@ from mer.datasets.long_videos import Interval
 from mer.spotting.peaks import PeakSettings
 from mer.spotting.spotters import FINAL, FoldResult, choose_p, spot
 from mer.spotting.stage import VideoFeatures
+from mer.train import runtime
+from mer.train.runtime import set_threads
 
 PROB_GRID = tuple(np.round(np.linspace(0.1, 0.9, 17), 2).tolist())
 
@@ -133,8 +135,6 @@ def _loop(config: dict) -> None:
     """Ray Train worker loop: every fold in turn; the chief writes each fold's weights."""
     import ray.train
 
-    from mer.train.runtime import set_threads
-
     set_threads(config["cpus"])
     ls = LearnedSettings(**config["settings"])
     rank = ray.train.get_context().get_world_rank()
@@ -195,7 +195,6 @@ def train_loso(
             torch.save(model.state_dict(), buf)
             storage.write_bytes(fold["file"], buf.getvalue())
         return
-    from mer.train import runtime
 
     trainer = runtime.make_trainer(
         _loop,
