@@ -30,6 +30,7 @@ def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
     unset onset/offset taken from the source's first/last frame; raises InputError or
     DecodeError for a clip that cannot be used. `interpolator`: the learned interpolator of
     keyframes.interpolation adaconv."""
+    # Imported on the first clip, not with this module: the actor class must load without torch.
     from mer.keyframes.clip_records import build_record
     from mer.keyframes.video import probe
 

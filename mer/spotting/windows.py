@@ -69,7 +69,7 @@ def video_frames(folder: str, first_frame: int, n_frames: int) -> list[str]:
     """The URIs of a video's frames `first_frame .. first_frame + n_frames - 1`, in order; a
     frame number missing inside is filled with the one before it (as mer.keyframes.video
     does), a folder without the first frame is an InputError naming it."""
-    from mer.datasets.common import list_frames
+    from mer.datasets.common import list_frames  # here: it loads pandas, which windows need not
 
     listed = dict(list_frames(folder))
     if first_frame not in listed:
