@@ -214,7 +214,7 @@ def run(args) -> dict:
             if seed == args.seeds[0]:
                 linear.append(predict_run("linear", table, features, r, 3))
             seconds.append(time.time() - t0)
-            print(f"{args.name}: seed {seed} {r['id']} {seconds[-1]:.0f} s", flush=True)
+            print(f"{args.name}: seed {seed} {r.id} {seconds[-1]:.0f} s", flush=True)
 
     import pandas as pd
 
