@@ -18,8 +18,9 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from tests_paths import REPO, TINY, wait_until
 
 from mer import config, layout, storage
-from mer.evaluation import results
+from mer.evaluation import baselines, results
 from mer.evaluation.stage import run_search_stage
+from mer.keyframes.table import ClipTable, outer_runs, select_folds
 
 SEARCH = [
     "data.dataset=synthetic",
@@ -305,3 +306,49 @@ def test_seeds_intervals_and_paired_comparison_from_a_real_search(ray_local, tmp
     assert c["uf1"]["difference"] == pytest.approx(method["uf1"] - linear["uf1"])
     assert c["uf1"]["ci_low"] <= c["uf1"]["difference"] <= c["uf1"]["ci_high"]
     assert 0 < c["uf1"]["p_value"] <= 1
+
+
+def test_flow_cnn_baseline_on_ray_train_stores_the_driver_s_predictions_and_reuses_them(
+    ray_local, tmp_path, monkeypatch
+):
+    """flow-cnn trained on Ray Train (as the search stage runs it) stores, per seed and fold
+    run, the predictions and settings key that training in the driver gives; a rerun finds
+    them and starts no trainer."""
+    rng = np.random.default_rng(0)
+    n = 18
+    clips = pd.DataFrame(
+        {
+            "dataset": "synthetic",
+            "subject": [f"s{i // 6}" for i in range(n)],
+            "clip": [f"c{i}" for i in range(n)],
+            "label": np.arange(n) % 3,
+            "apex": 2.0,
+            "keyframe_indices": [np.arange(4, dtype=float) for _ in range(n)],
+        }
+    )
+    frames = rng.integers(0, 255, (n, 4, 16, 16, 3), dtype=np.uint8)
+    table = ClipTable(meta={"hash": "toy"}, clips=clips, frames=frames)
+    runs = outer_runs(select_folds(table, None))[:2]
+    driver, on_ray = str(tmp_path / "driver"), str(tmp_path / "ray")
+    baselines.run_baselines(driver, table, runs, [0, 1], 3, names=("flow-cnn",))
+    resources = config.ResourcesConfig()
+    quiet = {"resources": resources, "progress": lambda s: None}
+    baselines.run_baselines(on_ray, table, runs, [0, 1], 3, names=("flow-cnn",), **quiet)
+
+    def read(exp):
+        out = layout.baseline_dir(exp, "flow-cnn")
+        preds = layout.read_predictions(out).sort_values(["seed", "run", "clip"])
+        return preds.reset_index(drop=True), storage.read_json(storage.join(out, "_settings.json"))
+
+    (a, key_a), (b, key_b) = read(driver), read(on_ray)
+    assert key_a == key_b
+    assert len(b) == 2 * sum(len(r.test_subjects) * 6 for r in runs)
+    assert (a[["seed", "run", "clip", "pred"]] == b[["seed", "run", "clip", "pred"]]).all().all()
+    np.testing.assert_allclose(np.stack(a["probs"]), np.stack(b["probs"]), rtol=0, atol=1e-12)
+
+    def no_trainer(*args, **kw):
+        raise AssertionError("a rerun started a trainer")
+
+    monkeypatch.setattr(baselines, "train_flow_cnn_on_ray", no_trainer)
+    baselines.run_baselines(on_ray, table, runs, [0, 1], 3, names=("flow-cnn",), **quiet)
+    pd.testing.assert_frame_equal(read(on_ray)[0], b)

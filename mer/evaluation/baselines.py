@@ -10,7 +10,8 @@
 - lbp-top and flow-cnn: the field's yardsticks (mer.evaluation.field_baselines), on the same key frames.
 majority, linear and lbp-top are deterministic: the same predictions are stored under every
 seed, so paired comparisons with the method line up seed by seed; flow-cnn trains one network
-per seed. Each baseline's folder holds _settings.json (its settings, the key-frame table's
+per seed and fold run, on Ray Train like the method where the caller passes its resources
+(the search stage does; the difficulty card and unit tests train in the process). Each baseline's folder holds _settings.json (its settings, the key-frame table's
 hash, BASELINES_VERSION): predictions made under other settings are deleted and recomputed,
 never returned. They cost seconds to minutes.
 """
@@ -18,6 +19,8 @@ never returned. They cost seconds to minutes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,7 +31,9 @@ from mer import layout, provenance, storage
 from mer.evaluation import field_baselines
 from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable
+from mer.progress import Counter, emit, tune_progress
 from mer.provenance import platform
+from mer.train.runtime import fan_out
 
 BASELINES = ("majority", "linear", "lbp-top", "flow-cnn")
 BASELINES_VERSION = 2  # 2: predictions keyed by settings; lbp-top and flow-cnn
@@ -146,19 +151,86 @@ def predict_run(
         )
     else:
         raise ValueError(f"no baseline named {name!r}; expected one of {BASELINES}")
-    clips = table.clips.iloc[test]
+    return prediction_frame(table.clips, test, probs, run)
+
+
+def prediction_frame(clips: pd.DataFrame, test: np.ndarray, probs: np.ndarray, run: FoldRun):
+    """One fold run's stored predictions: the held-out clips `test` (rows of `clips`, a key-
+    frame table's clip columns) with their class probabilities."""
+    held = clips.iloc[test]
     return pd.DataFrame(
         {
-            "dataset": clips["dataset"].to_numpy(),
-            "subject": clips["subject"].to_numpy(),
-            "clip": clips["clip"].to_numpy(),
-            "label": labels[test].astype(int),
+            "dataset": held["dataset"].to_numpy(),
+            "subject": held["subject"].to_numpy(),
+            "clip": held["clip"].to_numpy(),
+            "label": held["label"].to_numpy().astype(int),
             "pred": probs.argmax(1).astype(int),
             "probs": list(probs.astype(float)),
             "run": run.id,
             "kind": run.kind,
             "outer": run.outer,
         }
+    )
+
+
+def write_predictions(preds: pd.DataFrame, seed: int, uri: str) -> None:
+    """Store one fold run's baseline predictions under `seed`, with their provenance."""
+    import pyarrow as pa
+
+    for key, value in baseline_provenance().items():
+        preds[key] = value
+    storage.write_parquet(pa.Table.from_pandas(preds.assign(seed=seed), preserve_index=False), uri)
+
+
+@dataclass(frozen=True)
+class FlowCnnUnit:
+    """One flow-cnn fit: a fold run's training clips -> its held-out clips, one seed, stored
+    at `uri` (rows of the key-frame table)."""
+
+    run: FoldRun
+    seed: int
+    uri: str
+    train: tuple[int, ...]
+    test: tuple[int, ...]
+
+
+def flow_cnn_loop(config: dict) -> None:
+    """Ray Train loop (one worker): fit and store every flow-cnn unit of config["units"]
+    not stored yet, each on one thread as in the driver (the same digits), reporting each."""
+    import ray.train
+
+    features, clips = config["features"], config["clips"]
+    labels = clips["label"].to_numpy()
+    for unit in config["units"]:
+        if not storage.exists(unit.uri):
+            train, test = np.asarray(unit.train), np.asarray(unit.test)
+            with one_thread():
+                probs = field_baselines.train_flow_cnn(
+                    features[train], labels[train], features[test], config["classes"], unit.seed
+                )
+            write_predictions(prediction_frame(clips, test, probs, unit.run), unit.seed, unit.uri)
+        ray.train.report({"unit": f"{unit.run.id}/seed-{unit.seed}"})
+
+
+def train_flow_cnn_on_ray(
+    out: str, table: ClipTable, units: list[FlowCnnUnit], num_classes: int, resources, progress
+) -> None:
+    """Fit flow-cnn's units in one Ray Train run (one worker: each unit is a small network on
+    one thread) under <out>/_runs, as the training stages fan out theirs."""
+    counter = Counter("flow-cnn", len(units), progress)
+    config = {
+        "features": features_of("flow-cnn", table),
+        "clips": table.clips[["dataset", "subject", "clip", "label"]].reset_index(drop=True),
+        "classes": num_classes,
+        "units": units,
+    }
+    fan_out(
+        flow_cnn_loop,
+        [(config, "flow-cnn")],
+        dataclasses.replace(resources, workers=1, gpus_per_worker=0.0),
+        storage.join(out, "_runs"),
+        "_tune",
+        tune_progress(counter, lambda _config, result: f"fold runs: {result['unit']}"),
     )
 
 
@@ -190,11 +262,15 @@ def run_baselines(
     seeds: list[int],
     num_classes: int,
     names: tuple[str, ...] = BASELINES,
+    *,
+    resources=None,
+    progress=emit,
 ) -> None:
     """Predictions of every baseline for every outer run, stored like a configuration's
     under <exp>/baselines/<name>/; skipped where present under the same settings, deleted
-    and recomputed where made under others (_settings.json says which)."""
-    import pyarrow as pa
+    and recomputed where made under others (_settings.json says which). With `resources`
+    (a config's ResourcesConfig) flow-cnn trains on Ray Train like the method
+    (train_flow_cnn_on_ray), else in this process; either gives the same predictions."""
 
     outer = [r for r in runs if r.kind == "outer"]
     if table.frames.shape[1] < 3:  # LBP on the XT / YT planes needs a frame on each side
@@ -206,6 +282,23 @@ def run_baselines(
             storage.exists(out) and not storage.exists(storage.join(out, "_settings.json"))
         ):
             storage.remove(out, recursive=True)  # made by other settings or older code
+        if name == "flow-cnn" and resources is not None:
+            units = [
+                FlowCnnUnit(
+                    run,
+                    seed,
+                    layout.predictions_uri(out, seed, run.id),
+                    tuple(int(i) for i in table.indices_of(run.train_subjects)),
+                    tuple(int(i) for i in table.indices_of(run.test_subjects)),
+                )
+                for run in outer
+                for seed in seeds
+            ]
+            units = [u for u in units if not storage.exists(u.uri)]
+            if units:
+                train_flow_cnn_on_ray(out, table, units, num_classes, resources, progress)
+            layout.claim(out, settings, f"{name} baseline predictions", "rerun")
+            continue
         features = None
         for run in outer:
             uris = [layout.predictions_uri(out, s, run.id) for s in seeds]
@@ -218,14 +311,10 @@ def run_baselines(
                     continue
                 with one_thread():  # the same digits on any core count
                     preds = predict_run(name, table, features, run, num_classes, seed)
-                for key, value in baseline_provenance().items():
-                    preds[key] = value
-                table_ = pa.Table.from_pandas(preds.assign(seed=seed), preserve_index=False)
-                storage.write_parquet(table_, uri)
+                write_predictions(preds, seed, uri)
                 if name not in SEEDED:  # the same predictions under every seed
                     for other, other_uri in zip(seeds, uris, strict=True):
                         if other != seed and not storage.exists(other_uri):
-                            t = pa.Table.from_pandas(preds.assign(seed=other), preserve_index=False)
-                            storage.write_parquet(t, other_uri)
+                            write_predictions(preds.copy(), other, other_uri)
                     break
         layout.claim(out, settings, f"{name} baseline predictions", "rerun")

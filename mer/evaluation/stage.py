@@ -37,6 +37,14 @@ def run_search_stage(cfg: PipelineConfig, progress=emit, keyframes: str | None =
         f"[baselines] majority, linear (apex - onset), lbp-top and flow-cnn on the same "
         f"{len(folds)} folds"
     )
-    run_baselines(exp, table, runs, cfg.search.seeds, NUM_CLASSES[cfg.data.protocol])
+    run_baselines(
+        exp,
+        table,
+        runs,
+        cfg.search.seeds,
+        NUM_CLASSES[cfg.data.protocol],
+        resources=cfg.resources,
+        progress=progress,
+    )
     run_pretraining(cfg, kf, runs, cfg.search.seeds, progress=progress)
     return search.run_search(cfg, kf, runs, progress=progress)

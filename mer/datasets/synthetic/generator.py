@@ -369,6 +369,16 @@ def ground_truth(preset: str = "simple", **options) -> pd.DataFrame:
     return _truth_frame(plans, energies)
 
 
+def render_plan(s: Settings, plan: ClipPlan) -> np.ndarray:
+    """One planned clip's frames (T, H, W, C uint8) in memory, exactly as generate() writes
+    them for a frame layout (same face, AU field and noise draws): for checks of what the
+    key-frame stage sees without writing a set."""
+    face = _face(s, plan)
+    field = au_field(face.points, plan, face.lid.shape, face.morph)
+    rng = np.random.default_rng([s.seed, 2, plan.subject, plan.index])
+    return np.stack(list(render_clip(face, plan, fps=plan.fps, rng=rng, field=field)))
+
+
 def _render_subject(s, plans: list, out: str) -> list:
     """Render and write one subject's clips; their region energies, in order."""
     face = _face(s, plans[0])  # one face per subject
