@@ -23,6 +23,7 @@ BENCH = REPO / "benchmarks"
 # script -> its smoke command line after the script ({tmp}: a fresh folder, {table}: a small
 # key-frame table). The outputs each script writes are checked below.
 SMOKE = {
+    "between_frames.py": ["--smoke", "--json", "{tmp}/out.json"],
     "cluster_timeline.py": ["--smoke", "--out", "{tmp}/timeline"],
     "decoders.py": ["--smoke", "--workdir", "{tmp}/work", "--out", "{tmp}/out.json"],
     "fold_runs.py": ["--smoke", "--work", "{tmp}/work", "--out", "{tmp}/out.json"],
