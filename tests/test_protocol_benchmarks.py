@@ -103,5 +103,5 @@ def test_check_prior_leaks_reads_the_stored_subject_lists_of_a_run_root(tmp_path
         checkpoints.mark_done(job.dir, job.train_subjects, [])
     assert check(argv) == 0
     assert "no prior saw its fold's test subjects" in capsys.readouterr().out
-    checkpoints.mark_done(jobs[0]["dir"], sorted(set(table.subject_keys)), [])
+    checkpoints.mark_done(jobs[0].dir, sorted(set(table.subject_keys)), [])
     assert check(argv) == 1

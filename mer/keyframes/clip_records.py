@@ -21,7 +21,6 @@ from mer.keyframes.align import MIN_SIDE, estimate_shifts, reduce_gray
 from mer.keyframes.clip_quality import measure
 from mer.keyframes.construction import build_keyframes, scale_frame
 from mer.keyframes.faces import crop, face_crop_box
-from mer.keyframes.interpolator import Interpolator
 from mer.keyframes.motion import measure_motion
 from mer.keyframes.video import read_clip, reduce_frames
 
@@ -152,7 +151,10 @@ def registered_frames(row: dict, kf: dict) -> np.ndarray:
 def load_interpolator(uri: str, size: int, channels: int, cuda: bool = False):
     """The trained interpolator at `uri` (mer.keyframes.interpolator), on this process's GPU with
     `cuda` (keyframes.gpus > 0; an error if the actor got none), else on its CPU."""
+    # torch only here: the key-frame actors load this module and need it only with adaconv.
     import torch
+
+    from mer.keyframes.interpolator import Interpolator
 
     torch.set_num_threads(1)  # one Ray Data actor, one CPU
     model = Interpolator.load(uri, image_size=size, channels=channels)
