@@ -3,6 +3,7 @@ points, resumption, and LOSO quality against the majority baseline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -102,7 +103,9 @@ def test_killed_worker_is_replaced_and_resumes_from_last_checkpoint(
     # The resumed prior is the one an uninterrupted run learns, to the last bit: the
     # checkpoint carries the random state dropout draws from. (Here in-process, on the one
     # thread the 0.99-CPU worker computed with.)
-    job = {**prior_jobs(cfg, [run], [cfg.pretrain.seed])[0], "dir": str(tmp_path / "straight")}
+    job = dataclasses.replace(
+        prior_jobs(cfg, [run], [cfg.pretrain.seed])[0], dir=str(tmp_path / "straight")
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
