@@ -355,3 +355,14 @@ def test_flow_cnn_baseline_on_ray_train_stores_the_driver_s_predictions_and_reus
     monkeypatch.setattr(baselines, "train_flow_cnn_on_ray", no_trainer)
     baselines.run_baselines(on_ray, table, runs, [0, 1], 3, names=("flow-cnn",), **quiet)
     pd.testing.assert_frame_equal(read(on_ray)[0], b)
+
+
+def test_flow_cnn_goes_to_ray_train_where_the_config_places_training_on_workers():
+    from mer.evaluation.stage import training_placed_on_workers
+
+    assert not training_placed_on_workers(tiny_cfg("/tmp/x"))  # one machine: in the process
+    assert training_placed_on_workers(tiny_cfg("/tmp/x", "resources.gpus_per_worker=1"))
+    on_nodes = tiny_cfg("/tmp/x", "resources.worker_resources={accelerator: 1}")
+    assert training_placed_on_workers(on_nodes)
+    megc = config.load(str(REPO / "configs" / "megc2019.yaml"))  # the cluster's dataset configs
+    assert training_placed_on_workers(megc)

@@ -11,7 +11,9 @@
 majority, linear and lbp-top are deterministic: the same predictions are stored under every
 seed, so paired comparisons with the method line up seed by seed; flow-cnn trains one network
 per seed and fold run, on Ray Train like the method where the caller passes its resources
-(the search stage does; the difficulty card and unit tests train in the process). Each baseline's folder holds _settings.json (its settings, the key-frame table's
+(the search stage does when training is placed on worker nodes; otherwise, and for the
+difficulty card, in the process). Each baseline's folder holds _settings.json (its settings,
+the key-frame table's
 hash, BASELINES_VERSION): predictions made under other settings are deleted and recomputed,
 never returned. They cost seconds to minutes.
 """

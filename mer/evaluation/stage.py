@@ -17,6 +17,14 @@ from mer.progress import emit
 from mer.train.pretrain import run_pretraining
 
 
+def training_placed_on_workers(cfg: PipelineConfig) -> bool:
+    """Whether the config places training on worker nodes (worker_resources, GPUs). flow-cnn
+    trains where the method trains: on Ray Train then, else in this process, where every run
+    shares one machine anyway (a trainer's start costs more than its fits; the same
+    predictions either way)."""
+    return bool(cfg.resources.worker_resources) or cfg.resources.gpus_per_worker > 0
+
+
 def print_scores(preds: pd.DataFrame, title: str, num_classes: int = 3) -> dict:
     s = summarise(preds, num_classes)
     print(
@@ -43,7 +51,7 @@ def run_search_stage(cfg: PipelineConfig, progress=emit, keyframes: str | None =
         runs,
         cfg.search.seeds,
         NUM_CLASSES[cfg.data.protocol],
-        resources=cfg.resources,
+        resources=cfg.resources if training_placed_on_workers(cfg) else None,
         progress=progress,
     )
     run_pretraining(cfg, kf, runs, cfg.search.seeds, progress=progress)
