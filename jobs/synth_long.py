@@ -9,7 +9,7 @@ Presets: casme_sq-like (30 fps, colour), samm_lv-like (200 fps, grey), tiny (tes
 KEY=VALUE (any field of mer.datasets.synthetic.long_videos.LongSettings, VALUE in JSON)
 overrides the preset's. A folder holding a set made under the same settings is read back;
 one made under other settings is refused. What the videos hold: docs/spotting-data.md. Read
-them back with `mer.datasets.long_videos.load_long_videos("synthetic_long", <out>)`.
+them back with `mer.datasets.load_long_videos("synthetic_long", <out>)`.
 """
 
 import argparse

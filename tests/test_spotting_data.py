@@ -14,7 +14,8 @@ import pytest
 from tests_paths import REPO
 
 from mer import storage
-from mer.datasets.long_videos import Interval, load_long_videos
+from mer.datasets import load_long_videos
+from mer.datasets.long_videos import Interval
 from mer.datasets.synthetic.faces import draw_face
 from mer.datasets.synthetic.long_videos import (
     Event,

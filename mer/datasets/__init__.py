@@ -69,3 +69,25 @@ def load_manifest(dataset: str, root: str, annotations: str | None = None, **kw)
     else:
         raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     return load(root, annotations=annotations, **kw)
+
+
+def load_long_videos(dataset: str, root: str, annotations: str | None = None):
+    """The long videos (mer.datasets.long_videos.LongVideoSet) of `dataset` ("casme_sq",
+    "samm_lv" or "synthetic_long") under `root` (local path or s3:// URI); `annotations`
+    overrides the sheet's default location. Adapters imported here, as in load_manifest."""
+    from mer.datasets.long_videos import LONG_DATASETS
+    from mer.errors import InputError
+
+    if dataset == "casme_sq":
+        from mer.datasets.casme_sq import load_long
+    elif dataset == "samm_lv":
+        from mer.datasets.samm_lv import load_long
+    elif dataset == "synthetic_long":
+        from mer.datasets.synthetic.long_videos import load_long
+
+        return load_long(root)
+    else:
+        raise InputError(
+            f"unknown long-video dataset {dataset!r}; expected one of {', '.join(LONG_DATASETS)}"
+        )
+    return load_long(root, annotations=annotations)

@@ -3,7 +3,7 @@
 Spotting (mer.spotting) starts from long recordings, not from annotated clips: CAS(ME)^2's
 raw long videos and SAMM Long Videos, both published as one frame folder per video with a
 sheet of micro- and macro-expression intervals, and the synthetic long-video preset. Each
-adapter turns its root (local path or s3:// URI) into a `LongVideoSet`:
+adapter turns its root (local path or s3:// URI) into a `LongVideoSet` (mer.datasets.load_long_videos picks it):
 
   videos     one `LongVideo` per recording: where its frames are, its frame rate, how many
              frames and the number of the first one (frame numbers are the dataset's own)
@@ -56,25 +56,6 @@ class LongVideoSet:
     videos: list[LongVideo]
     intervals: list[Interval]
     rejects: list[dict] = field(default_factory=list)
-
-
-def load_long_videos(dataset: str, root: str, annotations: str | None = None) -> LongVideoSet:
-    """The long videos of `dataset` ("casme_sq", "samm_lv" or "synthetic_long") under `root`
-    (local path or s3:// URI); `annotations` overrides the sheet's default location."""
-    # Imported here: the adapters import this module's records.
-    if dataset == "casme_sq":
-        from mer.datasets.casme_sq import load_long
-    elif dataset == "samm_lv":
-        from mer.datasets.samm_lv import load_long
-    elif dataset == "synthetic_long":
-        from mer.datasets.synthetic.long_videos import load_long
-
-        return load_long(root)
-    else:
-        raise InputError(
-            f"unknown long-video dataset {dataset!r}; expected one of {', '.join(LONG_DATASETS)}"
-        )
-    return load_long(root, annotations=annotations)
 
 
 # Shared by the long-video adapters.

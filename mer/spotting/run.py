@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from mer import layout, storage
 from mer.config import PipelineConfig, load
-from mer.datasets.long_videos import Interval, LongVideo, LongVideoSet, load_long_videos
+from mer.datasets import load_long_videos
+from mer.datasets.long_videos import Interval, LongVideo, LongVideoSet
 from mer.datasets.synthetic.long_videos import generate_long
 from mer.errors import InputError
 from mer.progress import emit
