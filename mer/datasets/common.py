@@ -200,11 +200,12 @@ def read_sheet(uri: str, columns: Mapping[str, tuple[str, ...]], *, key: str) ->
 
 def read_workbook(uri: str) -> dict[str, list[list[Any]]]:
     """Every worksheet of an xlsx file as {sheet title: rows} (row i of the list is
-    spreadsheet row i + 1); a .csv is one sheet named after the file. InputError naming
-    `uri` when it is missing or unreadable."""
-    if uri.lower().endswith(".csv"):
-        return {posixpath.basename(uri): _read_table(uri)}
+    spreadsheet row i + 1, blank rows included); a .csv is one sheet named after the file.
+    InputError naming `uri` when it is missing or unreadable."""
     data = _sheet_bytes(uri)
+    if uri.lower().endswith(".csv"):
+        text = data.decode("utf-8-sig", errors="replace")
+        return {posixpath.basename(uri): [list(r) for r in csv.reader(io.StringIO(text))]}
     import openpyxl
 
     try:
@@ -236,31 +237,8 @@ def _sheet_bytes(uri: str) -> bytes:
 
 
 def _read_table(uri: str) -> list[list[Any]]:
-    fs, path = storage.filesystem(uri)
-    try:
-        with fs.open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise InputError(
-            f"annotation sheet {uri} not found; pass annotations=<path or URI of the sheet>"
-        ) from e
-    except PermissionError as e:
-        raise InputError(f"{uri}: access denied ({e}); check the AWS credentials") from e
-    if uri.lower().endswith(".csv"):
-        text = data.decode("utf-8-sig", errors="replace")
-        return [list(r) for r in csv.reader(io.StringIO(text))]
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(io.BytesIO(data), data_only=True)
-    except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException, ...
-        raise InputError(
-            f"{uri}: not a readable .xlsx workbook ({type(e).__name__}); "
-            "pass the sheet as .xlsx or .csv"
-        ) from e
-    sheet = book.worksheets[0]
-    # Row i of the list is spreadsheet row i + 1, blank rows included (iter_rows starts at 1).
-    return [list(r) for r in sheet.iter_rows(min_row=1, max_row=sheet.max_row, values_only=True)]
+    """The rows of a csv, or of an xlsx file's first worksheet (read_workbook's rows)."""
+    return next(iter(read_workbook(uri).values()))
 
 
 def _norm(name: Any) -> str:
