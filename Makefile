@@ -16,7 +16,7 @@ $(VENV)/.runtime: requirements.txt
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PIP) install -q -r requirements-dev.txt $(PIP_QUIET)
-	$(PY) -c "import pytest, moto, mkdocs, material" && touch $@
+	$(PY) -c "import pytest, xdist, moto, mkdocs, material" && touch $@
 
 # Optional MLflow client (config tracking.mlflow_uri); part of venv-dev.
 $(VENV)/.mlflow: requirements-mlflow.txt $(VENV)/.runtime
@@ -38,8 +38,11 @@ mlflow-server: $(MLFLOW_VENV)/.server
 demo: venv
 	$(PY) jobs/pipeline.py --config $(CONFIG)
 
+# Two pytest-xdist workers, each test module whole on one of them (tests/conftest.py says
+# why); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: venv-dev mlflow-server
-	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or a nav
 # entry without its page fails (not with --quiet, which hides the warnings --strict counts).

@@ -107,3 +107,31 @@ def synthetic_keyframes(tmp_path_factory):
     )
     build_keyframes_dataset(cfg, use_ray=False, progress=lambda s: None)
     return keyframes_uri(cfg)
+
+
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadfile`): each
+# module stays whole on one worker, so its one Ray is started once. Much of a Ray test is
+# waiting (start-up, polling, trainers' controllers), so two modules side by side fill the
+# two cores that one leaves half idle. xdist hands out modules in collection order: the
+# longest go first (from CI's --durations), so the last one to start is a short one.
+LONGEST_FIRST = [  # modules over a minute in CI at 50ef3e6 (seconds, one process)
+    "test_benchmarks_smoke.py",  # 412
+    "test_search.py",  # 355
+    "test_train.py",  # 280
+    "test_distributed.py",  # 265
+    "test_job_submit.py",  # 214
+    "test_autoscaling.py",  # 212
+    "test_node_loss.py",  # 164
+    "test_inference.py",  # 88
+    "test_interrupt.py",  # 78
+    "test_study.py",  # 74
+    "test_export.py",  # 71
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    order = {}  # module -> (rank, first position): modules stay contiguous, in their order
+    for i, item in enumerate(items):
+        order.setdefault(item.path.name, (rank.get(item.path.name, len(rank)), i))
+    items.sort(key=lambda item: order[item.path.name])  # stable: tests keep their order
