@@ -115,13 +115,12 @@ def synthetic_keyframes(tmp_path_factory):
 # two cores that one leaves half idle. xdist hands out modules in collection order: the
 # longest go first (from CI's --durations), so the last one to start is a short one.
 LONGEST_FIRST = [  # modules over a minute in CI at 50ef3e6 (seconds, one process)
+    "test_distributed.py",  # 429 (265, and test_node_loss.py's 164 before they shared a cluster)
     "test_benchmarks_smoke.py",  # 412
     "test_search.py",  # 355
     "test_train.py",  # 280
-    "test_distributed.py",  # 265
     "test_job_submit.py",  # 214
     "test_autoscaling.py",  # 212
-    "test_node_loss.py",  # 164
     "test_inference.py",  # 88
     "test_interrupt.py",  # 78
     "test_study.py",  # 74
