@@ -299,6 +299,13 @@ def experiment_name(study: Study, v: Variant, preset: str | None = None) -> str:
     return f"{study.name}-{v.name}"
 
 
+def describe(v: Variant) -> str:
+    """The variant's settings in words (its overrides, then what it sweeps)."""
+    parts = [f"{k}={val}" for k, val in v.overrides.items()]
+    parts += [f"{k} in {val}" for k, val in v.space.items()]
+    return ", ".join(parts) or "the base config"
+
+
 def study_uri(cfg: PipelineConfig, study: Study) -> str:
     """Where the study's table and plot go: <root>/study/<name>/."""
     return storage.join(cfg.root, "study", study.name)
@@ -336,7 +343,8 @@ def run_study(
             on = f" on {preset}" if preset else ""
             progress(f"[study] variant {i + 1}/{len(study.variants)}: {v.name}{on} ({describe(v)})")
             untestable = None
-            if interpolation_only(v) and _experiment(vcfg)[0] is None:  # (reads full's table)
+            # (reads the full method's key-frame table)
+            if interpolation_only(v) and variant_experiment(vcfg)[0] is None:
                 full_cfg = variant_config(cfg, study, study.variants[0], preset)
                 untestable = repeats_full(v, keyframe_facts(layout.keyframes_uri(full_cfg)))
             if untestable:
@@ -489,16 +497,10 @@ def check_registration(cfg: PipelineConfig, study: Study) -> dict | None:
     return reg
 
 
-def describe(v: Variant) -> str:
-    parts = [f"{k}={val}" for k, val in v.overrides.items()]
-    parts += [f"{k} in {val}" for k, val in v.space.items()]
-    return ", ".join(parts) or "the base config"
-
-
 # ---------------------------------------------------------------- the table
 
 
-def _experiment(cfg: PipelineConfig) -> tuple[results.Experiment | None, str | None]:
+def variant_experiment(cfg: PipelineConfig) -> tuple[results.Experiment | None, str | None]:
     """(the variant's experiment or None, what differs when it was made under other settings
     than the config's now: its rows are then stale, never shown as results)."""
     uri = layout.experiment_uri(cfg)
@@ -684,7 +686,7 @@ def _preset_rows(cfg, study, preset, rows, keyframes, handles):
     """Append one preset's rows; returns (full experiment, full config id) when the full
     method's experiment is there, else None."""
     full_cfg = variant_config(cfg, study, study.variants[0], preset)
-    full_exp, full_stale = _experiment(full_cfg)
+    full_exp, full_stale = variant_experiment(full_cfg)
     if full_stale:
         full_exp = None  # no comparison and no baseline from results of other settings
     full_id = None
@@ -727,7 +729,7 @@ def _preset_rows(cfg, study, preset, rows, keyframes, handles):
         if preset not in run_presets(study, v):
             continue
         vcfg = variant_config(cfg, study, v, preset)
-        exp, stale = _experiment(vcfg)
+        exp, stale = variant_experiment(vcfg)
         untestable = repeats_full(v, full_facts) if exp is None and not stale else None
         uri = layout.keyframes_uri(vcfg)
         if untestable is None:  # (an untestable variant's table is never built)
