@@ -47,6 +47,7 @@ def main() -> None:
 
     from mer.evaluation import study as study_mod
     from mer.evaluation.study_report import markdown
+    from mer.evaluation.study_run import run_study, write_study
     from mer.pipeline import run_experiment
 
     overrides = list(args.set) + ([f"root={args.root}"] if args.root else [])
@@ -61,10 +62,10 @@ def main() -> None:
         )
         return
     if args.report:
-        table = study_mod.write_study(cfg, study, allow_mixed=args.allow_mixed)
+        table = write_study(cfg, study, allow_mixed=args.allow_mixed)
     else:
         cli.connect_ray(args, cfg)
-        table = study_mod.run_study(
+        table = run_study(
             cfg,
             study,
             run_experiment=run_experiment,
