@@ -19,16 +19,18 @@ from mer.evaluation.study import (
     Study,
     check_registration,
     describe,
+    run_presets,
+    study_uri,
+    variant_config,
+)
+from mer.evaluation.study_report import flat_rows, html, markdown, plot
+from mer.evaluation.study_table import (
     interpolation_only,
     keyframe_facts,
     repeats_full,
-    run_presets,
     study_table,
-    study_uri,
-    variant_config,
     variant_experiment,
 )
-from mer.evaluation.study_report import flat_rows, html, markdown, plot
 from mer.progress import emit
 
 
