@@ -15,7 +15,7 @@ from tests_paths import REPO
 
 from mer import layout, provenance, storage
 from mer.errors import ConfigError
-from mer.evaluation import stats, study, study_report, study_run
+from mer.evaluation import stats, study, study_registration, study_report, study_run
 
 SUBJECTS = [f"s{i}" for i in range(6)]
 CLIPS = [2, 3, 3, 4, 6, 9]  # unequal clips per subject, as in the real sets
@@ -138,11 +138,11 @@ def test_a_study_with_comparisons_runs_only_registered(tmp_path):
     with pytest.raises(ConfigError, match="not registered.*--register"):
         study_run.run_study(cfg, s, run_experiment=run, progress=lambda m: None)
     assert ran == []
-    reg = study.register(cfg, s)
+    reg = study_registration.register(cfg, s)
     doc = json.loads((tmp_path / "study" / "reg" / "registration.json").read_text())
     assert doc["hash"] == reg["hash"] and doc["registered"] and doc["content"]["presets"]
     assert doc["code"]["code"] == provenance.code_version().code
-    assert study.register(cfg, s)["hash"] == reg["hash"]  # the same content: unchanged
+    assert study_registration.register(cfg, s)["hash"] == reg["hash"]  # the same content: unchanged
     study_run.run_study(cfg, s, run_experiment=run, progress=lambda m: None)
     # full on both presets, cross-entropy where its comparison is, scratch (no comparison)
     # on every preset.
@@ -158,7 +158,7 @@ def test_a_study_with_comparisons_runs_only_registered(tmp_path):
 
 def test_registered_verdicts_come_from_holm_over_each_family(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
-    study.register(cfg, s)
+    study_registration.register(cfg, s)
     write_experiments(cfg, s)
     table = study_run.write_study(cfg, s, progress=lambda m: None)
     # Primary: focal loss on 2 presets + full vs 2 baselines on simple = 4 comparisons;
@@ -201,7 +201,7 @@ def test_registered_verdicts_come_from_holm_over_each_family(tmp_path):
 
 def test_a_variant_added_after_registration_is_refused_unless_exploratory(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
-    study.register(cfg, s)
+    study_registration.register(cfg, s)
     doc = copy.deepcopy(REG)
     doc["study"]["variants"].append(
         {"name": "raw-frames", "claim": "onset-delta input", "set": {"model.input": "frames"}}
@@ -242,7 +242,7 @@ def test_a_variant_added_after_registration_is_refused_unless_exploratory(tmp_pa
 
 def test_a_study_of_rows_made_by_two_code_versions_is_refused_unless_allowed(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
-    study.register(cfg, s)
+    study_registration.register(cfg, s)
     write_experiments(cfg, s, code="aaaa")
     write_experiments(cfg, s, code="bbbb", only=["scratch"])
     from mer.errors import InputError

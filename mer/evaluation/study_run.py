@@ -17,12 +17,12 @@ from mer.config import PipelineConfig
 from mer.errors import ConfigError
 from mer.evaluation.study import (
     Study,
-    check_registration,
     describe,
     run_presets,
     study_uri,
     variant_config,
 )
+from mer.evaluation.study_registration import check_registration
 from mer.evaluation.study_report import flat_rows, html, markdown, plot
 from mer.evaluation.study_table import (
     interpolation_only,

@@ -24,11 +24,11 @@ from mer.evaluation.study import (
     Comparison,
     Study,
     Variant,
-    check_registration,
     describe,
     run_presets,
     variant_config,
 )
+from mer.evaluation.study_registration import check_registration
 from mer.keyframes.table import read_keyframes
 
 # The table's note: how every number in it was made and read.
