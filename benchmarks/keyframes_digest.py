@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mer.evaluation.study import keyframe_facts  # noqa: E402
+from mer.evaluation.study_table import keyframe_facts  # noqa: E402
 from mer.keyframes.table import frames_array  # noqa: E402
 
 

@@ -46,25 +46,27 @@ def main() -> None:
     args = p.parse_args()
 
     from mer.evaluation import study as study_mod
+    from mer.evaluation.study_registration import register, registration_uri
     from mer.evaluation.study_report import markdown
+    from mer.evaluation.study_run import run_study, write_study
     from mer.pipeline import run_experiment
 
     overrides = list(args.set) + ([f"root={args.root}"] if args.root else [])
     cfg, study = study_mod.load_study(args.config, overrides)
     cli.settle(cfg, args.config)
     if args.register:
-        reg = study_mod.register(cfg, study)
+        reg = register(cfg, study)
         print(
             f"study {study.name} registered {reg['registered']} (hash {reg['hash']}, code "
             f"{reg['code']['commit'] or reg['code']['code']}): "
-            f"{study_mod.registration_uri(cfg, study)}"
+            f"{registration_uri(cfg, study)}"
         )
         return
     if args.report:
-        table = study_mod.write_study(cfg, study, allow_mixed=args.allow_mixed)
+        table = write_study(cfg, study, allow_mixed=args.allow_mixed)
     else:
         cli.connect_ray(args, cfg)
-        table = study_mod.run_study(
+        table = run_study(
             cfg,
             study,
             run_experiment=run_experiment,

@@ -15,7 +15,7 @@ from tests_paths import REPO
 
 from mer import layout, provenance, storage
 from mer.errors import ConfigError
-from mer.evaluation import stats, study, study_report
+from mer.evaluation import stats, study, study_registration, study_report, study_run
 
 SUBJECTS = [f"s{i}" for i in range(6)]
 CLIPS = [2, 3, 3, 4, 6, 9]  # unequal clips per subject, as in the real sets
@@ -136,14 +136,14 @@ def test_a_study_with_comparisons_runs_only_registered(tmp_path):
         ran.append(cfg.search.experiment)
 
     with pytest.raises(ConfigError, match="not registered.*--register"):
-        study.run_study(cfg, s, run_experiment=run, progress=lambda m: None)
+        study_run.run_study(cfg, s, run_experiment=run, progress=lambda m: None)
     assert ran == []
-    reg = study.register(cfg, s)
+    reg = study_registration.register(cfg, s)
     doc = json.loads((tmp_path / "study" / "reg" / "registration.json").read_text())
     assert doc["hash"] == reg["hash"] and doc["registered"] and doc["content"]["presets"]
     assert doc["code"]["code"] == provenance.code_version().code
-    assert study.register(cfg, s)["hash"] == reg["hash"]  # the same content: unchanged
-    study.run_study(cfg, s, run_experiment=run, progress=lambda m: None)
+    assert study_registration.register(cfg, s)["hash"] == reg["hash"]  # the same content: unchanged
+    study_run.run_study(cfg, s, run_experiment=run, progress=lambda m: None)
     # full on both presets, cross-entropy where its comparison is, scratch (no comparison)
     # on every preset.
     assert ran == [
@@ -158,9 +158,9 @@ def test_a_study_with_comparisons_runs_only_registered(tmp_path):
 
 def test_registered_verdicts_come_from_holm_over_each_family(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
-    study.register(cfg, s)
+    study_registration.register(cfg, s)
     write_experiments(cfg, s)
-    table = study.write_study(cfg, s, progress=lambda m: None)
+    table = study_run.write_study(cfg, s, progress=lambda m: None)
     # Primary: focal loss on 2 presets + full vs 2 baselines on simple = 4 comparisons;
     # exploratory, counted apart: full - scratch on 2 presets, full - baselines on demo.
     assert table["families"] == {
@@ -201,21 +201,21 @@ def test_registered_verdicts_come_from_holm_over_each_family(tmp_path):
 
 def test_a_variant_added_after_registration_is_refused_unless_exploratory(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
-    study.register(cfg, s)
+    study_registration.register(cfg, s)
     doc = copy.deepcopy(REG)
     doc["study"]["variants"].append(
         {"name": "raw-frames", "claim": "onset-delta input", "set": {"model.input": "frames"}}
     )
     cfg2, s2 = study.load_study(write_config(tmp_path, doc))
     with pytest.raises(ConfigError, match="raw-frames was added after registration.*exploratory"):
-        study.run_study(cfg2, s2, run_experiment=UNUSED, progress=lambda m: None)
+        study_run.run_study(cfg2, s2, run_experiment=UNUSED, progress=lambda m: None)
     with pytest.raises(ConfigError, match="raw-frames was added after registration"):
-        study.write_study(cfg2, s2, progress=lambda m: None)
+        study_run.write_study(cfg2, s2, progress=lambda m: None)
 
     doc["study"]["variants"][-1]["exploratory"] = True
     cfg3, s3 = study.load_study(write_config(tmp_path, doc))
     write_experiments(cfg3, s3)
-    table = study.write_study(cfg3, s3, progress=lambda m: None)
+    table = study_run.write_study(cfg3, s3, progress=lambda m: None)
     raw = [r for r in table["rows"] if r["variant"] == "raw-frames"]
     assert len(raw) == 2 and all(r["exploratory"] for r in raw)
     assert all(r["full_minus_row"]["uf1"]["family"] == "exploratory" for r in raw)
@@ -234,22 +234,22 @@ def test_a_variant_added_after_registration_is_refused_unless_exploratory(tmp_pa
     doc["study"]["comparisons"][0]["matters"] = "demo"
     cfg4, s4 = study.load_study(write_config(tmp_path, doc))
     with pytest.raises(ConfigError, match="registered comparison focal loss .* is gone"):
-        study.write_study(cfg4, s4, progress=lambda m: None)
+        study_run.write_study(cfg4, s4, progress=lambda m: None)
     cfg5, s5 = study.load_study(write_config(tmp_path, REG), ["finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="differs from its registration.*finetune"):
-        study.run_study(cfg5, s5, run_experiment=UNUSED, progress=lambda m: None)
+        study_run.run_study(cfg5, s5, run_experiment=UNUSED, progress=lambda m: None)
 
 
 def test_a_study_of_rows_made_by_two_code_versions_is_refused_unless_allowed(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
-    study.register(cfg, s)
+    study_registration.register(cfg, s)
     write_experiments(cfg, s, code="aaaa")
     write_experiments(cfg, s, code="bbbb", only=["scratch"])
     from mer.errors import InputError
 
     with pytest.raises(InputError, match="different code.*scratch: bbbb.*--allow-mixed"):
-        study.write_study(cfg, s, progress=lambda m: None)
-    table = study.write_study(cfg, s, progress=lambda m: None, allow_mixed=True)
+        study_run.write_study(cfg, s, progress=lambda m: None)
+    table = study_run.write_study(cfg, s, progress=lambda m: None, allow_mixed=True)
     assert "simple: scratch, demo: scratch: bbbb" in table["mixed"][0]
     md = (tmp_path / "study" / "reg" / "study.md").read_text()
     assert "combined on request (--allow-mixed" in md and "bbbb" in md

@@ -14,7 +14,7 @@ from tests_paths import REPO
 
 from mer import layout, provenance
 from mer.errors import ConfigError, InputError
-from mer.evaluation import results, stats, study, study_report
+from mer.evaluation import results, stats, study, study_report, study_run, study_table
 from mer.evaluation.stage import run_search_stage
 from mer.provenance import platform
 from mer.testing.fakes import write_random_keyframes
@@ -154,10 +154,10 @@ def test_the_interpolation_study_renders_many_key_frames_between_two_frames(tmp_
     # The study table's key-frame facts count the same positions (and apex coverage).
     clips = load_table(layout.keyframes_uri(cfg)).clips
     held = sum(a in set(np.round(i).astype(int)) for a, i in zip(clips.apex, idx, strict=True))
-    facts = study.keyframe_facts(layout.keyframes_uri(cfg))
+    facts = study_table.keyframe_facts(layout.keyframes_uri(cfg))
     assert facts["interpolated"] == fractional.sum() and facts["positions"] == idx.size
     assert facts["clips"] == len(idx) and facts["apex_held"] == held
-    assert study.keyframe_facts(str(tmp_path / "no-table")) is None
+    assert study_table.keyframe_facts(str(tmp_path / "no-table")) is None
 
 
 INTERP = {
@@ -185,7 +185,7 @@ def test_an_interpolation_variant_is_not_run_where_no_key_frame_is_interpolated(
         ran.append(cfg.search.experiment)
 
     lines: list[str] = []
-    table = study.run_study(
+    table = study_run.run_study(
         cfg, s, run_experiment=run, progress=lines.append, only=["flow", "uniform"]
     )
     assert ran == ["interp-uniform"]  # flow's fold runs would repeat the full method's
@@ -200,7 +200,7 @@ def test_an_interpolation_variant_is_not_run_where_no_key_frame_is_interpolated(
     # One key-frame position between two frames: the interpolation matters, flow is run.
     write_random_keyframes(full_uri, subjects=3, clips=3, positions=[0, 1, 2, 3, 4, 5, 5.5, 7])
     ran.clear()
-    table = study.run_study(cfg, s, run_experiment=run, progress=lines.append, only=["flow"])
+    table = study_run.run_study(cfg, s, run_experiment=run, progress=lines.append, only=["flow"])
     assert ran == ["interp-flow"]
     assert next(r for r in table["rows"] if r["variant"] == "flow")["status"] == "not run"
 
@@ -242,7 +242,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
             tables.add(uri)
     assert len(tables) == 2
     # So the runner is the search stage alone (no data or key-frame stage to run).
-    table = study.run_study(cfg, s, run_experiment=run_search_stage, progress=lambda line: None)
+    table = study_run.run_study(cfg, s, run_experiment=run_search_stage, progress=lambda line: None)
     out = tmp_path / "study" / "tiny"
     assert sorted(os.listdir(out)) == [
         "config.yaml",
@@ -350,7 +350,7 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     preds = sorted((tmp_path / "tune").glob("*/configs/*/seed-*/*.parquet"))
     mtimes = {p: p.stat().st_mtime for p in preds}
     assert len(preds) == 3 * 3 * 2  # 3 configurations x 3 folds x 2 seeds
-    again = study.run_study(cfg, s, run_experiment=run_search_stage, progress=lambda line: None)
+    again = study_run.run_study(cfg, s, run_experiment=run_search_stage, progress=lambda line: None)
     assert again["rows"][1]["uf1"] == table["rows"][1]["uf1"]
     assert mtimes == {p: p.stat().st_mtime for p in preds}
 
@@ -363,8 +363,8 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     pq.write_table(t, one)
     swept = json.loads((one.parents[1] / "params.json").read_text())["gamma"]
     with pytest.raises(InputError, match=r"different threads.*--allow-mixed"):
-        study.study_table(cfg, s)
-    mixed = study.study_table(cfg, s, allow_mixed=True)
+        study_table.study_table(cfg, s)
+    mixed = study_table.study_table(cfg, s, allow_mixed=True)
     assert any(f"uniform gamma={swept}: 1 + 2" in m for m in mixed["mixed"])
     flagged = study_report.markdown(mixed)
     assert f"on other counts (can move a score by itself): uniform gamma={swept} (1, 2)" in flagged
@@ -373,9 +373,9 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     # The same study name under another base setting is refused, naming study.name.
     cfg2, s2 = study.load_study(write_study_config(tmp_path, END), ["finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="study.name"):
-        study.run_study(cfg2, s2, run_experiment=run_search_stage, progress=lambda line: None)
+        study_run.run_study(cfg2, s2, run_experiment=run_search_stage, progress=lambda line: None)
     # Its table never shows those results: every row is stale and says what differs.
-    stale = study.study_table(cfg2, s2)
+    stale = study_table.study_table(cfg2, s2)
     assert [r["status"] for r in stale["rows"]] == ["stale", "stale"]
     assert all("finetune.lr" in r["stale"] and "uf1" not in r for r in stale["rows"])
     assert not stale["complete"] and "Stale rows" in study_report.markdown(stale)

@@ -51,7 +51,7 @@ def _between_frame_positions(preset: str, clips: int, k: int) -> tuple[int, int]
     """(between-frame, all) adaptive key-frame positions of the preset's first `clips` clips
     at its own settings, built as the key-frame stage builds them (motion curve of the grey
     onset..offset copy, annotated apex): what the difficulty card's "between-frame key
-    frames" column counts (mer.evaluation.study.keyframe_facts)."""
+    frames" column counts (mer.evaluation.study_table.keyframe_facts)."""
     s = settings(preset, seed=0)
     between = total = 0
     for plan in plan_clips(resolved=s)[:clips]:

@@ -6,5 +6,9 @@ baselines        majority and linear (apex - onset) baselines on the same folds
 results          an experiment's predictions read back, scored, intervals and paired tests
 stats            bootstrap intervals, permutation tests, multiplicity adjustment
 results_report   the leaderboard's table, files and plots
-study, study_report   an ablation study: one experiment per variant, its table and plot
+study            an ablation study's definition: variants, presets, comparisons, their configs
+study_registration   a study registered before it runs, and checked against it after
+study_table      the study's table: rows, paired tests, Holm families, claims
+study_report     the study's table rendered: Markdown, CSV, plot, report.html
+study_run        a study run: every variant's experiment, then the table's files
 """

@@ -159,7 +159,7 @@ def paired(cms_a: np.ndarray, cms_b: np.ndarray, metric: str, seed: int = 0) -> 
         "interval": method,
         "exact": bool(2**n <= N_RESAMPLES),
         # One comparison's verdict from its own p; a study re-reads it from its family's
-        # Holm-adjusted p (mer.evaluation.study).
+        # Holm-adjusted p (mer.evaluation.study_table).
         "verdict": verdict(float(perm.pvalue)),
     }
 

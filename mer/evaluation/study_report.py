@@ -1,8 +1,10 @@
-"""The ablation study's table as people read it: Markdown, CSV rows and the UF1 plot.
+"""The ablation study's table as people read it: Markdown, CSV rows, the UF1 plot and one
+self-contained HTML page.
 
-`mer.evaluation.study.study_table` makes the table (rows, scores, paired comparisons, key-frame facts);
-this module only renders it. Every row carries its interval; a row that is not complete says
-so instead of a verdict.
+`mer.evaluation.study_table.study_table` makes the table (rows, scores, paired comparisons,
+key-frame facts) and `mer.evaluation.study_run.write_study` writes these renderings of it
+beside study.json; this module only renders. Every row carries its interval; a row that is
+not complete says so instead of a verdict.
 """
 
 from __future__ import annotations

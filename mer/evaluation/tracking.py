@@ -7,9 +7,9 @@ seeds, 95 % interval), per-class F1, per-dataset UF1 and the score at each seed.
 becomes one parent run (MLflow experiment `mer-study/<study>`) with a child per row: its
 scores and its paired difference to the full method (interval, p, verdict).
 
-MLflow only mirrors what mer.evaluation.results / mer.evaluation.study computed from the saved predictions (they
-stay the authority); logging again (a rerun, a resumed search) updates the same runs, found
-by the tags `mer.uri` and `mer.entry`, instead of adding new ones.
+MLflow only mirrors what mer.evaluation.results / mer.evaluation.study_table computed from the
+saved predictions (they stay the authority); logging again (a rerun, a resumed search) updates
+the same runs, found by the tags `mer.uri` and `mer.entry`, instead of adding new ones.
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ def _plot_uris(out: str) -> list[str]:
 
 
 def log_study(uri: str, table: dict, files: dict[str, bytes]) -> str:
-    """Log a study table (mer.evaluation.study.study_table's) with `files` (study.json, report.html,
-    the plot ...) as artifacts; returns the parent run's id."""
+    """Log a study table (mer.evaluation.study_table.study_table's) with `files` (study.json,
+    report.html, the plot ...) as artifacts; returns the parent run's id."""
 
     runs = _Runs(
         uri, f"mer-study/{table['study']}", table.get("uri") or table["study"], table["study"]
