@@ -40,7 +40,7 @@ import torch
 from mer import storage
 from mer.datasets.common import IMAGE_EXTENSIONS
 from mer.errors import ConfigError, InputError
-from mer.keyframes import clip_records
+from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.keyframes.video import VIDEO_EXTENSIONS
 from mer.progress import Counter, emit
 from mer.serving.calibration import scale
@@ -164,10 +164,11 @@ def _reject(clip: dict, stage: str, reason: str) -> dict:
 # ---------------------------------------------------------------- per clip (workers)
 
 
-def keyframe_settings(model: str, card: dict) -> dict:
-    """The key-frame settings of a model folder's card, with the learned interpolator it
-    carries when the key frames are rendered with one (as mer.keyframes.preprocess passes them)."""
-    return clip_records.keyframe_settings(
+def model_keyframe_settings(model: str, card: dict) -> KeyframeSettings:
+    """The key-frame settings of a model folder's card (a setting newer than the card: its
+    default), with the learned interpolator the folder carries when the key frames are
+    rendered with one, as the key-frame stage built the model's training key frames."""
+    return keyframe_settings(
         card["config"]["keyframes"],
         lambda: storage.join(model, card["files"]["interpolator"]["file"]),
     )
@@ -268,7 +269,7 @@ def predict_clips(
             raise ConfigError(f"{name} {value} must be at least 1")
     t0 = time.time()
     card = read_card(model)
-    kf = keyframe_settings(model, card)
+    kf = model_keyframe_settings(model, card)
     if clips:
         items, listed = read_clip_list(clips, input)
     else:
@@ -276,8 +277,8 @@ def predict_clips(
     device = "cuda" if gpus_per_predictor > 0 else "cpu"
     progress(
         f"[predict] {len(items) + len(listed)} clips from {clips or input}; model "
-        f"{card['name']} ({', '.join(card['classes'])}; key frames K={kf['k']} S={kf['size']} "
-        f"{kf['method']}) on {device}"
+        f"{card['name']} ({', '.join(card['classes'])}; key frames K={kf.k} S={kf.size} "
+        f"{kf.method}) on {device}"
     )
     rows: list[pd.DataFrame] = []
     if items:
