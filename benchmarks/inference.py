@@ -75,7 +75,7 @@ def model_folder(work: Path, overrides: list[str]) -> str:
     return str(folder)
 
 
-def keyframes_alone(items: list[dict], kf: dict, actors: int) -> float:
+def keyframes_alone(items: list[dict], kf, actors: int) -> float:
     """Seconds for the pipeline's key-frame stage by itself over `items`."""
     import math
 
@@ -142,7 +142,12 @@ def main() -> None:
     from keyframes import machine_parallelism, uptime
 
     from mer.datasets.synthetic.generator import generate
-    from mer.serving.inference import find_clips, plan_keyframe_pool, predict_clips
+    from mer.serving.inference import (
+        find_clips,
+        model_keyframe_settings,
+        plan_keyframe_pool,
+        predict_clips,
+    )
     from mer.serving.model_folder import read_card
 
     work = Path(args.work)
@@ -154,7 +159,7 @@ def main() -> None:
     )
     items = find_clips(str(work / "data" / "videos"))
     demo = model_folder(work / "demo", DEMO)
-    kf = read_card(demo)["config"]["keyframes"]
+    kf = model_keyframe_settings(demo, read_card(demo))
     print(f"{len(items)} clips ({summary['frames_written']} frames), models written", flush=True)
 
     model_demo, model_full = (
@@ -220,7 +225,7 @@ def main() -> None:
             "frames_written": summary["frames_written"],
             "layout": "video (MPEG-4 Part 2)",
             "size_hw": summary["size"],
-            "keyframes_config": {k: kf[k] for k in ("k", "size", "method", "motion")},
+            "keyframes_config": {k: getattr(kf, k) for k in ("k", "size", "method", "motion")},
             "mode": "whole clips, apex spotted",
         },
         "pipeline": {

@@ -34,6 +34,7 @@ one OpenCV thread >= 0.9.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -152,6 +153,7 @@ def main() -> None:
     from mer.datasets.synthetic.generator import generate
     from mer.keyframes.clip_records import build_record
     from mer.keyframes.preprocess import build_keyframes_dataset, manifest_rows
+    from mer.keyframes.settings import keyframe_settings
     from mer.keyframes.video import read_clip
 
     work = Path(args.work)
@@ -178,12 +180,11 @@ def main() -> None:
             ],
         )
 
-    kf = cfg_for(work, 1).to_dict()["keyframes"]
+    section = cfg_for(work, 1).keyframes
+    kf = keyframe_settings(section)
 
     def decode(row: dict) -> int:
-        return len(
-            read_clip(row["source"], row["onset"], row["offset"], timeout=kf["decode_timeout"])
-        )
+        return len(read_clip(row["source"], row["onset"], row["offset"], timeout=kf.decode_timeout))
 
     def construct(row: dict) -> int:
         return len(build_record(row, kf)["frames"])
@@ -237,7 +238,7 @@ def main() -> None:
         ("motion diff", {"motion": "diff"}),
         ("stabilize off, motion diff", {"stabilize": False, "motion": "diff"}),
     ]:
-        kv = {**kf, **(change or {})}
+        kv = dataclasses.replace(kf, **(change or {}))
         fn = lambda r, kv=kv: len(build_record(r, kv)["frames"])  # noqa: E731
         if change is None:
             fn, change = full_size_decode(fn), {"decode": "full size (benchmark-only switch)"}
@@ -325,7 +326,7 @@ def main() -> None:
             "frames_per_clip_mean": round(decoded_frames / len(rows), 1),
             "size_hw": summary["size"],
             "layout": "casme2",
-            "keyframes_config": kf,
+            "keyframes_config": dataclasses.asdict(section),
             "chunk_size": args.chunk_size,
         },
         "decode": dec,

@@ -3,6 +3,7 @@ made outside the project (corrupt, empty, one-frame), listing and CSV rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,11 +20,13 @@ from tests_paths import REPO, TINY
 
 from mer import config, layout, storage
 from mer.errors import InputError
+from mer.keyframes.settings import keyframe_settings
 from mer.keyframes.table import fold_specs, load_table, outer_runs
 from mer.serving.clip_keyframes import UNSET, clip_record
 from mer.serving.export import train_weights
 from mer.serving.inference import (
     find_clips,
+    model_keyframe_settings,
     plan_keyframe_pool,
     predict_clips,
     read_clip_list,
@@ -128,7 +131,7 @@ def test_inference_reproduces_the_probabilities_the_fold_run_saved(fold_model, t
     assert rejects["reason"].str.contains("apex 40 lies outside").sum() == 1
 
     # The key frames are those training used, byte for byte.
-    kf = fm["cfg"].to_dict()["keyframes"]
+    kf = keyframe_settings(fm["cfg"].keyframes)
     first = clips.iloc[0]
     rec = clip_record(
         {
@@ -234,7 +237,7 @@ def test_predict_job_on_clips_made_elsewhere(fold_model, ray_local, tmp_path):
 
     # The model's own forward pass on each clip's key frames, in this process.
     model, card = load_model(fold_model["folder"])
-    kf = card["config"]["keyframes"]
+    kf = model_keyframe_settings(fold_model["folder"], card)
     frames = np.stack(
         [
             clip_record(
@@ -360,7 +363,7 @@ def test_a_keyframe_actor_runs_blas_and_opencv_on_one_thread():
 
     before = cv2.getNumThreads()
     outer = threadpool_limits(2)  # as on a 2-core machine without OMP_NUM_THREADS
-    actor = KeyFrames({"k": 4, "size": 16, "interpolation": "linear"})
+    actor = KeyFrames(keyframe_settings({"k": 4, "size": 16}))
     try:
         blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         assert blas and set(blas) == {1} and cv2.getNumThreads() == 1
@@ -395,7 +398,7 @@ def test_a_recording_too_long_to_decode_whole_is_a_reject(monkeypatch):
     monkeypatch.setattr(mer.keyframes.video, "probe", lambda source, timeout=None: info)
     clip = {"path": "long.mp4", "source": "long.mp4", "onset": UNSET, "apex": UNSET}
     with pytest.raises(InputError, match="too long to decode whole .*--clips"):
-        clip_record({**clip, "offset": UNSET}, {"decode_timeout": 1})
+        clip_record({**clip, "offset": UNSET}, keyframe_settings({"decode_timeout": 1}))
 
 
 def test_a_learned_interpolator_travels_with_the_model(tmp_path):
@@ -405,7 +408,6 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     from mer.keyframes.interpolator import Interpolator, InterpolatorConfig
     from mer.serving.clip_keyframes import KeyFrames
     from mer.serving.export import final_run
-    from mer.serving.inference import keyframe_settings
     from mer.testing.fakes import write_random_keyframes
     from mer.train.checkpoints import save_state
     from mer.train.models import build_classifier
@@ -430,7 +432,8 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
 
     _video(tmp_path / "c.mp4", _moving_square(5, 5))  # 5 frames, 8 key frames: in-betweens
     clip = {"path": "c.mp4", "source": str(tmp_path / "c.mp4"), "onset": 0, "apex": 2, "offset": 4}
-    kf = keyframe_settings(folder, card)
+    kf = model_keyframe_settings(folder, card)
+    assert kf.interpolator_uri == os.path.join(folder, "interpolator.pt")
     got = KeyFrames(kf).record(clip)
     assert got["reason"] == ""
     row = {
@@ -444,7 +447,7 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     }
     learned = Interpolator.load(layout.interpolator_file(cfg), image_size=32, channels=3)
     assert np.array_equal(got["frames"], build_record(row, kf, learned)["frames"])
-    linear = build_record(row, {**kf, "interpolation": "linear"})["frames"]
+    linear = build_record(row, dataclasses.replace(kf, interpolation="linear"))["frames"]
     assert not np.array_equal(got["frames"], linear)  # the interpolator did render frames
 
 

@@ -29,6 +29,7 @@ from mer.keyframes.inspection import (
     summarise_dataset,
 )
 from mer.keyframes.preprocess import build_keyframes_dataset
+from mer.keyframes.settings import keyframe_settings
 from mer.keyframes.table import read_keyframes, read_rejects
 from mer.layout import keyframes_uri
 
@@ -175,7 +176,7 @@ def test_contact_sheets_one_per_requested_clip(run, tmp_path):
 def test_recomputed_motion_curve_is_the_one_that_placed_the_key_frames(run):
     cfg, uri = run
     _, clips, _ = read_keyframes(uri, frames=False)
-    kf = cfg.to_dict()["keyframes"]
+    kf = keyframe_settings(cfg.keyframes)
     for rec in clips.iloc[:2].to_dict("records"):
         curve = clip_motion(rec, kf)
         assert len(curve) == rec["offset"] - rec["onset"] + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,7 +17,13 @@ from mer import config, storage
 from mer.datasets import load_manifest
 from mer.datasets.synthetic.generator import generate
 from mer.keyframes.chunks import CHUNK_STEPS, chunk_name, process_chunk
-from mer.keyframes.preprocess import build_keyframes_dataset, chunk_items, manifest_rows
+from mer.keyframes.preprocess import (
+    build_keyframes_dataset,
+    chunk_items,
+    chunk_settings,
+    manifest_rows,
+)
+from mer.keyframes.settings import keyframe_settings
 from mer.keyframes.table import frames_array, read_keyframes
 from mer.layout import keyframes_uri
 
@@ -205,7 +212,7 @@ def test_a_bug_in_our_code_fails_the_stage_instead_of_rejecting(video_data, tmp_
 
     monkeypatch.setattr(chunks, "build_record", broken)
     with pytest.raises(KeyError, match="a bug"):
-        process_chunk(chunk_items(cfg, rows)[0])
+        process_chunk(chunk_items(cfg, rows)[0], chunk_settings(cfg))
 
 
 def test_a_key_frame_actor_does_not_import_torch():
@@ -227,7 +234,7 @@ def test_a_key_frame_actor_runs_blas_on_one_thread():
     from mer.keyframes.chunks import _ChunkWorker
 
     outer = threadpool_limits(2)  # as on a 2-core machine without OMP_NUM_THREADS
-    worker = _ChunkWorker()
+    worker = _ChunkWorker(keyframe_settings(config.KeyframeConfig()))
     try:
         blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         assert blas and set(blas) == {1}
@@ -244,8 +251,9 @@ def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tm
     # before its marker; nothing else, and no _meta.json.
     items = chunk_items(cfg, manifest_rows(manifest))
     assert len(items) == 3
-    process_chunk(items[0])
-    process_chunk(items[1])
+    kf = chunk_settings(cfg)
+    process_chunk(items[0], kf)
+    process_chunk(items[1], kf)
     os.remove(os.path.join(out, "_chunks", chunk_name(items[1])))
     with pytest.raises(Exception, match="_meta.json"):
         read_keyframes(out)  # nothing reads the half-built table as complete
@@ -281,7 +289,7 @@ def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
     data = tmp_path / "data"
     generate(str(data), subjects=1, clips_per_subject=2, seed=5, size=(680, 560), frames=(24, 30))
     cfg = cfg_for(tmp_path, data, "keyframes.face_crop=true", "keyframes.size=64")
-    kf = cfg.to_dict()["keyframes"]
+    kf = keyframe_settings(cfg.keyframes)
     for row in manifest_rows(load_manifest("synthetic", str(data))):
         record = build_record(row, kf)
         full = read_clip(row["source"], row["onset"], row["offset"])
@@ -307,7 +315,7 @@ def test_face_crop_decodes_small_and_matches_a_full_size_build(tmp_path):
         # correlation: the two agree to well under a grey level on average.)
         difference = np.abs(record["frames"][same].astype(int) - expected.frames[same])
         assert difference.mean() < 2.0, difference.mean()
-        phase = build_record(row, {**kf, "registration": "phase"})
+        phase = build_record(row, dataclasses.replace(kf, registration="phase"))
         assert np.array_equal(phase["keyframe_indices"], record["keyframe_indices"])
         assert 0 < np.abs(phase["frames"].astype(int) - record["frames"]).mean() < 1.0
 

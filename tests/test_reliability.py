@@ -90,7 +90,12 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
     from mer.datasets import load_manifest
     from mer.datasets.synthetic.generator import generate
     from mer.keyframes.chunks import process_chunk
-    from mer.keyframes.preprocess import build_keyframes_dataset, chunk_items, manifest_rows
+    from mer.keyframes.preprocess import (
+        build_keyframes_dataset,
+        chunk_items,
+        chunk_settings,
+        manifest_rows,
+    )
     from mer.keyframes.table import read_keyframes
     from mer.layout import keyframes_uri
     from mer.testing.s3 import LocalS3
@@ -114,10 +119,11 @@ def test_s3_endpoint_down_mid_write_then_back(tmp_path, monkeypatch):
         out = keyframes_uri(cfg)
         items = chunk_items(cfg, manifest_rows(manifest))
         assert len(items) == 2
-        process_chunk(items[0])
+        kf = chunk_settings(cfg)
+        process_chunk(items[0], kf)
         server.pause()  # the endpoint goes away before the second chunk's write
         with pytest.raises(StorageError, match=r"s3://flaky/run/keyframes/synthetic/\w+/part-"):
-            process_chunk(items[1])
+            process_chunk(items[1], kf)
         server.resume()  # back, with what it stored before
         with pytest.raises(Exception, match="_meta.json"):
             read_keyframes(out)

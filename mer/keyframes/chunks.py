@@ -19,24 +19,23 @@ from threadpoolctl import threadpool_limits
 from mer import storage
 from mer.errors import DecodeError
 from mer.keyframes.clip_records import REJECTABLE, build_record, load_interpolator
+from mer.keyframes.settings import KeyframeSettings
 from mer.keyframes.table import records_to_table
 
 CHUNK_STEPS = ("build", "to_arrow", "parquet", "marker")
 
 
-def process_chunk(item: dict) -> dict:
-    """Build one chunk's records, write its part and marker; its counts and timings."""
+def process_chunk(item: dict, kf: KeyframeSettings) -> dict:
+    """Build one chunk's records with the settings `kf`, write its part and marker; its
+    counts and timings."""
     import cv2
 
     cv2.setNumThreads(1)  # one Ray task, one CPU: OpenCV ignores OMP_NUM_THREADS
     start = time.time()
     clock = time.perf_counter()
-    kf = item["kf"]
     interpolator = None
-    if kf["interpolation"] == "adaconv":
-        interpolator = load_interpolator(
-            kf["interpolator_uri"], kf["size"], 3, cuda=kf.get("gpus", 0) > 0
-        )
+    if kf.interpolation == "adaconv":
+        interpolator = load_interpolator(kf.interpolator_uri, kf.size, 3, cuda=kf.gpus > 0)
     records, rejects = [], []
     for row in item["rows"]:
         try:
@@ -79,16 +78,17 @@ def process_chunk(item: dict) -> dict:
 
 
 class _ChunkWorker:
-    """Ray Data actor: process_chunk, one chunk at a time."""
+    """Ray Data actor: process_chunk with the settings `kf`, one chunk at a time."""
 
-    def __init__(self):
+    def __init__(self, kf: KeyframeSettings):
         # One actor, one CPU: numpy's and OpenCV's OpenBLAS start as many threads as the
         # machine has cores (Ray sets OMP_NUM_THREADS only after they are loaded).
         self.threads = threadpool_limits(1)
         self.ready = time.time()  # when this actor could take its first chunk
+        self.kf = kf
 
     def __call__(self, item: dict) -> dict:
-        return {**process_chunk(item), "actor_ready": self.ready}
+        return {**process_chunk(item, self.kf), "actor_ready": self.ready}
 
 
 def chunk_stem(item: dict) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from mer.keyframes.faces import detect_face_box
 from mer.keyframes.motion import smooth
+from mer.keyframes.settings import KeyframeSettings
 from mer.keyframes.video import probe
 
 EDGE_FRAMES = 1  # an apex this close to the onset or offset is "at the edge"
@@ -37,11 +38,11 @@ def motion_snr(curve: np.ndarray) -> float:
     return float(smoothed.max()) / max(jitter, 1e-6)
 
 
-def measure(clip, apex: int, keyframe_indices, source: str, kf: dict) -> dict:
+def measure(clip, apex: int, keyframe_indices, source: str, kf: KeyframeSettings) -> dict:
     """The MEASURES of one prepared clip (mer.clip_records.PreparedClip); `apex` and
     `keyframe_indices` are offsets into the clip."""
     n = len(clip.frames)
-    info = probe(str(source), timeout=kf["decode_timeout"])
+    info = probe(str(source), timeout=kf.decode_timeout)
     face_found, share = clip.face_found, clip.face_share
     if face_found is None:  # not face-cropped: look for one on the (reduced) first frame
         first = clip.frames[0]

@@ -10,7 +10,6 @@ REJECTABLE (a per-clip reject with its reason); anything else is a bug.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +21,7 @@ from mer.keyframes.clip_quality import measure
 from mer.keyframes.construction import build_keyframes, scale_frame
 from mer.keyframes.faces import crop, face_crop_box
 from mer.keyframes.motion import measure_motion
+from mer.keyframes.settings import KeyframeSettings
 from mer.keyframes.video import read_clip, reduce_frames
 
 # What a clip's input can raise: a reject with its reason. Anything else is our bug.
@@ -37,18 +37,7 @@ class PreparedClip(NamedTuple):
     face_share: float | None = None  # face_crop: the detected face's side / frame's shorter side
 
 
-def keyframe_settings(keyframes: dict, interpolator_uri: Callable[[], str]) -> dict:
-    """The settings one clip's key frames are built with (`kf`, a plain dict: it travels to
-    Ray workers): a `keyframes` config section, plus where the learned interpolator lies
-    when the key frames are rendered with one (`interpolator_uri()`, asked only then). The
-    key-frame stage builds it from a config, inference from a model folder's card."""
-    kf = dict(keyframes)
-    if kf["interpolation"] == "adaconv":
-        kf["interpolator_uri"] = interpolator_uri()
-    return kf
-
-
-def prepare_clip(row: dict, kf: dict) -> PreparedClip:
+def prepare_clip(row: dict, kf: KeyframeSettings) -> PreparedClip:
     """Decode one clip's onset..offset, crop and reduce it, measure its motion: what the key
     frames and the interpolator's training frames are made from."""
 
@@ -57,17 +46,15 @@ def prepare_clip(row: dict, kf: dict) -> PreparedClip:
     # the motion curve and registration at >= MIN_SIDE), so the face is halved by pixel
     # means as often as it stays at least that large: frame folders as they are decoded,
     # a face crop or a video afterwards (mer.keyframes.video).
-    need = max(int(kf["size"]), MIN_SIDE)
+    need = max(int(kf.size), MIN_SIDE)
     face_found, face_share = None, None
-    if kf["face_crop"]:
-        frames = read_clip(row["source"], onset, offset, timeout=kf["decode_timeout"])
+    if kf.face_crop:
+        frames = read_clip(row["source"], onset, offset, timeout=kf.decode_timeout)
         box, face_found = face_crop_box(frames[0])
         face_share = box[2] / min(frames.shape[1:3]) if face_found else None
         frames = crop(frames, box)
     else:
-        frames = read_clip(
-            row["source"], onset, offset, timeout=kf["decode_timeout"], min_side=need
-        )
+        frames = read_clip(row["source"], onset, offset, timeout=kf.decode_timeout, min_side=need)
     frames = reduce_frames(frames, need)
     # One grey copy, halved while its shorter side stays >= 128 px, serves the motion curve
     # (which compensates head motion itself) and the registration of the key frames to the
@@ -75,16 +62,18 @@ def prepare_clip(row: dict, kf: dict) -> PreparedClip:
     # shifts the motion curve measured, else (or where the curve has none: "diff" mode, a
     # head jump the flow lost) by phase correlation on the grey copy.
     reduced = reduce_gray(frames)
-    motion = measure_motion(reduced[0], 0, mode=kf["motion"])
+    motion = measure_motion(reduced[0], 0, mode=kf.motion)
     drift = None
-    if kf["registration"] == "motion" and motion.drift is not None:
+    if kf.registration == "motion" and motion.drift is not None:
         drift = motion.drift * reduced[1]
     return PreparedClip(frames, reduced, motion, drift, face_found, face_share)
 
 
-def build_record(row: dict, kf: dict, interpolator=None, *, quality: bool = False) -> dict:
+def build_record(
+    row: dict, kf: KeyframeSettings, interpolator=None, *, quality: bool = False
+) -> dict:
     """Decode one clip and build its key-frame record; raises on any failure.
-    `interpolator`: the trained interpolator kf["interpolation"] "adaconv" renders with.
+    `interpolator`: the trained interpolator kf.interpolation "adaconv" renders with.
     `quality`: add the clip's quality measures (mer.keyframes.clip_quality.measure) under "quality"."""
 
     onset, offset = int(row["onset"]), int(row["offset"])
@@ -98,13 +87,13 @@ def build_record(row: dict, kf: dict, interpolator=None, *, quality: bool = Fals
         0,
         apex_offset,
         len(clip.frames) - 1,
-        k=kf["k"],
-        size=kf["size"],
-        method=kf["method"],
-        interpolation=kf["interpolation"],
-        mode=kf["motion"],
+        k=kf.k,
+        size=kf.size,
+        method=kf.method,
+        interpolation=kf.interpolation,
+        mode=kf.motion,
         motion=clip.motion.curve,
-        register=kf["stabilize"],
+        register=kf.stabilize,
         drift=clip.drift,
         reduced=clip.reduced,
         interpolator=interpolator,
@@ -131,7 +120,7 @@ def build_record(row: dict, kf: dict, interpolator=None, *, quality: bool = Fals
     return record
 
 
-def registered_frames(row: dict, kf: dict) -> np.ndarray:
+def registered_frames(row: dict, kf: KeyframeSettings) -> np.ndarray:
     """Every frame of a clip's onset..offset registered to the onset frame and resized to
     the key frames' S x S, as key frames are rendered: uint8 (T, S, S, C). The learned
     interpolator trains on these."""
@@ -139,12 +128,12 @@ def registered_frames(row: dict, kf: dict) -> np.ndarray:
     clip = prepare_clip(row, kf)
     n = len(clip.frames)
     shifts = np.zeros((n, 2))
-    if kf["stabilize"]:
+    if kf.stabilize:
         if clip.drift is not None:
             shifts = clip.drift - clip.drift[0]
         else:
             shifts = np.asarray(estimate_shifts(None, 0, reduced=clip.reduced))
-    return np.stack([scale_frame(f, kf["size"], shifts[t]) for t, f in enumerate(clip.frames)])
+    return np.stack([scale_frame(f, kf.size, shifts[t]) for t, f in enumerate(clip.frames)])
 
 
 @functools.lru_cache(maxsize=2)

@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 
 from mer import layout, storage
-from mer.config import KeyframeConfig
 from mer.datasets import class_names, load_manifest
 from mer.errors import DecodeError, InputError
 from mer.keyframes.align import MIN_SIDE, reduce_gray
 from mer.keyframes.clip_records import build_record, manifest_rows
 from mer.keyframes.faces import crop, face_crop_box
 from mer.keyframes.motion import measure_motion, smooth, spot_apex
+from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.keyframes.table import (
     REJECT_COLUMNS,
     read_clip_frames,
@@ -266,23 +266,21 @@ def select_clips(clips: pd.DataFrame, names: list[str]) -> list[int]:
     return sorted(set(chosen))
 
 
-def clip_motion(row: dict, kf: dict) -> np.ndarray:
+def clip_motion(row: dict, kf: KeyframeSettings) -> np.ndarray:
     """The motion curve mer.keyframes.clip_records.build_record measures for a clip, float (T,) over
     its frames onset..offset, decoded and reduced with the same steps. `row` needs source,
     onset and offset; `kf` the keyframes.* settings (size, motion, face_crop,
     decode_timeout)."""
 
     onset, offset = int(row["onset"]), int(row["offset"])
-    need = max(int(kf["size"]), MIN_SIDE)
-    if kf["face_crop"]:
-        frames = read_clip(row["source"], onset, offset, timeout=kf["decode_timeout"])
+    need = max(int(kf.size), MIN_SIDE)
+    if kf.face_crop:
+        frames = read_clip(row["source"], onset, offset, timeout=kf.decode_timeout)
         frames = crop(frames, face_crop_box(frames[0])[0])
     else:
-        frames = read_clip(
-            row["source"], onset, offset, timeout=kf["decode_timeout"], min_side=need
-        )
+        frames = read_clip(row["source"], onset, offset, timeout=kf.decode_timeout, min_side=need)
     reduced = reduce_gray(reduce_frames(frames, need))
-    return measure_motion(reduced[0], 0, mode=kf["motion"]).curve
+    return measure_motion(reduced[0], 0, mode=kf.motion).curve
 
 
 def sheet_name(record: dict) -> str:
@@ -500,14 +498,17 @@ def inspect_keyframes(
     summary = summarise_dataset(
         table, read_rejects(uri), classes=class_names(settings.get("data.protocol"))
     )
-    kf = _keyframe_settings(settings)
+    # The keyframes.* settings the table was built with (one newer than the table: its default).
+    kf = keyframe_settings(
+        {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("keyframes.")}
+    )
     summary["source"] = {
         "kind": "key-frame table",
         "uri": uri,
         "hash": meta.get("hash"),
         "created": meta.get("created"),
         "settings": {
-            k: kf[k]
+            k: getattr(kf, k)
             for k in ("k", "size", "method", "motion", "interpolation")
             if f"keyframes.{k}" in settings
         },
@@ -549,12 +550,12 @@ def inspect_dataset(
     summary = summarise_dataset(
         manifest, manifest.attrs.get("rejects", []), classes=class_names(d.protocol)
     )
-    kf = cfg.to_dict()["keyframes"]
+    kf = keyframe_settings(cfg.keyframes)
     summary["source"] = {
         "kind": "dataset",
         "root": root,
         "dataset": d.dataset,
-        "settings": {k: kf[k] for k in ("k", "size", "method", "motion", "interpolation")},
+        "settings": {k: getattr(kf, k) for k in ("k", "size", "method", "motion", "interpolation")},
     }
     rows = manifest_rows(manifest)
     table = pd.DataFrame(rows)
@@ -578,14 +579,6 @@ def inspect_dataset(
         progress(f"[inspect] {len(summary['sheets'])}/{len(chosen)} sheets: {path}")
     _write(summary, out)
     return summary
-
-
-def _keyframe_settings(settings: dict) -> dict:
-    """keyframes.* settings of a table's _meta.json over the defaults (older tables)."""
-
-    kf = dataclasses.asdict(KeyframeConfig())
-    kf.update({k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("keyframes.")})
-    return kf
 
 
 def _key(record: dict) -> tuple[str, str, str]:

@@ -25,11 +25,12 @@ import pandas as pd
 import pyarrow as pa
 
 from mer import layout, provenance, storage
-from mer.config import PipelineConfig
+from mer.config import KeyframeConfig, PipelineConfig
 from mer.datasets import load_manifest
 from mer.errors import InputError
 from mer.keyframes.chunks import _ChunkWorker, chunk_name, process_chunk
-from mer.keyframes.clip_records import keyframe_settings, manifest_rows
+from mer.keyframes.clip_records import manifest_rows
+from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.keyframes.table import rejects_to_table
 from mer.progress import Counter, emit
 from mer.provenance import platform as torch_platform
@@ -48,13 +49,17 @@ def manifest_fingerprint(manifest: pd.DataFrame) -> str:
 
 
 def chunk_items(cfg: PipelineConfig, rows: list[dict]) -> list[dict]:
-    """The stage's work items: `keyframes.chunk_size` manifest rows each, with the settings."""
-    kf = keyframe_settings(cfg.to_dict()["keyframes"], lambda: layout.interpolator_file(cfg))
+    """The stage's work items: `keyframes.chunk_size` manifest rows each."""
     cs, out = cfg.keyframes.chunk_size, layout.keyframes_uri(cfg)
     return [
-        {"chunk": i, "size": cs, "rows": rows[i * cs : (i + 1) * cs], "kf": kf, "out": out}
+        {"chunk": i, "size": cs, "rows": rows[i * cs : (i + 1) * cs], "out": out}
         for i in range(math.ceil(len(rows) / cs))
     ]
+
+
+def chunk_settings(cfg: PipelineConfig) -> KeyframeSettings:
+    """The settings every chunk's clips are built with: cfg's, with its trained interpolator."""
+    return keyframe_settings(cfg.keyframes, lambda: layout.interpolator_file(cfg))
 
 
 def build_keyframes_dataset(
@@ -102,6 +107,7 @@ def build_keyframes_dataset(
             )
     rows = manifest_rows(manifest)
     items = chunk_items(cfg, rows)
+    kf = chunk_settings(cfg)
     _remove_stale(out, cfg.keyframes.chunk_size)
     done = set(storage.listdir(storage.join(out, "_chunks")))
     todo = [it for it in items if chunk_name(it) not in done]
@@ -116,9 +122,9 @@ def build_keyframes_dataset(
     counter = Counter("keyframes", len(todo), progress)
     chunks, stats = [], ""
     if todo and use_ray:
-        chunks, stats = _run_chunks(todo, cfg.keyframes.concurrency, counter)
+        chunks, stats = _run_chunks(todo, kf, cfg.keyframes, counter)
     for it in todo if not use_ray else []:
-        chunks.append(process_chunk(it))
+        chunks.append(process_chunk(it, kf))
         res = chunks[-1]
         counter.add(1, f"chunks: {res['written']} written, {res['rejected']} rejected")
 
@@ -174,9 +180,12 @@ def _check_rejects(rejects: list[dict], total: int, limit: float, out: str) -> N
     )
 
 
-def _run_chunks(todo, concurrency, counter) -> tuple[list[dict], str]:
-    """Every chunk of `todo` through a pool of `concurrency` actors; each chunk's result
-    (process_chunk's, with its actor's start) and Ray Data's own statistics."""
+def _run_chunks(
+    todo: list[dict], kf: KeyframeSettings, keyframes: KeyframeConfig, counter: Counter
+) -> tuple[list[dict], str]:
+    """Every chunk of `todo` through a pool of `keyframes.concurrency` actors, each building
+    with the settings `kf`; each chunk's result (process_chunk's, with its actor's start)
+    and Ray Data's own statistics."""
     import ray
 
     if not ray.is_initialized():
@@ -192,14 +201,18 @@ def _run_chunks(todo, concurrency, counter) -> tuple[list[dict], str]:
     # while the second, on another node, got none. Each actor holds one CPU and the
     # resources of `keyframes.resources`: on a cluster, one only the CPU worker type
     # advertises (cluster.yaml: decode), so that no GPU node decodes.
-    kf = todo[0]["kf"]
+    # The settings go to each actor once, not with every chunk: Ray Data would store them
+    # in the items' Arrow blocks as pickled objects (and warn about it).
     ds = ds.map(
         _ChunkWorker,
+        fn_constructor_kwargs={"kf": kf},
         num_cpus=1,
         # A GPU share only where the learned interpolator renders (keyframes.gpus).
-        num_gpus=kf.get("gpus", 0) if kf["interpolation"] == "adaconv" else 0,
-        resources=dict(kf.get("resources") or {}),
-        compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
+        num_gpus=kf.gpus if kf.interpolation == "adaconv" else 0,
+        resources=dict(keyframes.resources),
+        compute=ray.data.ActorPoolStrategy(
+            size=keyframes.concurrency, max_tasks_in_flight_per_actor=1
+        ),
     )
     written = rejected = 0
     results = []

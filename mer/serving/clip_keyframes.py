@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from mer.errors import DecodeError, InputError
 from mer.keyframes.clip_quality import MEASURES
+from mer.keyframes.settings import KeyframeSettings
 
 UNSET = -1  # a frame number not given (whole clip / apex to spot)
 # Shortest interval (onset..offset inclusive) a clip may have: onset, apex and offset apart
@@ -25,7 +26,7 @@ KEYFRAME_BATCH = 4  # clips per KeyFrames call: a few hundred ms of work each
 CLIP_COLUMNS = ["path", "source", "onset", "apex", "offset"]
 
 
-def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
+def clip_record(clip: dict, kf: KeyframeSettings, interpolator=None) -> dict:
     """The key-frame record of one clip (mer.keyframes.clip_records.build_record, as in training), its
     unset onset/offset taken from the source's first/last frame; raises InputError or
     DecodeError for a clip that cannot be used. `interpolator`: the learned interpolator of
@@ -38,7 +39,7 @@ def clip_record(clip: dict, kf: dict, interpolator=None) -> dict:
     onset, apex, offset = int(clip["onset"]), int(clip["apex"]), int(clip["offset"])
     fps, info = float("nan"), None
     if onset == UNSET or offset == UNSET:
-        info = probe(source, timeout=kf["decode_timeout"])
+        info = probe(source, timeout=kf.decode_timeout)
         onset = info["first"] if onset == UNSET else onset
         offset = info["last"] if offset == UNSET else offset
         fps = float(info["fps"] or "nan")
@@ -75,19 +76,19 @@ class KeyFrames:
     """Ray Data actor: a batch of clips -> their key frames (zeros, and a reason, for a clip
     that cannot be used)."""
 
-    def __init__(self, kf: dict) -> None:
+    def __init__(self, kf: KeyframeSettings) -> None:
         import cv2
 
         cv2.setNumThreads(1)  # one actor, one CPU: OpenCV ignores OMP_NUM_THREADS
         # and OpenBLAS (numpy's, OpenCV's) starts one thread per core of the machine
         self.threads = threadpool_limits(1)
         self.kf = kf
-        self.shape = (kf["k"], kf["size"], kf["size"], 3)
+        self.shape = (kf.k, kf.size, kf.size, 3)
         self.interpolator = None
-        if kf["interpolation"] == "adaconv":
+        if kf.interpolation == "adaconv":
             from mer.keyframes.clip_records import load_interpolator
 
-            self.interpolator = load_interpolator(kf["interpolator_uri"], kf["size"], 3)
+            self.interpolator = load_interpolator(kf.interpolator_uri, kf.size, 3)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["path"])

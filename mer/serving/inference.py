@@ -32,6 +32,7 @@ import logging
 import math
 import posixpath
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ import torch
 from mer import storage
 from mer.datasets.common import IMAGE_EXTENSIONS
 from mer.errors import ConfigError, InputError
-from mer.keyframes import clip_records
+from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.keyframes.video import VIDEO_EXTENSIONS
 from mer.progress import Counter, emit
 from mer.serving.calibration import scale
@@ -164,10 +165,11 @@ def _reject(clip: dict, stage: str, reason: str) -> dict:
 # ---------------------------------------------------------------- per clip (workers)
 
 
-def keyframe_settings(model: str, card: dict) -> dict:
-    """The key-frame settings of a model folder's card, with the learned interpolator it
-    carries when the key frames are rendered with one (as mer.keyframes.preprocess passes them)."""
-    return clip_records.keyframe_settings(
+def model_keyframe_settings(model: str, card: dict) -> KeyframeSettings:
+    """The key-frame settings of a model folder's card (a setting newer than the card: its
+    default), with the learned interpolator the folder carries when the key frames are
+    rendered with one, as the key-frame stage built the model's training key frames."""
+    return keyframe_settings(
         card["config"]["keyframes"],
         lambda: storage.join(model, card["files"]["interpolator"]["file"]),
     )
@@ -227,6 +229,21 @@ class Predictor:
 # ---------------------------------------------------------------- the driver
 
 
+@dataclass(frozen=True)
+class Pools:
+    """The actor pools of predict_clips (its keyword arguments of the same names)."""
+
+    batch_size: int  # clips per Predictor forward pass
+    predictors: int
+    cpus_per_predictor: float
+    gpus_per_predictor: float
+    keyframe_workers: int  # KeyFrames actors; 0: plan_keyframe_pool decides
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_predictor > 0 else "cpu"
+
+
 def plan_keyframe_pool(
     cpus: float, nodes: int, keyframe_workers: int, predictors: int, cpus_per_predictor: float
 ) -> tuple[int, float]:
@@ -268,31 +285,20 @@ def predict_clips(
             raise ConfigError(f"{name} {value} must be at least 1")
     t0 = time.time()
     card = read_card(model)
-    kf = keyframe_settings(model, card)
+    kf = model_keyframe_settings(model, card)
+    pools = Pools(batch_size, predictors, cpus_per_predictor, gpus_per_predictor, keyframe_workers)
     if clips:
         items, listed = read_clip_list(clips, input)
     else:
         items, listed = find_clips(input), []
-    device = "cuda" if gpus_per_predictor > 0 else "cpu"
     progress(
         f"[predict] {len(items) + len(listed)} clips from {clips or input}; model "
-        f"{card['name']} ({', '.join(card['classes'])}; key frames K={kf['k']} S={kf['size']} "
-        f"{kf['method']}) on {device}"
+        f"{card['name']} ({', '.join(card['classes'])}; key frames K={kf.k} S={kf.size} "
+        f"{kf.method}) on {pools.device}"
     )
     rows: list[pd.DataFrame] = []
     if items:
-        rows = _run(
-            items,
-            kf,
-            model,
-            device,
-            batch_size,
-            predictors,
-            cpus_per_predictor,
-            gpus_per_predictor,
-            keyframe_workers,
-            progress,
-        )
+        rows = _run(items, kf, model, pools, progress)
     empty = pd.DataFrame(columns=[*_columns(card), "stage", "reason"])
     done = pd.concat(rows, ignore_index=True) if rows else empty
     failed = done[done["reason"] != ""]
@@ -320,7 +326,7 @@ def predict_clips(
         "calibrated": _temperature(card) is not None,
         "temperature": _temperature(card),
         "seconds": round(seconds, 2),
-        "device": device,
+        "device": pools.device,
         "batch_size": batch_size,
         "predictors": predictors,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -377,17 +383,10 @@ def _with_flags(done: pd.DataFrame, card: dict, abstain: bool) -> pd.DataFrame:
 
 
 def _run(
-    items,
-    kf,
-    model,
-    device,
-    batch_size,
-    predictors,
-    cpus_per_predictor,
-    gpus_per_predictor,
-    keyframe_workers,
-    progress,
+    items: list[dict], kf: KeyframeSettings, model: str, pools: Pools, progress
 ) -> list[pd.DataFrame]:
+    """Key frames then predictions of `items` through the actor pools `pools`: the rows of
+    every batch of output, as they come."""
     import ray
 
     if not ray.is_initialized():
@@ -397,7 +396,7 @@ def _run(
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     cpus = float(ray.cluster_resources().get("CPU", 0))
     n_kf, kf_cpus = plan_keyframe_pool(
-        cpus, nodes, keyframe_workers, predictors, cpus_per_predictor
+        cpus, nodes, pools.keyframe_workers, pools.predictors, pools.cpus_per_predictor
     )
     # Blocks of a few clips, at least one per actor.
     per_block = min(KEYFRAME_BATCH, math.ceil(len(items) / n_kf))
@@ -416,20 +415,21 @@ def _run(
         Predictor,
         fn_constructor_kwargs={
             "model": model,
-            "device": device,
-            "batch_size": batch_size,
-            "cpus": cpus_per_predictor,
+            "device": pools.device,
+            "batch_size": pools.batch_size,
+            "cpus": pools.cpus_per_predictor,
         },
-        batch_size=batch_size,
+        batch_size=pools.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=predictors),
-        num_cpus=cpus_per_predictor,
-        num_gpus=gpus_per_predictor or None,
+        compute=ray.data.ActorPoolStrategy(size=pools.predictors),
+        num_cpus=pools.cpus_per_predictor,
+        num_gpus=pools.gpus_per_predictor or None,
     )
+    gpus = pools.gpus_per_predictor
     progress(
-        f"[predict] {n_kf} key-frame actor(s) x {kf_cpus:g} CPU, {predictors} predictor(s) x "
-        f"{cpus_per_predictor:g} CPU{f' + {gpus_per_predictor:g} GPU' if gpus_per_predictor else ''}"
-        f", batches of {batch_size}"
+        f"[predict] {n_kf} key-frame actor(s) x {kf_cpus:g} CPU, {pools.predictors} predictor(s)"
+        f" x {pools.cpus_per_predictor:g} CPU{f' + {gpus:g} GPU' if gpus else ''}"
+        f", batches of {pools.batch_size}"
     )
     counter = Counter("predict", len(items), progress)
     rows, ok = [], 0

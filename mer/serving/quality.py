@@ -30,6 +30,7 @@ import torch
 from mer.errors import DecodeError, InputError
 from mer.keyframes.clip_quality import EDGE_FRAMES, MEASURES, measure, motion_snr  # noqa: F401 (read by inference)
 from mer.keyframes.clip_records import prepare_clip
+from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.train.data import to_tensor
 
 # Training clips decoded to set the decoded measures' thresholds (a seeded sample).
@@ -77,7 +78,7 @@ FLAG_RULES = {
 # ---------------------------------------------------------------- measures of one clip
 
 
-def measure_row(row: dict, kf: dict) -> dict:
+def measure_row(row: dict, kf: KeyframeSettings) -> dict:
     """The MEASURES of a training clip (a key-frame table row: its apex and key frames)."""
     clip = prepare_clip(row, kf)
     onset = int(row["onset"])
@@ -167,7 +168,7 @@ def reference(cfg, table, subjects: list[str], model: torch.nn.Module, progress=
     clips of `subjects` in the key-frame table: see the module docstring."""
     idx = np.asarray(table.indices_of(subjects))
     clips = table.clips.iloc[idx].reset_index(drop=True)
-    kf = cfg.to_dict()["keyframes"]
+    kf = keyframe_settings(cfg.keyframes)
     _, feats = forward(model, table.frames[idx], torch.device("cpu"), input=cfg.model.input)
     feats = _unit(feats)
     loo = ood_scores(feats, feats, exclude_self=True)

@@ -35,6 +35,7 @@ from mer.keyframes.interpolator import (
     sample_triplets,
     train_step,
 )
+from mer.keyframes.settings import keyframe_settings
 from mer.progress import Counter, emit, tune_progress
 from mer.train.runtime import fan_out, mean_over_workers, ray_worker, set_threads, set_up
 
@@ -49,7 +50,7 @@ def interpolator_loop(config: dict) -> None:
     ip = cfg.interpolator
     w = ray_worker()
     set_threads(cfg.resources.cpus_per_worker)
-    kf = cfg.to_dict()["keyframes"]
+    kf = keyframe_settings(cfg.keyframes)
     clips, skipped = [], 0
     for row in config["rows"][w.rank :: w.world]:
         try:
