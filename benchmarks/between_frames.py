@@ -33,6 +33,7 @@ from mer.datasets.synthetic.generator import (  # noqa: E402
     render_plan,
     settings,
 )
+from mer.datasets.synthetic.settings import CLEAN_NUISANCES  # noqa: E402
 from mer.keyframes import motion  # noqa: E402
 from mer.keyframes.align import reduce_gray  # noqa: E402
 from mer.keyframes.construction import build_keyframes  # noqa: E402
@@ -45,26 +46,17 @@ OLD = {
     "frames": (160, 240),
     "movement": (20, 40),
     "annotation_jitter": 4,
-    **{k: _DEFAULT[k] for k in ("amplitude", "drift", "roll", "blink_share", "flicker")},
-    **{k: _DEFAULT[k] for k in ("light_change", "noise")},
+    **{k: _DEFAULT[k] for k in CLEAN_NUISANCES},
 }
-# dynamics' clean nuisances: the movement is what the motion curve sees.
-CLEAN = {
-    "amplitude": (3.0, 5.0),
-    "drift": (0.1, 0.4),
-    "roll": 0.1,
-    "blink_share": 0.0,
-    "flicker": (0.002, 0.005),
-    "light_change": 0.0,
-    "noise": (0.5, 1.0),
-}
+# The same with dynamics' clean nuisances: the movement is what the motion curve sees.
+OLD_CLEAN = {**OLD, **CLEAN_NUISANCES}
 # (name, preset, options, full-rate motion curve)
 CASES = (
     ("casme2-like", "casme2-like", {}, False),
     ("long-clip before: 20-40 in 160-240 frames at 200 fps", "long-clip", OLD, False),
     ("long-clip before, full-rate curve", "long-clip", OLD, True),
-    ("long-clip before, clean nuisances", "long-clip", {**OLD, **CLEAN}, False),
-    ("long-clip before, clean nuisances, full-rate curve", "long-clip", {**OLD, **CLEAN}, True),
+    ("long-clip before, clean nuisances", "long-clip", OLD_CLEAN, False),
+    ("long-clip before, clean nuisances, full-rate curve", "long-clip", OLD_CLEAN, True),
     (
         "long-clip before, default nuisances, 8-12 in 40-60 frames",
         "long-clip",

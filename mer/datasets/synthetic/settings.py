@@ -99,16 +99,18 @@ TEMPLATE_OPTIONS += ("clips_per_subject", "label_noise")
 # What a megc2019 set takes from `subsets` instead.
 SUBSET_OPTIONS = ("subjects", "clips_per_subject", "clips", "class_shares", "fps")
 
+# CASME II's size and class shares: 26 subjects, 255 clips, unevenly spread over subjects.
+_CASME2_SIZED = {
+    "model": "au-mixture",
+    "subjects": 26,
+    "clips": 255,
+    "clip_concentration": 1.0,
+    "class_shares": CASME2_SHARES,
+}
 PRESETS: dict[str, dict] = {
     "simple": {},  # v1: what generate() wrote before presets existed
     "demo": {"model": "au-mixture", "subjects": 8, "clips_per_subject": 6},
-    "casme2-like": {
-        "model": "au-mixture",
-        "subjects": 26,
-        "clips": 255,
-        "clip_concentration": 1.0,
-        "class_shares": CASME2_SHARES,
-    },
+    "casme2-like": {**_CASME2_SIZED},
     "megc-like": {
         "model": "au-mixture",
         "layout": "megc2019",
@@ -123,6 +125,18 @@ PRESETS: dict[str, dict] = {
 CLASS_APEX = ((0.12, 0.28), (0.72, 0.88), (0.42, 0.58))
 EQUAL_SHARES = (1 / 3, 1 / 3, 1 / 3)
 _POPULATION = {"model": "au-mixture", "subjects": 16, "class_shares": EQUAL_SHARES}
+# Clear movements, little head motion, light or sensor noise and no blinks: what a preset
+# studying time alone needs (dynamics), and what lets the motion curve see a short movement
+# (long-clip).
+CLEAN_NUISANCES = {
+    "amplitude": (3.0, 5.0),
+    "drift": (0.1, 0.4),
+    "roll": 0.1,
+    "blink_share": 0.0,
+    "flicker": (0.002, 0.005),
+    "light_change": 0.0,
+    "noise": (0.5, 1.0),
+}
 PRESETS.update(
     {
         "dynamics": {
@@ -132,33 +146,13 @@ PRESETS.update(
             "au_choice": "shared",
             "timing": "class",
             "profile_power": (1.0, 1.0),
-            # Clear movements, little head motion, light or sensor noise and no blinks: the
-            # mechanism here is time alone, not size or nuisances.
-            "amplitude": (3.0, 5.0),
-            "drift": (0.1, 0.4),
-            "roll": 0.1,
-            "blink_share": 0.0,
-            "flicker": (0.002, 0.005),
-            "light_change": 0.0,
-            "noise": (0.5, 1.0),
+            **CLEAN_NUISANCES,  # the mechanism here is time alone, not size or nuisances
             "missing_apex": 0.0,
         },
         "scarce": {**_POPULATION, "clips_per_subject": 3, "class_concentration": 0.0},
         "plentiful": {**_POPULATION, "clips_per_subject": 18, "class_concentration": 0.0},
-        "imbalanced": {
-            "model": "au-mixture",
-            "subjects": 26,
-            "clips": 255,
-            "clip_concentration": 1.0,
-            "class_shares": CASME2_SHARES,
-        },
-        "balanced": {
-            "model": "au-mixture",
-            "subjects": 26,
-            "clips": 255,
-            "clip_concentration": 1.0,
-            "class_shares": EQUAL_SHARES,
-        },
+        "imbalanced": {**_CASME2_SIZED},
+        "balanced": {**_CASME2_SIZED, "class_shares": EQUAL_SHARES},
         # A 60 fps camera: a 0.13-0.2 s movement is 8-12 frames inside a 40-60 frame
         # annotated interval, so K = 32 adaptive key frames crowd onto it and many fall
         # between two frames. At 200 fps (20-40 frame movements in 160-240 frames) none did,
@@ -171,21 +165,11 @@ PRESETS.update(
             "frames": (40, 60),
             "movement": (8, 12),
             "annotation_jitter": 2,
-            "amplitude": (3.0, 5.0),
-            "drift": (0.1, 0.4),
-            "roll": 0.1,
-            "blink_share": 0.0,
-            "flicker": (0.002, 0.005),
-            "light_change": 0.0,
-            "noise": (0.5, 1.0),
+            **CLEAN_NUISANCES,
         },
         "realistic": {
-            "model": "au-mixture",
+            **_CASME2_SIZED,
             "layout": "video",
-            "subjects": 26,
-            "clips": 255,
-            "clip_concentration": 1.0,
-            "class_shares": CASME2_SHARES,
             "frames": (80, 160),
             "movement": (20, 50),
             "au_overlap": 0.3,
