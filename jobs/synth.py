@@ -22,6 +22,7 @@ import time
 
 import _bootstrap  # noqa: F401  (before mer: the repository, not jobs/, on sys.path)
 
+from mer import cli
 from mer.datasets.synthetic.generator import LAYOUTS, PRESETS, generate
 from mer.errors import MERError
 
@@ -34,17 +35,6 @@ def _pair(text: str, sep: str, example: str) -> tuple[int, int]:
             f"{text!r}: expected two integers like {example}"
         ) from None
     return a, b
-
-
-def _option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    key = key.removeprefix("data.synthetic.")  # the config's spelling of the same option
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. roll=1.0")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a plain word: layout=smic
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,16 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--frames", type=lambda t: _pair(t, "-", "40-100"), help="MIN-MAX")
     parser.add_argument("--fps", type=int)
     parser.add_argument("--label-noise", type=float, help="share of clips labelled wrongly")
+    option = cli.add_generator_set(parser, "roll=1.0", prefix="data.synthetic.")
     parser.add_argument(
-        "--set",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a generator option, e.g. --set roll=1.0 (repeatable)",
-    )
-    parser.add_argument(
-        "--option", type=_option, action="append", default=[], help="deprecated: use --set"
+        "--option", type=option, action="append", default=[], help="deprecated: use --set"
     )
     args = parser.parse_args(argv)
     if args.option:

@@ -19,32 +19,16 @@ from collections import Counter
 
 import _bootstrap  # noqa: F401  (before mer: the repository, not jobs/, on sys.path)
 
+from mer import cli
 from mer.datasets.synthetic.long_videos import LONG_PRESETS, generate_long, long_key
 from mer.errors import MERError
-
-
-def _option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. seconds=60")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a plain word: layout=samm_lv
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder or s3:// URI")
     parser.add_argument("--preset", choices=list(LONG_PRESETS), default="casme_sq-like")
-    parser.add_argument(
-        "--set",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a generator option, e.g. --set seconds=60 (repeatable)",
-    )
+    cli.add_generator_set(parser, "seconds=60")
     args = parser.parse_args(argv)
     options = dict(args.set)
     start = time.perf_counter()

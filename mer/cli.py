@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import json
 import logging
 import os
 import re
@@ -58,6 +59,32 @@ def add_resource_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="Ray Train workers (DDP) per run")
     p.add_argument("--gpus-per-worker", type=float)
     p.add_argument("--cpus-per-worker", type=float)
+
+
+def add_generator_set(p: argparse.ArgumentParser, example: str, prefix: str = ""):
+    """`--set KEY=VALUE` (repeatable) for a synthetic-data job: KEY a generator option, VALUE
+    read as JSON (a plain word stays text: layout=smic); `prefix`, the config's spelling of
+    the same option (data.synthetic.), is dropped from KEY. Returns the KEY=VALUE parser."""
+
+    def key_value(text: str) -> tuple[str, object]:
+        key, sep, value = text.partition("=")
+        key = key.removeprefix(prefix)
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. {example}")
+        try:
+            return key, json.loads(value)
+        except json.JSONDecodeError:
+            return key, value
+
+    p.add_argument(
+        "--set",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a generator option, e.g. --set {example} (repeatable)",
+    )
+    return key_value
 
 
 def load_config(args: argparse.Namespace, extra: list[str] | None = None) -> PipelineConfig:
