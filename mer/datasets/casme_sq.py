@@ -42,6 +42,7 @@ from mer.datasets.long_videos import (
     expression_type,
     read_video,
     row_frames,
+    usable_videos,
 )
 from mer.errors import InputError
 
@@ -109,10 +110,7 @@ def load_long(root: str, annotations: str | None = None) -> LongVideoSet:
         interval = Interval(video, onset, offset, kind, emotion)
         if check_interval(interval, videos[subject, video], where, rejects, DATASET, subject):
             intervals.append(interval)
-    found = [v for v in videos.values() if v is not None]
-    if videos and not found:
-        raise InputError(f"none of the {len(videos)} video folders under {rawpic} holds images")
-    return LongVideoSet(found, intervals, rejects)
+    return LongVideoSet(usable_videos(videos, rawpic), intervals, rejects)
 
 
 def _sheets(book: dict, sheet: str):

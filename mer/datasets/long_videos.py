@@ -99,6 +99,15 @@ def read_video(
     return LongVideo(dataset, subject, video, folder, float(fps), len(frames), first)
 
 
+def usable_videos(videos: dict, folder: str) -> list[LongVideo]:
+    """The videos of `videos` (read_video's results by folder) that hold images; InputError
+    when there are folders under `folder` and none of them does (a wrong root, most likely)."""
+    found = [v for v in videos.values() if v is not None]
+    if videos and not found:
+        raise InputError(f"none of the {len(videos)} video folders under {folder} holds images")
+    return found
+
+
 def check_interval(
     interval: Interval,
     video: LongVideo | None,

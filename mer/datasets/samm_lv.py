@@ -32,6 +32,7 @@ from mer.datasets.long_videos import (
     expression_type,
     read_video,
     row_frames,
+    usable_videos,
 )
 from mer.errors import InputError
 
@@ -92,12 +93,7 @@ def load_long(root: str, annotations: str | None = None) -> LongVideoSet:
         interval = Interval(video, onset, offset, kind)
         if check_interval(interval, videos[video], where, rejects, DATASET, subject):
             intervals.append(interval)
-    found = [v for v in videos.values() if v is not None]
-    if videos and not found:
-        raise InputError(
-            f"none of the {len(videos)} video folders under {frames_root} holds images"
-        )
-    return LongVideoSet(found, intervals, rejects)
+    return LongVideoSet(usable_videos(videos, frames_root), intervals, rejects)
 
 
 def _default_sheet(root: str) -> str:
