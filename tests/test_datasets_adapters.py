@@ -22,17 +22,6 @@ JPEG = cv2.imencode(".jpg", np.full((8, 8, 3), 120, np.uint8))[1].tobytes()
 GRAY_JPEG = cv2.imencode(".jpg", np.full((8, 8), 120, np.uint8))[1].tobytes()
 BMP = cv2.imencode(".bmp", np.full((8, 8, 3), 120, np.uint8))[1].tobytes()
 
-CASME2_HEADER = [
-    "Subject",
-    "Filename",
-    None,  # unnamed in the real sheet (a sample index)
-    "OnsetFrame",
-    "ApexFrame",
-    "OffsetFrame",
-    None,
-    "Action Units",
-    "Estimated Emotion",
-]
 SAMM_HEADER = [
     "Subject",
     "Filename",
@@ -79,7 +68,7 @@ def casme2_tree(root: Path, clips: list[tuple], cropped: bool = False) -> Path:
         folder = root / base / f"sub{subject:02d}" / clip
         write_frames(folder, [f"{prefix}{n}.jpg" for n in numbers])
         rows.append([subject, clip, i, onset, apex, offset, None, "AU12", emotion])
-    write_xlsx(root / casme2.SHEET, CASME2_HEADER, rows)
+    write_xlsx(root / casme2.SHEET, casme2.HEADER, rows)
     return root
 
 

@@ -14,7 +14,6 @@ import pytest
 from conftest import MEGC2019_LIST
 from test_datasets_adapters import (
     BMP,
-    CASME2_HEADER,
     GRAY_JPEG,
     JPEG,
     SAMM_HEADER,
@@ -71,7 +70,7 @@ def tree(tmp_path_factory):
     write_frames(root / "SAMM" / "SAMM" / "006" / "006_9_9", ["006_00001.jpg"], GRAY_JPEG)
     samm_rows.append([6, "006_9_9", 1, 1, 1, 1, 1, "Micro", "", "Other"])
     write_frames(root / "SMIC" / "HS" / "s04" / "micro" / "positive" / "s04_po_99", ["image1.bmp"])
-    write_xlsx(root / "CASME2" / casme2.SHEET, CASME2_HEADER, casme2_rows)
+    write_xlsx(root / "CASME2" / casme2.SHEET, casme2.HEADER, casme2_rows)
     write_xlsx(root / "SAMM" / samm.SHEET, SAMM_HEADER[:10], samm_rows, preamble=SAMM_PREAMBLE)
     return root
 

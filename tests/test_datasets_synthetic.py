@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from mer import storage
 from mer.datasets import load_manifest
+from mer.datasets.casme2 import HEADER as CASME2_HEADER
 from mer.datasets.synthetic.generator import (
     CLASS_PRIOR,
     generate,
@@ -80,17 +81,7 @@ def test_casme2_sheet_has_casme2_columns_and_slashes(tmp_path):
     generate(root, seed=1, **TINY)
     sheet = openpyxl.load_workbook(os.path.join(root, "CASME2-coding-20140508.xlsx")).active
     rows = list(sheet.iter_rows(values_only=True))
-    assert rows[0] == (
-        "Subject",
-        "Filename",
-        None,
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        None,
-        "Action Units",
-        "Estimated Emotion",
-    )
+    assert rows[0] == CASME2_HEADER
     truth = _truth(root).set_index(["subject", "clip"])
     for subject, clip, _, onset, apex, *_, emotion in rows[1:]:
         assert isinstance(subject, int)  # as in CASME II: 1, the folder is sub01

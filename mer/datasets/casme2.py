@@ -37,6 +37,19 @@ COLUMNS = {
     "offset": ("OffsetFrame",),
     "emotion": ("Estimated Emotion",),
 }
+# The sheet's header row as published: the third column (a sample index) and the seventh
+# have no name.
+HEADER = (
+    "Subject",
+    "Filename",
+    None,
+    "OnsetFrame",
+    "ApexFrame",
+    "OffsetFrame",
+    None,
+    "Action Units",
+    "Estimated Emotion",
+)
 
 # The usual single-dataset CASME II protocol (e.g. Wang et al., LBP-SIP, 2014; Peng et al.,
 # 2017): five classes; fear (2 clips) and sadness (7) are dropped as too few.

@@ -148,17 +148,6 @@ def _subject_number(plan: ClipPlan) -> int:
 
 def _casme2_sheet(plans: list[ClipPlan]) -> bytes:
     """The coding sheet with CASME II's columns (two of them unnamed and empty)."""
-    header = [
-        "Subject",
-        "Filename",
-        None,
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        None,
-        "Action Units",
-        "Estimated Emotion",
-    ]
     rows = []
     for p in sorted(plans, key=lambda p: (_subject_number(p), p.clip)):
         apex = _frame_number(p, p.apex) if p.apex_annotated else "/"
@@ -175,7 +164,7 @@ def _casme2_sheet(plans: list[ClipPlan]) -> bytes:
                 p.emotion,
             ]
         )
-    return _workbook("Sheet1", [header, *rows])
+    return _workbook("Sheet1", [casme2.HEADER, *rows])
 
 
 def _samm_sheet(plans: list[ClipPlan]) -> bytes:
