@@ -10,6 +10,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
+from tests_paths import REPO, file_bytes
 from threadpoolctl import threadpool_limits
 
 from mer import storage
@@ -93,22 +94,14 @@ def test_casme2_sheet_has_casme2_columns_and_slashes(tmp_path):
 
 
 def test_same_seed_same_bytes_in_any_subject_order_other_seed_differs(tmp_path):
-    def files(root):
-        out = {}
-        for folder, _, names in os.walk(root):
-            for n in names:
-                path = os.path.join(folder, n)
-                out[os.path.relpath(path, root)] = open(path, "rb").read()
-        return out
-
-    a = files(generate(str(tmp_path / "a"), seed=5, **TINY)["root"])
+    a = file_bytes(generate(str(tmp_path / "a"), seed=5, **TINY)["root"])
 
     # Subjects rendered last to first (the pipeline renders them side by side): same bytes.
     def backwards(fn, calls):
         return [fn(*args) for args in calls[::-1]][::-1]
 
-    b = files(generate(str(tmp_path / "b"), seed=5, mapper=backwards, **TINY)["root"])
-    c = files(generate(str(tmp_path / "c"), seed=6, **TINY)["root"])
+    b = file_bytes(generate(str(tmp_path / "b"), seed=5, mapper=backwards, **TINY)["root"])
+    c = file_bytes(generate(str(tmp_path / "c"), seed=6, **TINY)["root"])
     sheet = "CASME2-coding-20140508.xlsx"
     assert len(a) > 100 and a == b  # every frame, the sheet, ground truth, metadata
     assert a[sheet] != c[sheet]
@@ -389,18 +382,10 @@ def test_region_energy_alone_does_not_tell_the_class():
 
 
 def test_au_mixture_same_seed_same_bytes(tmp_path):
-    def files(root):
-        out = {}
-        for folder, _, names in os.walk(root):
-            for n in names:
-                path = os.path.join(folder, n)
-                out[os.path.relpath(path, root)] = open(path, "rb").read()
-        return out
-
     kw = dict(SMALL, subjects=3, clips_per_subject=3)
-    a = files(generate(str(tmp_path / "a"), preset="demo", seed=5, **kw)["root"])
-    b = files(generate(str(tmp_path / "b"), preset="demo", seed=5, **kw)["root"])
-    c = files(generate(str(tmp_path / "c"), preset="demo", seed=6, **kw)["root"])
+    a = file_bytes(generate(str(tmp_path / "a"), preset="demo", seed=5, **kw)["root"])
+    b = file_bytes(generate(str(tmp_path / "b"), preset="demo", seed=5, **kw)["root"])
+    c = file_bytes(generate(str(tmp_path / "c"), preset="demo", seed=6, **kw)["root"])
     assert len(a) > 50 and a == b
     assert a["ground_truth.csv"] != c["ground_truth.csv"]
 
@@ -452,8 +437,6 @@ def test_synth_job_takes_set_like_every_job_and_option_still_works_with_a_warnin
     option; the old `--option` does the same and says to use --set."""
     import subprocess
     import sys
-
-    from tests_paths import REPO
 
     def run(*args):
         cmd = [

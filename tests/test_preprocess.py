@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from tests_paths import file_bytes
 
 from mer import config, storage
 from mer.datasets import load_manifest
@@ -325,18 +326,11 @@ def test_synthetic_data_rendered_as_ray_tasks_matches_one_process(ray_local, tmp
     same files as rendering them here, one after another."""
     from mer.datasets.stage import ray_map as _ray_map
 
-    def files(root):
-        return {
-            os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
-            for d, _, names in os.walk(root)
-            for n in names
-        }
-
     tiny = dict(subjects=2, clips_per_subject=2, size=(48, 40), frames=(12, 16), seed=3)
     mapper = _ray_map(str(tmp_path / "a"))
     assert mapper is not None  # 2 CPUs on this node
-    a = files(generate(str(tmp_path / "a"), mapper=mapper, **tiny)["root"])
-    b = files(generate(str(tmp_path / "b"), **tiny)["root"])
+    a = file_bytes(generate(str(tmp_path / "a"), mapper=mapper, **tiny)["root"])
+    b = file_bytes(generate(str(tmp_path / "b"), **tiny)["root"])
     assert len(a) > 20 and a == b
 
 

@@ -1,5 +1,6 @@
 """Paths and small helpers tests share (importable without pytest's conftest machinery)."""
 
+import os
 from pathlib import Path
 
 # A bounded wait for another process (never a speed check: callers assert on what happened).
@@ -18,3 +19,14 @@ TINY = [
 ]
 SHARED = REPO.parent / "shared"
 MEGC2019_LIST = SHARED / "data" / "megc2019" / "combined_3class_gt.csv"
+
+
+def file_bytes(root: str) -> dict[str, bytes]:
+    """Every file under `root`: its path relative to `root` -> its bytes."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for n in names:
+            path = os.path.join(folder, n)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
