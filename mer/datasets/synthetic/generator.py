@@ -164,7 +164,7 @@ def _casme2_sheet(plans: list[ClipPlan]) -> bytes:
                 p.emotion,
             ]
         )
-    return _workbook("Sheet1", [casme2.HEADER, *rows])
+    return workbook([("Sheet1", [casme2.HEADER, *rows])])
 
 
 def _samm_sheet(plans: list[ClipPlan]) -> bytes:
@@ -194,17 +194,19 @@ def _samm_sheet(plans: list[ClipPlan]) -> bytes:
                 None,
             ]
         )
-    return _workbook("FACS_Codes", [*preamble, header, *rows])
+    return workbook([("FACS_Codes", [*preamble, header, *rows])])
 
 
-def _workbook(title: str, rows: list[list]) -> bytes:
+def workbook(sheets: list[tuple[str, list]]) -> bytes:
+    """An .xlsx of (title, rows) sheets in that order, its bytes fixed (fixed_zip)."""
     import openpyxl
 
     book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.title = title
-    for row in rows:
-        sheet.append(row)
+    for i, (title, rows) in enumerate(sheets):
+        sheet = book.active if i == 0 else book.create_sheet()
+        sheet.title = title
+        for row in rows:
+            sheet.append(row)
     buf = io.BytesIO()
     book.save(buf)
     return fixed_zip(buf.getvalue())

@@ -35,13 +35,12 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
 import numpy as np
-import openpyxl
 
 from mer import layout, storage
 from mer.datasets import casme_sq, samm_lv
 from mer.datasets.long_videos import LongVideoSet
 from mer.datasets.synthetic.faces import Face, au_field, draw_face, draw_morphology
-from mer.datasets.synthetic.generator import JPEG_QUALITY, fixed_zip
+from mer.datasets.synthetic.generator import JPEG_QUALITY, workbook
 from mer.datasets.synthetic.plan import EMOTION_AUS, ClipPlan
 from mer.datasets.synthetic.settings import REFERENCE_SIZE
 from mer.errors import ConfigError, InputError
@@ -513,7 +512,7 @@ def _casme_sq_sheet(plans: list[VideoPlan]) -> bytes:
     subjects = sorted({(p.subject, p.subject_name) for p in plans})
     rule1 = [[i, name, number] for i, (number, name) in enumerate(subjects, 1)]
     rule2 = [[code, name, words] for code, name, words in STIMULI]
-    return _workbook([("CASFEcode_final", rows), ("naming rule1", rule1), ("naming rule2", rule2)])
+    return workbook([("CASFEcode_final", rows), ("naming rule1", rule1), ("naming rule2", rule2)])
 
 
 def _samm_lv_sheet(plans: list[VideoPlan]) -> bytes:
@@ -541,21 +540,7 @@ def _samm_lv_sheet(plans: list[VideoPlan]) -> bytes:
                     None,
                 ]
             )
-    return _workbook([("FACS_Codes", [*preamble, header, *rows])])
-
-
-def _workbook(sheets: list[tuple[str, list[list]]]) -> bytes:
-    book = openpyxl.Workbook()
-    first = True
-    for title, rows in sheets:
-        sheet = book.active if first else book.create_sheet()
-        first = False
-        sheet.title = title
-        for row in rows:
-            sheet.append(row)
-    buf = io.BytesIO()
-    book.save(buf)
-    return fixed_zip(buf.getvalue())
+    return workbook([("FACS_Codes", [*preamble, header, *rows])])
 
 
 TRUTH_COLUMNS = ["subject", "video", "kind", "onset", "apex", "offset", "emotion"]
