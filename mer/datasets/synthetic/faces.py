@@ -364,6 +364,16 @@ def _noise_table(sigma: float) -> np.ndarray:
     return (table / table.std() * sigma + 0.5).astype(np.float32).reshape(1, 256)
 
 
+def head_maps(px, py, pivot, roll, tx, ty, ex, ey) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap's (map_x, map_y) for a head rolled by `roll` radians about `pivot` and moved
+    by (tx, ty), less the expression's displacement (ex, ey): each pixel samples the face at
+    the point they brought there. (px, py): the pixel grid less the pivot (float32)."""
+    c, s = np.float32(np.cos(roll)), np.float32(np.sin(roll))
+    ox = np.float32(pivot[0] - c * tx - s * ty)
+    oy = np.float32(pivot[1] + s * tx - c * ty)
+    return c * px + s * py + ox - ex, c * py - s * px + oy - ey
+
+
 def render_clip(
     face: Face,
     plan: ClipPlan,
@@ -433,11 +443,7 @@ def render_clip(
             map_x = gx - ex - np.float32(tx[i])
             map_y = gy - ey - np.float32(ty[i])
         else:  # sample the face at the point the roll and drift brought here
-            c, s = np.float32(np.cos(roll[i])), np.float32(np.sin(roll[i]))
-            ox = np.float32(pivot[0] - c * tx[i] - s * ty[i])
-            oy = np.float32(pivot[1] + s * tx[i] - c * ty[i])
-            map_x = c * px + s * py + ox - ex
-            map_y = c * py - s * px + oy - ey
+            map_x, map_y = head_maps(px, py, pivot, roll[i], tx[i], ty[i], ex, ey)
         frame = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         if v1:
             # Sensor noise: a sum of three uniforms (near-Gaussian, std 1 after scaling) is ~3x

@@ -39,7 +39,13 @@ import numpy as np
 from mer import layout, storage
 from mer.datasets import casme_sq, samm_lv
 from mer.datasets.long_videos import LongVideoSet
-from mer.datasets.synthetic.faces import Face, au_field, draw_face, draw_morphology
+from mer.datasets.synthetic.faces import (
+    Face,
+    au_field,
+    draw_face,
+    draw_morphology,
+    head_maps,
+)
 from mer.datasets.synthetic.generator import JPEG_QUALITY, workbook
 from mer.datasets.synthetic.plan import EMOTION_AUS, ClipPlan
 from mer.datasets.synthetic.settings import REFERENCE_SIZE
@@ -391,11 +397,7 @@ def render_video(
             if level[i]:
                 ex += level[i] * dx
                 ey += level[i] * dy
-        c, s = np.float32(np.cos(roll[i])), np.float32(np.sin(roll[i]))
-        ox = np.float32(pivot[0] - c * tx[i] - s * ty[i])
-        oy = np.float32(pivot[1] + s * tx[i] - c * ty[i])
-        map_x = c * px + s * py + ox - ex
-        map_y = c * py - s * px + oy - ey
+        map_x, map_y = head_maps(px, py, pivot, roll[i], tx[i], ty[i], ex, ey)
         frame = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         frame = frame * np.float32(gain[i])
         frame += rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(plan.noise)
