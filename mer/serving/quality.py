@@ -31,7 +31,7 @@ from mer.errors import DecodeError, InputError
 from mer.keyframes.clip_quality import EDGE_FRAMES, MEASURES, measure, motion_snr  # noqa: F401 (read by inference)
 from mer.keyframes.clip_records import prepare_clip
 from mer.keyframes.settings import KeyframeSettings, keyframe_settings
-from mer.train.data import to_tensor
+from mer.train.step import eval_batches
 
 # Training clips decoded to set the decoded measures' thresholds (a seeded sample).
 REFERENCE_CLIPS = 64
@@ -89,7 +89,6 @@ def measure_row(row: dict, kf: KeyframeSettings) -> dict:
 # ---------------------------------------------------------------- the model's own features
 
 
-@torch.no_grad()
 @torch.no_grad()  # as mer.train.step.predict: no autograd graph kept per batch
 def forward(
     model: torch.nn.Module,
@@ -103,13 +102,15 @@ def forward(
     """(logits (N, C), fc7 features (N, D)) of a ClassifierC3D for uint8 key frames: the
     forward pass of mer.train.step.predict, split where the head begins."""
 
-    model.eval()
+    def head_and_features(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = model.backbone.features(x)
+        return model.head(f), f
+
+    batches = eval_batches(
+        model, head_and_features, frames, device, amp=amp, input=input, batch_size=batch_size
+    )
     logits, feats = [], []
-    for i in range(0, len(frames), batch_size):
-        x = to_tensor(frames[i : i + batch_size], device, input)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            f = model.backbone.features(x)
-            out = model.head(f)
+    for out, f in batches:
         logits.append(out.float().cpu().numpy())
         feats.append(f.float().cpu().numpy())
     if not logits:

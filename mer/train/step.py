@@ -7,6 +7,7 @@ float32 whatever autocast does outside them (mer.train.losses).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,14 +55,32 @@ def predict(
     batch_size: int = 64,
 ) -> np.ndarray:
     """Softmax probabilities (N, C) of a classifier for uint8 key frames (N, K, S, S, C)."""
+    batches = eval_batches(
+        model, model, frames, device, amp=amp, input=input, batch_size=batch_size
+    )
+    out = [torch.softmax(logits.float(), dim=1).cpu().numpy() for logits in batches]
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+@torch.no_grad()
+def eval_batches(
+    model: torch.nn.Module,
+    forward: Callable[[torch.Tensor], Any],
+    frames: np.ndarray,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    input: str = "frames",
+    batch_size: int = 64,
+) -> Iterator[Any]:
+    """`forward(x)` of each batch of uint8 key frames in turn, `model` in eval mode, under bf16
+    autocast when `amp` is set (predict's pass; mer.serving.quality's takes the features too)."""
     model.eval()
-    out = []
     for i in range(0, len(frames), batch_size):
         x = to_tensor(frames[i : i + batch_size], device, input)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1))
+            out = forward(x)
+        yield out
 
 
 @torch.no_grad()
