@@ -20,7 +20,6 @@ each, scale-down ~10 s after the job); marked slow. Linux only (reads /proc).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -35,7 +34,7 @@ from mer.testing.autoscaler_stand_in import (
     stage_times,
     stand_in_node_types,
 )
-from mer.testing.local_cluster import PLACEMENT, LocalCluster
+from mer.testing.local_cluster import PLACEMENT, LocalCluster, removed_on_exit
 
 pytestmark = [
     pytest.mark.slow,
@@ -56,17 +55,11 @@ def node_types() -> dict:
 
 @pytest.fixture(scope="module")
 def autoscaling_cluster(s3_endpoint, node_types):
-    c = LocalCluster()
-    t0 = time.time()
-    try:
+    with removed_on_exit(LocalCluster()) as c:
+        t0 = time.time()
         c.start_head(autoscaling_config=fake_autoscaling_config(node_types, IDLE_TIMEOUT_MIN))
         print(f"\nautoscaling head up in {time.time() - t0:.0f} s")
         yield c
-    finally:
-        t1 = time.time()
-        killed = c.stop()
-        shutil.rmtree(c.folder, ignore_errors=True)
-        print(f"\ncluster stopped in {time.time() - t1:.0f} s; SIGKILL: {killed or 'none'}")
 
 
 def test_pipeline_scales_decode_and_accelerator_nodes_from_zero_and_back(

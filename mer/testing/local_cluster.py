@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -427,24 +428,31 @@ class LocalCluster:
 
 
 @contextlib.contextmanager
-def placement_cluster():
-    """A LocalCluster for the placement tests: head (0 CPUs), decode-1 and decode-2 (1 CPU
-    each), accel-1 (3 CPUs: one training worker per half accelerator plus the Tune trials
-    that drive them); stopped and removed on exit. Nodes inherit this process's AWS_*."""
-    c = LocalCluster()
-    t0 = time.time()
+def removed_on_exit(c: LocalCluster) -> Iterator[LocalCluster]:
+    """`c`, stopped and its folder removed on exit (a failed start included); says how long
+    the stop took and which processes needed SIGKILL."""
     try:
-        c.start_head()
-        c.add_node("decode-1", cpus=1, resources={DECODE: 1})
-        c.add_node("decode-2", cpus=1, resources={DECODE: 1})
-        c.add_node("accel-1", cpus=3, resources={ACCELERATOR: 1})
-        print(f"\ncluster of {len(c.nodes)} nodes up in {time.time() - t0:.0f} s")
         yield c
     finally:
         t1 = time.time()
         killed = c.stop()
         shutil.rmtree(c.folder, ignore_errors=True)
         print(f"\ncluster stopped in {time.time() - t1:.0f} s; SIGKILL: {killed or 'none'}")
+
+
+@contextlib.contextmanager
+def placement_cluster():
+    """A LocalCluster for the placement tests: head (0 CPUs), decode-1 and decode-2 (1 CPU
+    each), accel-1 (3 CPUs: one training worker per half accelerator plus the Tune trials
+    that drive them); stopped and removed on exit. Nodes inherit this process's AWS_*."""
+    with removed_on_exit(LocalCluster()) as c:
+        t0 = time.time()
+        c.start_head()
+        c.add_node("decode-1", cpus=1, resources={DECODE: 1})
+        c.add_node("decode-2", cpus=1, resources={DECODE: 1})
+        c.add_node("accel-1", cpus=3, resources={ACCELERATOR: 1})
+        print(f"\ncluster of {len(c.nodes)} nodes up in {time.time() - t0:.0f} s")
+        yield c
 
 
 def files_under(folder: Path) -> set[str]:
