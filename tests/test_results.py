@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.metrics import f1_score
 
@@ -29,26 +30,30 @@ def write_entry(exp: str, entry: str, accuracy: float, seeds, folds=SUBJECTS, ba
             label = np.arange(CLIPS) % 3
             right = rng.random(CLIPS) < accuracy
             pred = np.where(right, label, (label + 1 + rng.integers(0, 2, CLIPS)) % 3)
-            df = pd.DataFrame(
-                {
-                    "dataset": "d",
-                    "subject": subject,
-                    "clip": [f"{subject}-{c}" for c in range(CLIPS)],
-                    "label": label,
-                    "pred": pred,
-                    "run": f"d-{subject}",
-                    "kind": "outer",
-                    "outer": f"d-{subject}",
-                    "seed": seed,
-                    "seconds": 1.0,
-                }
-            )
-            import pyarrow as pa
+            write_fold(folder, seed, subject, label, pred, seconds=1.0)
 
-            storage.write_parquet(
-                pa.Table.from_pandas(df, preserve_index=False),
-                storage.join(folder, f"seed-{seed}", f"d-{subject}.parquet"),
-            )
+
+def write_fold(folder: str, seed: int, subject: str, label, pred, **columns) -> None:
+    """One seed's predictions for held-out `subject` (clips <subject>-0, -1, ...), `columns`
+    added as they are."""
+    df = pd.DataFrame(
+        {
+            "dataset": "d",
+            "subject": subject,
+            "clip": [f"{subject}-{c}" for c in range(len(label))],
+            "label": label,
+            "pred": pred,
+            "run": f"d-{subject}",
+            "kind": "outer",
+            "outer": f"d-{subject}",
+            "seed": seed,
+            **columns,
+        }
+    )
+    storage.write_parquet(
+        pa.Table.from_pandas(df, preserve_index=False),
+        storage.join(folder, f"seed-{seed}", f"d-{subject}.parquet"),
+    )
 
 
 def write_meta(exp: str, seeds):
@@ -209,8 +214,6 @@ def test_intervals_are_bca_and_agree_with_an_independent_bca(tmp_path):
     write_meta(exp, [0, 1])
     rng = np.random.default_rng(7)
     sizes = [1, 2, 2, 3, 3, 4, 6, 10, 18, 30]  # a few subjects hold most clips
-    import pyarrow as pa
-
     for entry, acc in (("a", 0.75), ("b", 0.55)):
         folder = storage.join(exp, "configs", entry)
         storage.write_json(storage.join(folder, "params.json"), {"gamma": acc})
@@ -219,23 +222,7 @@ def test_intervals_are_bca_and_agree_with_an_independent_bca(tmp_path):
                 label = rng.integers(0, 3, size)
                 right = rng.random(size) < acc
                 pred = np.where(right, label, (label + 1) % 3)
-                df = pd.DataFrame(
-                    {
-                        "dataset": "d",
-                        "subject": subject,
-                        "clip": [f"{subject}-{c}" for c in range(size)],
-                        "label": label,
-                        "pred": pred,
-                        "run": f"d-{subject}",
-                        "kind": "outer",
-                        "outer": f"d-{subject}",
-                        "seed": seed,
-                    }
-                )
-                storage.write_parquet(
-                    pa.Table.from_pandas(df, preserve_index=False),
-                    storage.join(folder, f"seed-{seed}", f"d-{subject}.parquet"),
-                )
+                write_fold(folder, seed, subject, label, pred)
     e = results.load_experiment(exp)
     c = results.compare(e, "a", e, "b")["uf1"]
     assert c["interval"] == "BCa"
@@ -264,8 +251,6 @@ def test_comparing_rows_of_two_code_versions_is_refused_unless_allowed(experimen
     for path in sorted(storage.listdir(storage.join(folder, "seed-0"))):
         uri = storage.join(folder, "seed-0", path)
         df = pd.read_parquet(uri).assign(code="0123abcd", platform="cpu A", threads=1)
-        import pyarrow as pa
-
         storage.write_parquet(pa.Table.from_pandas(df, preserve_index=False), uri)
     for entry in ("good",):
         for seed in (0, 1, 2):
