@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from tests_paths import REPO, TINY
+from tests_paths import TINY, run_job
 
 from mer import config, layout, storage
 from mer.errors import ConfigError, InputError
@@ -249,14 +249,7 @@ def test_export_job_prints_the_model_and_its_estimate(exported, ray_local, tmp_p
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(exported["cfg"].to_yaml())
     address = ray_local.get_runtime_context().gcs_address
-    job = subprocess.run(
-        [sys.executable, "jobs/export.py", "--config", str(cfg_path), "--address", address],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    job = run_job(["jobs/export.py", "--config", str(cfg_path), "--address", address], timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
     assert f"model {exported['folder']}: config {search.config_id(B)}" in job.stdout
     assert "nested-loso UF1" in job.stdout

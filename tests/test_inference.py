@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from spotting_videos import make_set
-from tests_paths import REPO, TINY
+from tests_paths import REPO, TINY, run_job
 
 from mer import config, layout, storage
 from mer.errors import InputError
@@ -202,27 +202,9 @@ def test_predict_job_on_clips_made_elsewhere(fold_model, ray_local, tmp_path):
 
     out = tmp_path / "out"
     address = ray_local.get_runtime_context().gcs_address
-    job = subprocess.run(
-        [
-            sys.executable,
-            "jobs/predict.py",
-            "--model",
-            fold_model["folder"],
-            "--input",
-            str(clips),
-            "--out",
-            str(out),
-            "--batch-size",
-            "2",
-            "--address",
-            address,
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["jobs/predict.py", "--model", fold_model["folder"], "--input", str(clips)]
+    args += ["--out", str(out), "--batch-size", "2", "--address", address]
+    job = run_job(args, timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
     assert re.search(r"3 predicted \(\d+ flagged\), 4 rejected", job.stdout)
     preds, rejects = read_output(str(out))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import write_fake_keyframes
 from sklearn.metrics import balanced_accuracy_score, f1_score
-from tests_paths import REPO, TINY, wait_until
+from tests_paths import REPO, TINY, run_job, wait_until
 
 from mer import config, layout, storage
 from mer.evaluation import baselines, results
@@ -40,13 +40,6 @@ def tiny_cfg(root, *extra):
 
 def search(cfg, keyframes):
     return run_search_stage(cfg, progress=lambda s: None, keyframes=keyframes)
-
-
-def run_job(args, env=None, **kw):
-    e = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", **(env or {})}
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=e, capture_output=True, text=True, **kw
-    )
 
 
 def test_nested_search_of_two_configs_over_four_folds(ray_local, fake_keyframes, tmp_path):

@@ -1,6 +1,8 @@
 """Paths and small helpers tests share (importable without pytest's conftest machinery)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # A bounded wait for another process (never a speed check: callers assert on what happened).
@@ -30,3 +32,13 @@ def file_bytes(root: str) -> dict[str, bytes]:
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = f.read()
     return out
+
+
+def run_job(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """`python ARGS` from the repository root, as a user runs a job against the tests' Ray
+    (the checkout on PYTHONPATH, token authentication; `env` on top of this process's),
+    its output captured as text; `kw` goes to subprocess.run (timeout=...)."""
+    e = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=e, capture_output=True, text=True, **kw
+    )
