@@ -37,12 +37,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from mer.testing.model_sizes import TINY  # noqa: E402
+
 SMOKE = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.embedding_dim=16",
-    "model.head_hidden=32",
+    *TINY,
     "pretrain.epochs=2",
     "pretrain.pairs_per_epoch=32",
     "pretrain.batch_size=8",

@@ -41,15 +41,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from mer.testing.model_sizes import DEMO_MODEL  # noqa: E402
+
 TARGET = 0.9
-DEMO = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.input=delta",
-    "model.embedding_dim=32",
-    "model.head_hidden=64",
-]
 
 
 def model_folder(work: Path, overrides: list[str]) -> str:
@@ -158,12 +152,12 @@ def main() -> None:
         str(work / "data"), subjects=args.subjects, clips_per_subject=args.clips, layout="video"
     )
     items = find_clips(str(work / "data" / "videos"))
-    demo = model_folder(work / "demo", DEMO)
+    demo = model_folder(work / "demo", DEMO_MODEL)
     kf = model_keyframe_settings(demo, read_card(demo))
     print(f"{len(items)} clips ({summary['frames_written']} frames), models written", flush=True)
 
     model_demo, model_full = (
-        model_alone(DEMO, 4 if args.smoke else 256),
+        model_alone(DEMO_MODEL, 4 if args.smoke else 256),
         model_alone([], 1 if args.smoke else 8),
     )
     print(f"model alone: demo {model_demo:.1f} clips/s, full {model_full:.2f} clips/s", flush=True)

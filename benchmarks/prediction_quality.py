@@ -42,16 +42,13 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from mer.testing.model_sizes import DEMO_MODEL  # noqa: E402
+
 HELD_OUT_SEED = 101  # a synthetic generator seed no model or threshold here was made with
 FULL = {"subjects": 8, "clips": 6, "held_out_subjects": 4, "unusable": 8, "size": (340, 280)}
 SMOKE = {"subjects": 3, "clips": 3, "held_out_subjects": 1, "unusable": 2, "size": (96, 80)}
 MODEL = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.input=delta",
-    "model.embedding_dim=32",
-    "model.head_hidden=64",
+    *DEMO_MODEL,
     "pretrain.enabled=false",
     "finetune.epochs=20",
     "finetune.batch_size=16",

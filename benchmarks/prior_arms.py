@@ -34,6 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from mer.testing.model_sizes import TINY  # noqa: E402
+
 ARMS = {
     "sharing": [
         ("per-fold", []),
@@ -44,11 +46,7 @@ ARMS = {
     "precision": [("fp32", ["pretrain.amp=false"]), ("bf16", ["pretrain.amp=true"])],
 }
 SMOKE = [
-    "keyframes.k=8",
-    "keyframes.size=32",
-    "model.width=0.125",
-    "model.embedding_dim=16",
-    "model.head_hidden=32",
+    *TINY,
     "pretrain.epochs=1",
     "pretrain.pairs_per_epoch=16",
     "pretrain.batch_size=4",

@@ -9,6 +9,7 @@ from tests_paths import REPO
 from mer import config, layout
 from mer.errors import ConfigError
 from mer.folds import FoldRun
+from mer.testing.model_sizes import DEMO_MODEL
 
 
 def test_demo_config_loads_and_overrides():
@@ -17,6 +18,14 @@ def test_demo_config_loads_and_overrides():
     assert cfg.root == "/tmp/x"
     # Synthetic data lives in one folder per generator setting.
     assert layout.data_root(cfg) == f"/tmp/x/data/synthetic/{layout.data_hash(cfg)}"
+
+
+def test_the_benchmarks_demo_model_is_configs_demo_yaml():
+    """mer.testing.model_sizes.DEMO_MODEL, the model the inference benchmarks build, changes
+    nothing on top of configs/demo.yaml."""
+    demo = str(REPO / "configs" / "demo.yaml")
+    assert config.load(demo, DEMO_MODEL) == config.load(demo)
+    assert config.load(demo, [*DEMO_MODEL, "model.head_hidden=32"]) != config.load(demo)
 
 
 @pytest.mark.parametrize(

@@ -5,4 +5,5 @@ fakes                key-frame tables without video; fault injection around trai
 local_cluster        a multi-node Ray cluster of local processes (with local_processes)
 fake_nodes           fake node resources for scheduling tests
 autoscaler_stand_in  the autoscaler's decisions replayed on a local cluster
+model_sizes          the tiny and the demo's model sizes as config overrides
 """
