@@ -33,33 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-
-def timed_epochs(fn) -> list[float]:
-    """Run fn() while recording the start of each epoch (data.shard calls)."""
-    from mer.train import data
-
-    marks, inner = [], data.shard
-
-    def shard(*args, **kwargs):
-        sync()
-        marks.append(time.perf_counter())
-        return inner(*args, **kwargs)
-
-    data.shard = shard
-    try:
-        fn()
-        sync()
-        marks.append(time.perf_counter())
-    finally:
-        data.shard = inner
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
-
-
-def sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from mer.testing.epoch_timing import sync, timed  # noqa: E402
 
 
 def settings(args, fast: bool) -> list[str]:
@@ -97,7 +71,7 @@ def measure(args, fast: bool, uri: str) -> dict:
     run = outer_runs(fold_specs(table))[0]
     w = local_worker()
     n_train = len(table.indices_of(run.train_subjects))
-    ft = timed_epochs(lambda: finetune.train_classifier(cfg, table, run, None, 3, w))
+    ft = timed(lambda: finetune.train_classifier(cfg, table, run, None, 3, w))[2]
     job = pretrain.PriorJob.own(run, 0, tempfile.mkdtemp())
     reports = []
     real_report, real_mark = pretrain._report_epoch, pretrain.checkpoints.mark_done
@@ -106,7 +80,7 @@ def measure(args, fast: bool, uri: str) -> dict:
     real_save = pretrain.checkpoints.save_state
     pretrain.checkpoints.save_state = lambda *a: None
     try:
-        pt = timed_epochs(lambda: pretrain.train_prior(cfg, table, job, w))
+        pt = timed(lambda: pretrain.train_prior(cfg, table, job, w))[2]
     finally:
         pretrain._report_epoch, pretrain.checkpoints.mark_done = real_report, real_mark
         pretrain.checkpoints.save_state = real_save
@@ -444,7 +418,7 @@ def megc_sized(args, deadline: float) -> dict:
     )
     job = pretrain.PriorJob.own(runs[0], 0, tempfile.mkdtemp())
     t0 = time.perf_counter()
-    ep = timed_epochs(
+    _, _, ep = timed(
         lambda: pretrain.train_prior(cfg, table, job, local_worker(), report=lambda *a: None)
     )
     prior_s = time.perf_counter() - t0
@@ -464,7 +438,7 @@ def megc_sized(args, deadline: float) -> dict:
         ):
             break
         t0 = time.perf_counter()
-        ep = timed_epochs(
+        _, _, ep = timed(
             lambda run=run: finetune.train_fold_run(cfg, table, run, None, 3, local_worker())
         )
         total = time.perf_counter() - t0

@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from mer.testing.epoch_timing import timed  # noqa: E402
 from mer.testing.model_sizes import TINY  # noqa: E402
 
 SMOKE = [
@@ -49,37 +50,6 @@ SMOKE = [
     "resources.gpus_per_worker=0",
     "resources.compile=false",
 ]
-
-
-def timed(fn) -> tuple[object, float, list[float]]:
-    """(fn(), seconds, per-epoch seconds): epochs marked by mer.train.data.shard's calls
-    (once per epoch), between CUDA synchronisations."""
-    from mer.train import data
-
-    marks, inner = [], data.shard
-
-    def shard(*args, **kwargs):
-        sync()
-        marks.append(time.perf_counter())
-        return inner(*args, **kwargs)
-
-    data.shard = shard
-    t0 = time.perf_counter()
-    try:
-        value = fn()
-        sync()
-    finally:
-        data.shard = inner
-    end = time.perf_counter()
-    marks.append(end)
-    return value, end - t0, [b - a for a, b in zip(marks, marks[1:], strict=False)]
-
-
-def sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def project(groups: list[dict], n_groups: int, n_folds: int, folds_per_run: int, start_s: float):
