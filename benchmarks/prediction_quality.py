@@ -42,6 +42,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from mer.testing.drawn_clips import drawn_face, write_video  # noqa: E402
 from mer.testing.model_sizes import DEMO_MODEL  # noqa: E402
 
 HELD_OUT_SEED = 101  # a synthetic generator seed no model or threshold here was made with
@@ -58,25 +59,8 @@ MODEL = [
 ]
 
 
-def _write(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        writer.write(f)
-    writer.release()
-
-
 def _face(side: int, t: int, n: int, mouth: float, tint: int) -> np.ndarray:
-    im = np.full((side, side, 3), 190 + tint, np.uint8)
-    c = side // 2
-    skin = (150 + tint, 170, 210 - tint)
-    cv2.ellipse(im, (c, c), (int(side * 0.35), int(side * 0.45)), 0, 0, 360, skin, -1)
-    for dx in (-1, 1):
-        cv2.circle(im, (c + dx * int(side * 0.13), int(side * 0.4)), side // 30, (40, 40, 40), -1)
-    open_ = mouth * np.exp(-(((t - n / 2) / (n / 8)) ** 2))
-    axes = (int(side * 0.14), max(1, int(side * 0.04 + open_)))
-    cv2.ellipse(im, (c, int(side * 0.68)), axes, 0, 0, 180, (60, 40, 120), 2)
-    return im
+    return drawn_face(side, t, n, mouth, background=190 + tint, skin=(150 + tint, 170, 210 - tint))
 
 
 def unusable_clips(folder: Path, n: int) -> None:
@@ -87,11 +71,11 @@ def unusable_clips(folder: Path, n: int) -> None:
         rng = np.random.default_rng(1000 + i)
         side, length, tint = int(rng.integers(120, 240)), int(rng.integers(40, 80)), i % 20
         noise = [rng.integers(0, 255, (side, side, 3), np.uint8) for _ in range(50)]
-        _write(folder / "noise" / f"{i}.mp4", noise)
-        _write(
+        write_video(folder / "noise" / f"{i}.mp4", noise)
+        write_video(
             folder / "still" / f"{i}.mp4", [_face(side, t, length, 0, tint) for t in range(length)]
         )
-        _write(
+        write_video(
             folder / "big" / f"{i}.mp4", [_face(side, t, length, 25, tint) for t in range(length)]
         )
         base = cv2.GaussianBlur(rng.integers(40, 220, (side, side, 3), np.uint8), (9, 9), 3)
@@ -101,7 +85,7 @@ def unusable_clips(folder: Path, n: int) -> None:
             x = int(side * (0.2 + 0.4 * np.sin(np.pi * t / length)))
             cv2.rectangle(f, (x, side // 3), (x + side // 5, side // 3 + side // 5), (255,) * 3, -1)
             moving.append(f)
-        _write(folder / "nonface" / f"{i}.mp4", moving)
+        write_video(folder / "nonface" / f"{i}.mp4", moving)
 
 
 def train_model(work: Path, size: dict, progress) -> str:

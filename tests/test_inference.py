@@ -35,6 +35,7 @@ from mer.serving.inference import (
 from mer.serving.model_folder import load_model, package
 from mer.serving.spot_recognise import spot_then_recognise
 from mer.spotting.run import run_spotting
+from mer.testing.drawn_clips import drawn_face, write_video
 
 # Inference and training-time evaluation run the same float32 operations on byte-identical
 # key frames; only the batch composition (and so, possibly, the kernels' blocking) may
@@ -160,15 +161,6 @@ def test_inference_reproduces_the_probabilities_the_fold_run_saved(fold_model, t
     assert np.ptp(want, axis=0).max() > 100 * TOLERANCE
 
 
-def _video(path, frames, fps=30):
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(f)
-    writer.release()
-
-
 def _moving_square(n, seed, size=(96, 80)):
     rng = np.random.default_rng(seed)
     base = rng.integers(60, 200, (size[0], size[1], 3), dtype=np.uint8)
@@ -187,14 +179,14 @@ def test_predict_job_on_clips_made_elsewhere(fold_model, ray_local, tmp_path):
     and each row's probabilities are the model's own forward pass on that clip."""
     clips = tmp_path / "clips"
     (clips / "cam1").mkdir(parents=True)
-    _video(clips / "cam1" / "a.mp4", _moving_square(24, 0))
-    _video(clips / "b.avi", _moving_square(18, 1))
+    write_video(clips / "cam1" / "a.mp4", _moving_square(24, 0))
+    write_video(clips / "b.avi", _moving_square(18, 1))
     (clips / "frames_c").mkdir()
     for i, f in enumerate(_moving_square(15, 2)):
         cv2.imwrite(str(clips / "frames_c" / f"img{i + 1}.png"), f)
     (clips / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     (clips / "empty.mp4").write_bytes(b"")
-    _video(clips / "one_frame.mp4", _moving_square(1, 3))
+    write_video(clips / "one_frame.mp4", _moving_square(1, 3))
     (clips / "single").mkdir()
     cv2.imwrite(str(clips / "single" / "img1.jpg"), _moving_square(1, 4)[0])
     (clips / "notes.txt").write_text("not a clip")
@@ -412,7 +404,7 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
     assert card["hashes"]["interpolator"] == layout.interpolator_hash(cfg)
     assert "interpolator.pt" in open(os.path.join(folder, "MODEL_CARD.md")).read()
 
-    _video(tmp_path / "c.mp4", _moving_square(5, 5))  # 5 frames, 8 key frames: in-betweens
+    write_video(tmp_path / "c.mp4", _moving_square(5, 5))  # 5 frames, 8 key frames: in-betweens
     clip = {"path": "c.mp4", "source": str(tmp_path / "c.mp4"), "onset": 0, "apex": 2, "offset": 4}
     kf = model_keyframe_settings(folder, card)
     assert kf.interpolator_uri == os.path.join(folder, "interpolator.pt")
@@ -436,20 +428,6 @@ def test_a_learned_interpolator_travels_with_the_model(tmp_path):
 # ---------------------------------------------------------------- how far to trust a prediction
 
 
-def _drawn_face(side, t, n, mouth):
-    """A drawn face (no texture) whose mouth opens by `mouth` px around mid-clip: the kind
-    of clip a new user makes by hand."""
-    im = np.full((side, side, 3), 200, np.uint8)
-    c = side // 2
-    cv2.ellipse(im, (c, c), (int(side * 0.35), int(side * 0.45)), 0, 0, 360, (150, 170, 210), -1)
-    for dx in (-1, 1):
-        cv2.circle(im, (c + dx * int(side * 0.13), int(side * 0.4)), side // 30, (40, 40, 40), -1)
-    open_ = mouth * np.exp(-(((t - n / 2) / (n / 8)) ** 2))
-    axes = (int(side * 0.14), max(1, int(side * 0.04 + open_)))
-    cv2.ellipse(im, (c, int(side * 0.68)), axes, 0, 0, 180, (60, 40, 120), 2)
-    return im
-
-
 UNUSABLE = ["noise.mp4", "still", "big.mp4"]
 
 
@@ -457,14 +435,16 @@ def _unusable_clips(folder):
     """Pure noise (no face), a still drawn face (PNG frames), a drawn face whose mouth opens
     by 20 px (far beyond a micro-expression)."""
     rng = np.random.default_rng(0)
-    _video(folder / "noise.mp4", [rng.integers(0, 255, (96, 80, 3), np.uint8) for _ in range(36)])
+    write_video(
+        folder / "noise.mp4", [rng.integers(0, 255, (96, 80, 3), np.uint8) for _ in range(36)]
+    )
     # Lossless frames: a still face compressed to MPEG-4 "moves" with the codec's noise,
     # which the no-movement flag does not always tell from a micro-expression (see
     # benchmarks/README.md, "Prediction quality").
     (folder / "still").mkdir()
     for t in range(36):
-        cv2.imwrite(str(folder / "still" / f"{t:03d}.png"), _drawn_face(96, t, 36, 0.0))
-    _video(folder / "big.mp4", [_drawn_face(96, t, 36, 20.0) for t in range(36)])
+        cv2.imwrite(str(folder / "still" / f"{t:03d}.png"), drawn_face(96, t, 36, 0.0))
+    write_video(folder / "big.mp4", [drawn_face(96, t, 36, 20.0) for t in range(36)])
 
 
 @pytest.fixture(scope="module")
