@@ -4,12 +4,10 @@ published layouts (local and S3), their bad-input rules, and the synthetic long 
 from __future__ import annotations
 
 import importlib
-import io
 from dataclasses import replace
 
 import cv2
 import numpy as np
-import openpyxl
 import pytest
 from tests_paths import REPO
 
@@ -17,6 +15,7 @@ from mer import storage
 from mer.datasets import load_long_videos
 from mer.datasets.long_videos import Interval
 from mer.datasets.synthetic.faces import draw_face
+from mer.datasets.synthetic.generator import workbook
 from mer.datasets.synthetic.long_videos import (
     Event,
     generate_long,
@@ -40,16 +39,8 @@ def frames(folder, numbers, name):
         (folder / name(n)).write_bytes(jpg.tobytes())
 
 
-def workbook(path, sheets):
-    book = openpyxl.Workbook()
-    for k, (title, rows) in enumerate(sheets):
-        sheet = book.active if k == 0 else book.create_sheet()
-        sheet.title = title
-        for row in rows:
-            sheet.append(row)
-    buf = io.BytesIO()
-    book.save(buf)
-    path.write_bytes(buf.getvalue())
+def write_workbook(path, sheets):
+    path.write_bytes(workbook(sheets))
 
 
 CASME_SQ_ROWS = [
@@ -72,7 +63,7 @@ def casme_sq_tree(root, rows=CASME_SQ_ROWS):
     frames(rawpic / "s15" / "15_0502funnyerrors", range(1, 31), lambda n: f"img{n}.jpg")
     frames(rawpic / "s16" / "16_0401pickingupwallet", range(1, 61), lambda n: f"img{n}.jpg")
     (rawpic / "s16" / "16_0102eatingworms").mkdir(parents=True)  # an empty folder
-    workbook(
+    write_workbook(
         root / "CAS(ME)^2code_final.xlsx",
         [
             ("CASFEcode_final", rows),
@@ -101,7 +92,7 @@ def samm_lv_tree(root, rows=SAMM_ROWS, header=SAMM_HEADER, length=120):
     frames(videos / "007_2", range(1, length + 1), lambda n: f"007_2_{n:05d}.jpg")
     frames(videos / "009_1", range(1, 21), lambda n: f"009_1_{n:05d}.jpg")  # no expression
     preamble = [["SAMM Long Videos (test fixture)"]] + [[None]] * 8
-    workbook(root / "SAMM_LongVideos_V1_Release.xlsx", [("FACS", [*preamble, header, *rows])])
+    write_workbook(root / "SAMM_LongVideos_V1_Release.xlsx", [("FACS", [*preamble, header, *rows])])
     return root
 
 
@@ -169,7 +160,7 @@ def test_casme_sq_sheet_with_a_header_and_no_naming_sheets_still_loads(tmp_path)
         [16, "0401_1", 20, 30, 45, "4", "negative", "macro-expression", "anger"],
         [16, "disgust1_1", 3, 6, 9, "4", "negative", "micro-expression", "disgust"],
     ]
-    workbook(tmp_path / "CAS(ME)^2code_final.xlsx", [("Sheet1", [header, *rows])])
+    write_workbook(tmp_path / "CAS(ME)^2code_final.xlsx", [("Sheet1", [header, *rows])])
     found = load_long_videos("casme_sq", str(tmp_path))
     assert found.intervals == [
         Interval("15_0101disgustingteeth", 5, 12, "micro", "negative"),
