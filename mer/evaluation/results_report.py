@@ -169,7 +169,7 @@ def plot_images(exp: Experiment) -> dict[str, bytes]:
     ax.set_xlabel("pooled UF1, mean over seeds, 95 % subject bootstrap (loso-search)")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("UF1 per configuration")
-    out["uf1_intervals.png"] = _png(fig)
+    out["uf1_intervals.png"] = figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(complete) + 1.8))
     for i, (_, r) in enumerate(complete.iloc[::-1].iterrows()):
@@ -181,7 +181,7 @@ def plot_images(exp: Experiment) -> dict[str, bytes]:
     )
     ax.set_xlabel("pooled UF1 at each seed")
     ax.set_title("spread over seeds")
-    out["uf1_per_seed.png"] = _png(fig)
+    out["uf1_per_seed.png"] = figure_png(fig)
 
     top = top_config(exp)
     if top:
@@ -199,7 +199,7 @@ def plot_images(exp: Experiment) -> dict[str, bytes]:
         ax.set_ylabel("true")
         # Two short lines: the settings can be long, and a title wider than the axes is cut.
         ax.set_title(f"top configuration, all seeds (loso-search)\n{label(exp, top)}", fontsize=8)
-        out["confusion_top.png"] = _png(fig)
+        out["confusion_top.png"] = figure_png(fig)
     for param in exp.meta.get("space") or ("gamma", "freeze"):
         if param not in methods or not _varies(methods[param]):
             continue  # one value: nothing to draw UF1 against
@@ -211,7 +211,7 @@ def plot_images(exp: Experiment) -> dict[str, bytes]:
         ax.set_ylabel("pooled UF1 (loso-search)")
         ax.set_title(f"UF1 against {param}")
         ax.legend(fontsize=7)
-        out[f"uf1_vs_{param}.png"] = _png(fig)
+        out[f"uf1_vs_{param}.png"] = figure_png(fig)
     return out
 
 
@@ -221,12 +221,13 @@ def _varies(values: pd.Series) -> bool:
     return bool(v.notna().all() and v.nunique() > 1)
 
 
-def _png(fig) -> bytes:
+def figure_png(fig, dpi: int = 120) -> bytes:
+    """A matplotlib figure, laid out tight, as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
 

@@ -9,10 +9,8 @@ not complete says so instead of a verdict.
 
 from __future__ import annotations
 
-import io
-
 from mer.evaluation import html_page as h
-from mer.evaluation.results_report import private_matplotlib_cache
+from mer.evaluation.results_report import figure_png, private_matplotlib_cache
 
 
 def _fmt(score: dict | None) -> str:
@@ -308,11 +306,7 @@ def plot(table: dict) -> bytes:
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("pooled LOSO UF1, mean over seeds, 95 % subject-bootstrap interval (BCa)")
     ax.set_title(f"study {table['study']}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 DIFF_KEYS = ("difference", "ci_low", "ci_high", "p_value")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from mer.evaluation.results_report import private_matplotlib_cache
+from mer.evaluation.results_report import figure_png, private_matplotlib_cache
 
 BINS = 10
 RESAMPLES = 1000
@@ -161,8 +161,6 @@ def from_experiment(exp, config_id: str) -> dict:
 
 def diagram(cal: dict) -> bytes:
     """The reliability diagram (PNG) before and after calibration."""
-    import io
-
     private_matplotlib_cache()
     import matplotlib
 
@@ -190,8 +188,4 @@ def diagram(cal: dict) -> bytes:
     axes[0].set_ylabel("accuracy (clips per bin at the bottom)")
     axes[0].legend(loc="upper left", fontsize=7)
     fig.suptitle(f"Out-of-fold predictions: {cal['clips']} ({cal['subjects']} subjects)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=100)
