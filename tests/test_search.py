@@ -20,7 +20,8 @@ from tests_paths import REPO, TINY, run_job, wait_until
 from mer import config, layout, storage
 from mer.evaluation import baselines, results
 from mer.evaluation.stage import run_search_stage
-from mer.keyframes.table import ClipTable, outer_runs, select_folds
+from mer.keyframes.table import outer_runs, select_folds
+from mer.testing.fakes import toy_table
 
 SEARCH = [
     "data.dataset=synthetic",
@@ -310,20 +311,7 @@ def test_flow_cnn_baseline_on_ray_train_stores_the_driver_s_predictions_and_reus
     """flow-cnn trained on Ray Train (as the search stage runs it) stores, per seed and fold
     run, the predictions and settings key that training in the driver gives; a rerun finds
     them and starts no trainer."""
-    rng = np.random.default_rng(0)
-    n = 18
-    clips = pd.DataFrame(
-        {
-            "dataset": "synthetic",
-            "subject": [f"s{i // 6}" for i in range(n)],
-            "clip": [f"c{i}" for i in range(n)],
-            "label": np.arange(n) % 3,
-            "apex": 2.0,
-            "keyframe_indices": [np.arange(4, dtype=float) for _ in range(n)],
-        }
-    )
-    frames = rng.integers(0, 255, (n, 4, 16, 16, 3), dtype=np.uint8)
-    table = ClipTable(meta={"hash": "toy"}, clips=clips, frames=frames)
+    table = toy_table(subjects=3)  # 6 clips each
     runs = outer_runs(select_folds(table, None))[:2]
     driver, on_ray = str(tmp_path / "driver"), str(tmp_path / "ray")
     baselines.run_baselines(driver, table, runs, [0, 1], 3, names=("flow-cnn",))

@@ -16,7 +16,8 @@ from mer.evaluation import baselines, difficulty, field_baselines
 from mer.keyframes.align import reduce_gray
 from mer.keyframes.construction import build_keyframes
 from mer.keyframes.motion import measure_motion
-from mer.keyframes.table import ClipTable, load_table, outer_runs, select_folds
+from mer.keyframes.table import load_table, outer_runs, select_folds
+from mer.testing.fakes import toy_table
 
 # ------------------------------------------------------------------------------- presets
 
@@ -171,25 +172,8 @@ def test_lbp_top_tells_a_moving_block_from_a_still_one():
 # --------------------------------------------------------------------- keyed predictions
 
 
-def _toy_table(n_subjects=4, per=6, k=4, size=16) -> ClipTable:
-    rng = np.random.default_rng(0)
-    n = n_subjects * per
-    clips = pd.DataFrame(
-        {
-            "dataset": "synthetic",
-            "subject": [f"s{i // per}" for i in range(n)],
-            "clip": [f"c{i}" for i in range(n)],
-            "label": np.arange(n) % 3,
-            "apex": 2.0,
-            "keyframe_indices": [np.arange(k, dtype=float) for _ in range(n)],
-        }
-    )
-    frames = rng.integers(0, 255, (n, k, size, size, 3), dtype=np.uint8)
-    return ClipTable(meta={"hash": "toy"}, clips=clips, frames=frames)
-
-
 def test_baseline_predictions_are_recomputed_when_a_setting_changes(tmp_path, monkeypatch):
-    table = _toy_table()
+    table = toy_table()
     runs = outer_runs(select_folds(table, None))
     exp = str(tmp_path / "exp")
     baselines.run_baselines(exp, table, runs, [0, 1], 3, names=("linear",))
@@ -211,7 +195,7 @@ def test_baseline_predictions_are_recomputed_when_a_setting_changes(tmp_path, mo
 
 def test_baseline_predictions_of_unknown_settings_are_not_returned(tmp_path):
     """Predictions stored before baselines were keyed (no _settings.json) are remade."""
-    table = _toy_table()
+    table = toy_table()
     runs = outer_runs(select_folds(table, None))
     exp = str(tmp_path / "exp")
     out = layout.baseline_dir(exp, "majority")
@@ -223,7 +207,7 @@ def test_baseline_predictions_of_unknown_settings_are_not_returned(tmp_path):
 
 
 def test_flow_cnn_trains_per_seed_and_lbp_top_predicts(tmp_path):
-    table = _toy_table(n_subjects=3, per=6, k=4, size=16)
+    table = toy_table(subjects=3)
     runs = outer_runs(select_folds(table, None))[:1]
     exp = str(tmp_path / "exp")
     baselines.run_baselines(exp, table, runs, [0, 1], 3, names=("lbp-top", "flow-cnn"))

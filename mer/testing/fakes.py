@@ -13,9 +13,31 @@ import hashlib
 import os
 import time
 
+import numpy as np
+import pandas as pd
+
 from mer import storage
-from mer.keyframes.table import records_to_table
+from mer.keyframes.table import ClipTable, records_to_table
 from mer.train import pretrain
+
+
+def toy_table(subjects: int = 4, per: int = 6, k: int = 4, size: int = 16) -> ClipTable:
+    """An in-memory key-frame table of random frames (seeded): `per` clips of each of
+    `subjects` subjects (s0, s1, ...), labels 0, 1, 2 in turn, k key frames at 0..k-1."""
+    rng = np.random.default_rng(0)
+    n = subjects * per
+    clips = pd.DataFrame(
+        {
+            "dataset": "synthetic",
+            "subject": [f"s{i // per}" for i in range(n)],
+            "clip": [f"c{i}" for i in range(n)],
+            "label": np.arange(n) % 3,
+            "apex": 2.0,
+            "keyframe_indices": [np.arange(k, dtype=float) for _ in range(n)],
+        }
+    )
+    frames = rng.integers(0, 255, (n, k, size, size, 3), dtype=np.uint8)
+    return ClipTable(meta={"hash": "toy"}, clips=clips, frames=frames)
 
 
 def write_random_keyframes(
@@ -38,8 +60,6 @@ def write_random_keyframes(
     `part_size` clips per Parquet part (0: one part). Seeded: the same arguments give the
     same table.
     """
-    import numpy as np
-
     n = subjects * clips if per_subject else clips
     rng = np.random.default_rng(0)
     records = []
