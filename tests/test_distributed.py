@@ -162,6 +162,21 @@ def entrypoint(job: str, root: str, *overrides: str, extra: tuple[str, ...] = ()
     return cmd
 
 
+def replace_node_and_finish(
+    cluster, job, lost: str, new: str, cpus: int, resources: dict, what: str
+):
+    """A spot interruption: `lost` killed with everything on it, `new` of the same type joins
+    (as the autoscaler would start one); the job must still succeed."""
+    killed_at = time.time()
+    cluster.kill_node(lost)
+    cluster.add_node(new, cpus=cpus, resources=resources)
+    print(f"\nkilled {lost} {what}; {new} joined")
+    rc = job.wait(JOB_DEADLINE_S)
+    print(f"job finished {time.time() - killed_at:.0f} s after the kill")
+    assert rc == 0, job.text()[-8000:]
+    assert cluster.job_status(job.id) == "SUCCEEDED"
+
+
 def test_decode_node_lost_during_the_keyframe_stage(cluster):
     from mer import storage
 
@@ -185,15 +200,15 @@ def test_decode_node_lost_during_the_keyframe_stage(cluster):
     started = wait_until(lambda: len(markers()) >= 2 or job.proc.poll() is not None, 300, 0.3)
     done_before = len(markers())
     assert started and done_before < clips, job.text()[-5000:]
-    killed_at = time.time()
-    cluster.kill_node("decode-1")
-    cluster.add_node("decode-3", cpus=1, resources={DECODE: 1})
-    print(f"\nkilled decode-1 with {done_before}/{clips} chunks written; decode-3 joined")
-
-    rc = job.wait(JOB_DEADLINE_S)
-    print(f"job finished {time.time() - killed_at:.0f} s after the kill")
-    assert rc == 0, job.text()[-8000:]
-    assert cluster.job_status(job.id) == "SUCCEEDED"
+    replace_node_and_finish(
+        cluster,
+        job,
+        "decode-1",
+        "decode-3",
+        1,
+        {DECODE: 1},
+        f"with {done_before}/{clips} chunks written",
+    )
 
     # Every clip exactly once: over every part in the folder, and as the table lists them.
     (meta_key,) = [k for k in s3_keys(f"{run}/keyframes/") if k.endswith("/_meta.json")]
@@ -267,15 +282,15 @@ def test_accelerator_node_lost_during_training(cluster):
     started = wait_until(lambda: committed() >= 1 or job.proc.poll() is not None, 400, 0.5)
     seen = committed()
     assert started and job.proc.poll() is None and seen < epochs, job.text()[-5000:]
-    killed_at = time.time()
-    cluster.kill_node("accel-1")
-    cluster.add_node("accel-2", cpus=3, resources={ACCELERATOR: 1})
-    print(f"\nkilled accel-1 (training worker pid {killed_pid}) after {seen} epoch checkpoint(s)")
-
-    rc = job.wait(JOB_DEADLINE_S)
-    print(f"job finished {time.time() - killed_at:.0f} s after the kill")
-    assert rc == 0, job.text()[-8000:]
-    assert cluster.job_status(job.id) == "SUCCEEDED"
+    replace_node_and_finish(
+        cluster,
+        job,
+        "accel-1",
+        "accel-2",
+        3,
+        {ACCELERATOR: 1},
+        f"(training worker pid {killed_pid}) after {seen} epoch checkpoint(s)",
+    )
 
     (done_key,) = [k for k in s3_keys(f"{run}/pretrain/") if k.endswith("/_done.json")]
     history = json.loads(storage.read_bytes(f"s3://mer-test/{done_key}"))["history"]
