@@ -244,6 +244,19 @@ def test_a_key_frame_actor_runs_blas_on_one_thread():
         outer.restore_original_limits()
 
 
+def test_key_frame_actors_queue_a_second_chunk_only_when_every_actor_has_several():
+    from mer.actor_pools import fixed_pool, items_in_flight
+
+    # configs/tiny.yaml on two decode nodes: two chunks, one each, whichever actor is up first.
+    assert items_in_flight(actors=2, items=2) == 1
+    assert items_in_flight(actors=2, items=7) == 1
+    # The 256-clip benchmark (32 chunks of 8): the next chunk waits on its actor.
+    assert items_in_flight(actors=2, items=32) == 2
+    assert items_in_flight(actors=32, items=55) == 1  # megc2019's 442 clips on 32 actors
+    pool = fixed_pool(2, 32)
+    assert (pool.min_size, pool.max_size, pool.max_tasks_in_flight_per_actor) == (2, 2, 2)
+
+
 def test_killed_run_resumes_and_writes_every_clip_once(ray_local, video_data, tmp_path):
     cfg = cfg_for(tmp_path, video_data)
     manifest = load_manifest("synthetic", video_data)

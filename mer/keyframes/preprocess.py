@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mer import layout, provenance, storage
+from mer.actor_pools import fixed_pool
 from mer.config import KeyframeConfig, PipelineConfig
 from mer.datasets import load_manifest
 from mer.errors import InputError
@@ -195,10 +196,8 @@ def _run_chunks(
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
     # A fixed pool of `concurrency` actors: with a task pool, Ray Data 2.60's concurrency cap
     # left 0.15-0.35 s idle between a worker's tasks (a quarter of the time at 2 CPUs here);
-    # actors also import OpenCV and the decoders once. One chunk in flight per actor: actors
-    # come up one by one (on a cluster, on nodes that start one by one), and with Ray Data's
-    # default of several in flight the first one up took both chunks of configs/tiny.yaml
-    # while the second, on another node, got none. Each actor holds one CPU and the
+    # actors also import OpenCV and the decoders once. How many chunks each may hold at
+    # once: mer.actor_pools.items_in_flight. Each actor holds one CPU and the
     # resources of `keyframes.resources`: on a cluster, one only the CPU worker type
     # advertises (cluster.yaml: decode), so that no GPU node decodes.
     # The settings go to each actor once, not with every chunk: Ray Data would store them
@@ -210,9 +209,7 @@ def _run_chunks(
         # A GPU share only where the learned interpolator renders (keyframes.gpus).
         num_gpus=kf.gpus if kf.interpolation == "adaconv" else 0,
         resources=dict(keyframes.resources),
-        compute=ray.data.ActorPoolStrategy(
-            size=keyframes.concurrency, max_tasks_in_flight_per_actor=1
-        ),
+        compute=fixed_pool(keyframes.concurrency, len(todo)),
     )
     written = rejected = 0
     results = []

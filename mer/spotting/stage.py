@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mer import storage
+from mer.actor_pools import fixed_pool
 from mer.datasets.long_videos import LongVideo
 from mer.errors import DecodeError, InputError
 from mer.progress import Counter, emit
@@ -172,13 +173,10 @@ def compute_features(
         if not ray.is_initialized():
             ray.init()
         ray.data.DataContext.get_current().enable_progress_bars = False
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64 * concurrency))
-        # As the key-frame stage: a fixed pool, one window in flight per actor.
-        ds = ds.map(
-            _WindowWorker,
-            num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
-        )
+        blocks = min(len(items), 64 * concurrency)
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        # As the key-frame stage: a fixed pool (mer.actor_pools), a block per task.
+        ds = ds.map(_WindowWorker, num_cpus=1, compute=fixed_pool(concurrency, blocks))
         for res in ds.iter_rows():
             results.append(res)
             counter.add(1, "windows")
