@@ -199,6 +199,22 @@ def test_registered_verdicts_come_from_holm_over_each_family(tmp_path):
     assert f"effective subjects {kish:.1f}" in md
 
 
+@pytest.mark.parametrize(
+    "settings, needle",
+    [
+        ({"long-clip": {"keyframes.k": 32}}, r"presets \['long-clip'\] that are not in"),
+        ({"demo": 32}, "maps a preset to its settings"),
+        ({"demo": {"search.seeds": [5]}}, "preset_settings of demo: cannot set 'search.seeds'"),
+        ({"demo": {"keyframes.nope": 1}}, "nope"),
+    ],
+)
+def test_bad_preset_settings_are_one_sentence_naming_them(tmp_path, settings, needle):
+    doc = copy.deepcopy(REG)
+    doc["study"]["preset_settings"] = settings
+    with pytest.raises(ConfigError, match=needle):
+        study.load_study(write_config(tmp_path, doc))
+
+
 def test_a_variant_added_after_registration_is_refused_unless_exploratory(tmp_path):
     cfg, s = study.load_study(write_config(tmp_path, REG))
     study_registration.register(cfg, s)
@@ -238,6 +254,14 @@ def test_a_variant_added_after_registration_is_refused_unless_exploratory(tmp_pa
     cfg5, s5 = study.load_study(write_config(tmp_path, REG), ["finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="differs from its registration.*finetune"):
         study_run.run_study(cfg5, s5, run_experiment=UNUSED, progress=lambda m: None)
+    # Nor what a preset sets for every variant run on it.
+    doc = copy.deepcopy(REG)
+    doc["study"]["preset_settings"] = {"demo": {"keyframes.k": 4}}
+    cfg6, s6 = study.load_study(write_config(tmp_path, doc))
+    assert study.variant_config(cfg6, s6, s6.variants[0], "demo").keyframes.k == 4
+    assert study.variant_config(cfg6, s6, s6.variants[0], "simple").keyframes.k == cfg6.keyframes.k
+    with pytest.raises(ConfigError, match="differs from its registration.*preset_settings"):
+        study_run.run_study(cfg6, s6, run_experiment=UNUSED, progress=lambda m: None)
 
 
 def test_a_study_of_rows_made_by_two_code_versions_is_refused_unless_allowed(tmp_path):
@@ -283,7 +307,15 @@ def test_the_registered_study_config_declares_a_claim_per_mechanism_preset():
     # It loads as jobs/study.py loads it, and every variant resolves on every preset it runs on.
     cfg, loaded = study.load_study(str(REPO / "configs" / "study-registered.yaml"))
     assert loaded == s
+    ks = {}
     for v in loaded.variants:
         for preset in study.run_presets(loaded, v):
             vcfg = study.variant_config(cfg, loaded, v, preset)
             assert vcfg.data.synthetic["preset"] == preset, (v.name, preset)
+            ks[(v.name, preset)] = vcfg.keyframes.k
+    # long-clip, the interpolation condition, at K = 32 for every variant run on it (at K = 8
+    # no key-frame position falls between frames); elsewhere the base K; one-difference is
+    # the onset and apex frames wherever it runs.
+    assert {ks[(v, "long-clip")] for v in ("full", "uniform", "onset-apex")} == {32}
+    assert ks[("full", "balanced")] == ks[("uniform", "balanced")] == cfg.keyframes.k == 8
+    assert {k for (v, _), k in ks.items() if v == "one-difference"} == {2}

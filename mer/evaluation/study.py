@@ -96,6 +96,9 @@ class Study:
     selection: str = ""  # how the full method's settings were chosen (never these folds)
     presets: list[str] = field(default_factory=list)  # [] : the base config's data alone
     comparisons: list[Comparison] = field(default_factory=list)
+    # {preset: {"section.key": value}}: what a preset needs of every variant run on it
+    # (long-clip's key frames at K = 32), before the variant's own overrides.
+    preset_settings: dict = field(default_factory=dict)
 
 
 def load_study(path: str, overrides: list[str] | None = None) -> tuple[PipelineConfig, Study]:
@@ -119,7 +122,7 @@ def load_study(path: str, overrides: list[str] | None = None) -> tuple[PipelineC
 
 
 def parse_study(spec: dict, source: str = "study") -> Study:
-    known = {"name", "selection", "variants", "presets", "comparisons"}
+    known = {"name", "selection", "variants", "presets", "preset_settings", "comparisons"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} in 'study'; known: {sorted(known)}")
@@ -171,12 +174,27 @@ def parse_study(spec: dict, source: str = "study") -> Study:
         parse_comparison(c, i, variants, presets, source)
         for i, c in enumerate(spec.get("comparisons") or [])
     ]
+    preset_settings = spec.get("preset_settings") or {}
+    if not isinstance(preset_settings, dict) or not all(
+        isinstance(v, dict) for v in preset_settings.values()
+    ):
+        raise ConfigError(
+            f"{source}: study.preset_settings maps a preset to its settings "
+            "({long-clip: {keyframes.k: 32}})"
+        )
+    wrong = sorted(set(map(str, preset_settings)) - set(presets))
+    if wrong:
+        raise ConfigError(
+            f"{source}: study.preset_settings names presets {wrong} that are not in "
+            f"study.presets {presets}"
+        )
     return Study(
         name=name,
         variants=variants,
         selection=str(spec.get("selection", "")),
         presets=presets,
         comparisons=comparisons,
+        preset_settings={str(p): dict(v) for p, v in preset_settings.items()},
     )
 
 
@@ -243,9 +261,9 @@ def run_presets(study: Study, v: Variant) -> list[str | None]:
 def variant_config(
     base: PipelineConfig, study: Study, v: Variant, preset: str | None = None
 ) -> PipelineConfig:
-    """The base config with the variant's overrides (on `preset`'s data where the study has
-    presets), under its own experiment name, with a search space that fixes its finetune
-    settings (or sweeps `v.space`)."""
+    """The base config on `preset`'s data where the study has presets, with that preset's
+    `preset_settings`, then the variant's overrides, under its own experiment name, with a
+    search space that fixes its finetune settings (or sweeps `v.space`)."""
     if preset is None and study.presets:
         preset = study.presets[0]
     d = copy.deepcopy(base.to_dict())
@@ -253,19 +271,8 @@ def variant_config(
         if d["data"]["dataset"] != "synthetic":
             raise ConfigError("study.presets need data.dataset=synthetic")
         d["data"]["synthetic"] = {**(d["data"].get("synthetic") or {}), "preset": preset}
-    for key, value in v.overrides.items():
-        section, _, name = key.partition(".")
-        if section == "search" or not name:
-            raise ConfigError(
-                f"study variant {v.name}: cannot set {key!r} (a variant takes section.key "
-                "settings outside `search`; every variant shares the base's folds and seeds)"
-            )
-        node = d
-        for part in key.split(".")[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"study variant {v.name}: {key!r} names no config setting")
-            node = node[part]
-        node[key.split(".")[-1]] = copy.deepcopy(value)
+        _set(d, study.preset_settings.get(preset, {}), f"study.preset_settings of {preset}")
+    _set(d, v.overrides, f"study variant {v.name}")
     ft = d["finetune"]
     space = {k: [ft[k]] for k in FIXED}
     if ft.get("alpha") is not None:
@@ -279,6 +286,23 @@ def variant_config(
         return config_mod.from_dict(d, source=f"study variant {v.name}").validate()
     except ConfigError as e:
         raise ConfigError(f"study variant {v.name}: {e}") from None
+
+
+def _set(d: dict, overrides: dict, who: str) -> None:
+    """`overrides` ({"section.key": value}) set in the config dict `d`."""
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section == "search" or not name:
+            raise ConfigError(
+                f"{who}: cannot set {key!r} (a study takes section.key settings outside "
+                "`search`; every variant shares the base's folds and seeds)"
+            )
+        node = d
+        for part in key.split(".")[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{who}: {key!r} names no config setting")
+            node = node[part]
+        node[key.split(".")[-1]] = copy.deepcopy(value)
 
 
 def experiment_name(study: Study, v: Variant, preset: str | None = None) -> str:

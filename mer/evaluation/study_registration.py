@@ -2,8 +2,8 @@
 
 `register` writes registration.json under the study's folder (its content, hash, date and
 code version) once; `check_registration` compares the study as configured now with it and
-refuses a change to the base config, seeds, presets, or a registered variant or comparison,
-and an addition not marked `exploratory` (docs/study.md has the rules).
+refuses a change to the base config, seeds, presets (or their settings), or a registered
+variant or comparison, and an addition not marked `exploratory` (docs/study.md has the rules).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from mer.evaluation.study import Study, run_presets, study_uri
 
 def registration_content(cfg: PipelineConfig, study: Study) -> dict:
     """What a registration fixes: the base config (less where outputs go and settings that
-    only change speed), the seeds, the presets, every variant and every comparison."""
+    only change speed), the seeds, the presets and their settings, every variant and every
+    comparison."""
     base = cfg.to_dict()
     base.pop("root", None)
     for key in layout.KEYFRAMES_EXECUTION:
         base.get("keyframes", {}).pop(key, None)
     base.get("search", {}).pop("experiment", None)
-    return {
+    content = {
         "study": study.name,
         "selection": study.selection,
         "presets": list(study.presets),
@@ -45,6 +46,9 @@ def registration_content(cfg: PipelineConfig, study: Study) -> dict:
         "comparisons": [dataclasses.asdict(c) for c in study.comparisons],
         "base": base,
     }
+    if study.preset_settings:  # absent when none: a study registered before they existed
+        content["preset_settings"] = study.preset_settings
+    return content
 
 
 def registration_uri(cfg: PipelineConfig, study: Study) -> str:
@@ -92,9 +96,9 @@ def check_registration(cfg: PipelineConfig, study: Study) -> dict | None:
     """The study's registration, checked against the config now: None for a study that was
     never registered and declares no comparisons (an unregistered study, every output says
     so). Refused (one sentence): a study with comparisons that is not registered; a change
-    to the registered base config, seeds, presets, variants or comparisons; a variant or
-    comparison added after registration without `exploratory: true`. A registered variant
-    may be marked exploratory later, never the other way."""
+    to the registered base config, seeds, presets (or their settings), variants or
+    comparisons; a variant or comparison added after registration without `exploratory:
+    true`. A registered variant may be marked exploratory later, never the other way."""
     uri = registration_uri(cfg, study)
     if not storage.exists(uri):
         if study.comparisons:
@@ -108,7 +112,7 @@ def check_registration(cfg: PipelineConfig, study: Study) -> dict | None:
     if layout.digest(new) == reg["hash"]:
         return reg
     what = f"study {study.name!r} differs from its registration of {reg['registered']}"
-    fixed = ("selection", "presets", "seeds", "base")
+    fixed = ("selection", "presets", "preset_settings", "seeds", "base")
     changed = [k for k in fixed if old.get(k) != new.get(k)]
     if changed:
         change = layout.describe_change(
