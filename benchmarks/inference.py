@@ -7,7 +7,7 @@ One synthetic dataset (mer.datasets.synthetic.generator.generate, `video` layout
 340x280, 16 subjects x 16 clips = 256 clips, seed 0), predicted whole-clip (interval = the
 whole file, apex spotted: what `jobs/predict.py --input DIR` does). The model is the
 demo's (configs/demo.yaml: K=8, S=32, C3D width 0.125, delta input) with random weights,
-packaged as a model folder (mer.serving.model_folder.package); throughput does not depend on the
+packaged as a model folder (mer.serving.packaging.package); throughput does not depend on the
 weights' values. Ray is started here with num_cpus=2 (this machine's cores). Measured:
 - key frames alone: the pipeline's key-frame stage by itself (the same KeyFrames actors,
   two of them with one CPU each: all the CPUs), its output consumed and dropped;
@@ -52,7 +52,8 @@ def model_folder(work: Path, overrides: list[str]) -> str:
 
     from mer import config
     from mer.serving.export import final_run
-    from mer.serving.model_folder import WEIGHTS, package
+    from mer.serving.model_folder import WEIGHTS
+    from mer.serving.packaging import package
     from mer.testing.fakes import write_random_keyframes
     from mer.train.checkpoints import save_state
     from mer.train.models import build_classifier

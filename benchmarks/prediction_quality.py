@@ -7,7 +7,7 @@ many normal clips they wrongly flag.
 The model: configs/demo.yaml's (synthetic "simple" preset, 8 subjects x 6 clips, generator
 seed 0, 340x280 videos; K=8, S=32, C3D width 0.125, delta input, no prior learning to keep
 it short), trained on every subject (mer.serving.export.train_weights on the final run) and
-packaged (mer.serving.model_folder.package: thresholds and reference embeddings from those training
+packaged (mer.serving.packaging.package: thresholds and reference embeddings from those training
 clips; no calibration, which needs a search). Clips predicted (mer.serving.inference.predict_clips,
 whole clips, apex spotted, as `jobs/predict.py --input DIR`):
   normal     the same generator and settings at seed HELD_OUT_SEED, never used in training,
@@ -94,7 +94,7 @@ def train_model(work: Path, size: dict, progress) -> str:
     from mer.keyframes.preprocess import build_keyframes_dataset
     from mer.keyframes.table import load_table
     from mer.serving.export import final_run, train_weights
-    from mer.serving.model_folder import package
+    from mer.serving.packaging import package
 
     data = work / "train-data"
     generate(

@@ -22,7 +22,8 @@ from mer.evaluation import results, search
 from mer.evaluation.baselines import run_baselines
 from mer.keyframes.table import load_table, select_folds
 from mer.serving.export import choose_config, export_model, final_run
-from mer.serving.model_folder import PORTABLE_TOLERANCE, load_model
+from mer.serving.model_folder import load_model
+from mer.serving.packaging import PORTABLE_TOLERANCE
 from mer.train.checkpoints import load_state
 from mer.train.models import build_classifier
 from mer.train.step import predict

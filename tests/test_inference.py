@@ -32,7 +32,8 @@ from mer.serving.inference import (
     read_clip_list,
     read_output,
 )
-from mer.serving.model_folder import load_model, package
+from mer.serving.model_folder import load_model
+from mer.serving.packaging import package
 from mer.serving.spot_recognise import spot_then_recognise
 from mer.spotting.run import run_spotting
 from mer.testing.drawn_clips import drawn_face, write_video
@@ -316,6 +317,18 @@ def test_model_clips_list_and_output_on_s3(fold_model, s3_endpoint):
     held = fold_model["held_out"].set_index("clip").loc[clips["clip"]]
     got = preds[["prob_negative", "prob_positive", "prob_surprise"]].to_numpy()
     assert np.abs(got - np.stack(held["probs"].to_numpy())).max() <= TOLERANCE
+
+
+def test_a_predictor_actor_imports_the_model_reader_alone():
+    # A Predictor actor imports its class's module: torch and the model folder's reader, not
+    # the writer's scipy, matplotlib or evaluation package (about a second of its start-up).
+    code = (
+        "import sys; from mer.serving.predictor import Predictor; "
+        "heavy = [m for m in ('scipy', 'matplotlib', 'mer.evaluation', 'mer.serving.packaging', "
+        "'mer.serving.inference') if m in sys.modules]; sys.exit(str(heavy) if heavy else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-500:]
 
 
 def test_a_keyframe_actor_does_not_import_torch():

@@ -1,6 +1,6 @@
 """Calibrated probabilities: temperature scaling fitted on a search's out-of-fold
 predictions, its expected calibration error (ECE) before and after with intervals over
-subjects, and the reliability diagram.
+subjects (the reliability diagram of a model folder: mer.serving.packaging).
 
 The out-of-fold predictions are the `outer` predictions of the chosen configuration at every
 seed (each clip predicted by a fold model that never saw its subject: mer.evaluation.search). Logits
@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
-
-from mer.evaluation.results_report import figure_png, private_matplotlib_cache
 
 BINS = 10
 RESAMPLES = 1000
 SEED = 0
-DIAGRAM = "reliability.png"
 LOG_T_BOUNDS = (-3.0, 3.0)  # temperatures searched in [0.05, 20]
 
 
@@ -45,6 +41,10 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising the negative log-likelihood of `labels`."""
+    # scipy here, not at the top: predictor actors import this module for `scale`, and
+    # scipy.optimize was a third of their start-up beyond torch (export fits, nothing else).
+    from scipy.optimize import minimize_scalar
+
     res = minimize_scalar(
         lambda lt: nll(logits, labels, float(np.exp(lt))),
         bounds=LOG_T_BOUNDS,
@@ -157,35 +157,3 @@ def from_experiment(exp, config_id: str) -> dict:
     if oof["label"].nunique() < 2 or len(oof) < 2:
         return {"temperature": None, "status": "too few out-of-fold predictions", **source}
     return {**calibrate(oof), **source}
-
-
-def diagram(cal: dict) -> bytes:
-    """The reliability diagram (PNG) before and after calibration."""
-    private_matplotlib_cache()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
-    for ax, key, title in (
-        (axes[0], "before", "before"),
-        (axes[1], "after", f"after (T = {cal['temperature']:.2f})"),
-    ):
-        bins = cal["reliability"][key]
-        e = cal["ece"][key]
-        centres = [(b["low"] + b["high"]) / 2 for b in bins]
-        acc = [b["accuracy"] or 0.0 for b in bins]
-        ax.bar(centres, acc, width=1 / len(bins), edgecolor="black", alpha=0.7, label="accuracy")
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        for b, c in zip(bins, centres, strict=True):
-            if b["clips"]:
-                ax.text(c, 0.02, str(b["clips"]), ha="center", fontsize=7)
-        ax.set_title(f"{title}: ECE {e['value']:.3f} [{e['lo']:.3f}, {e['hi']:.3f}]", fontsize=9)
-        ax.set_xlabel("confidence (top-class probability)")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel("accuracy (clips per bin at the bottom)")
-    axes[0].legend(loc="upper left", fontsize=7)
-    fig.suptitle(f"Out-of-fold predictions: {cal['clips']} ({cal['subjects']} subjects)")
-    return figure_png(fig, dpi=100)

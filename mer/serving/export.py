@@ -28,7 +28,8 @@ from mer.folds import FoldRun
 from mer.keyframes.table import load_table
 from mer.progress import Counter, emit, tune_progress
 from mer.serving import calibration, model_card
-from mer.serving.model_folder import CARD, CARD_MD, PORTABLE, WEIGHTS, package
+from mer.serving.model_folder import CARD, CARD_MD, PORTABLE, WEIGHTS
+from mer.serving.packaging import package
 from mer.train import checkpoints, finetune
 from mer.train.checkpoints import is_done
 from mer.train.pretrain import PriorJob, prior_jobs, train_prior

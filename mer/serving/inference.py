@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mer import storage
 from mer.datasets.common import IMAGE_EXTENSIONS
@@ -44,19 +43,15 @@ from mer.errors import ConfigError, InputError
 from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.keyframes.video import VIDEO_EXTENSIONS
 from mer.progress import Counter, emit
-from mer.serving.calibration import scale
 from mer.serving.clip_keyframes import KEYFRAME_BATCH, UNSET, KeyFrames
-from mer.serving.model_folder import load_model, read_card
+from mer.serving.model_folder import read_card
+from mer.serving.predictor import Predictor
 from mer.serving.quality import (
     FLAG_COLUMNS,
     MEASURES,
-    REFERENCE_FEATURES,
     counts,
     flag,
-    forward,
-    ood_scores,
 )
-from mer.train.runtime import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -173,57 +168,6 @@ def model_keyframe_settings(model: str, card: dict) -> KeyframeSettings:
         card["config"]["keyframes"],
         lambda: storage.join(model, card["files"]["interpolator"]["file"]),
     )
-
-
-class Predictor:
-    """Ray Data actor holding the model: a batch of key frames -> class probabilities
-    (calibrated with the card's temperature, where it has one; raw_prob_<class>
-    uncalibrated) and the out-of-distribution score (mer.serving.quality)."""
-
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, cpus: float = 1):
-
-        set_threads(cpus)
-        self.device = torch.device(device)
-        self.model, card = load_model(model, self.device)
-        self.classes = list(card["classes"])
-        self.input = card["config"]["model"]["input"]
-        self.amp = bool(card["config"]["finetune"]["amp"]) and self.device.type == "cuda"
-        self.batch_size = batch_size
-        self.temperature = (card.get("trust") or {}).get("calibration", {}).get("temperature")
-        self.reference = None
-        if card.get("trust"):
-            blob = storage.read_bytes(storage.join(model, REFERENCE_FEATURES))
-            self.reference = np.load(io.BytesIO(blob))
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-
-        ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
-        probs = np.full((len(ok), len(self.classes)), np.nan)
-        raw, ood = probs.copy(), np.full(len(ok), np.nan)
-        if ok.any():
-            logits, feats = forward(
-                self.model,
-                batch["frames"][ok],
-                self.device,
-                amp=self.amp,
-                input=self.input,
-                batch_size=self.batch_size,
-            )
-            raw[ok] = scale(logits, 1.0)
-            probs[ok] = scale(logits, self.temperature) if self.temperature else raw[ok]
-            if self.reference is not None:
-                ood[ok] = ood_scores(feats, self.reference)
-        pred = np.where(ok, np.nan_to_num(probs, nan=-1.0).argmax(1), -1)
-        out = {c: batch[c] for c in batch if c != "frames"}
-        for j, name in enumerate(self.classes):
-            out[f"prob_{name}"] = probs[:, j]
-            out[f"raw_prob_{name}"] = raw[:, j]
-        out["ood_score"] = ood
-        out["pred"] = pred.astype(np.int64)
-        out["pred_class"] = np.asarray(
-            [self.classes[p] if p >= 0 else "" for p in pred], dtype=object
-        )
-        return out
 
 
 # ---------------------------------------------------------------- the driver

@@ -25,10 +25,10 @@ from mer.datasets import class_names
 from mer.datasets.common import THREE_CLASS
 from mer.evaluation import results
 from mer.serving.clip_keyframes import MIN_FRAMES
+from mer.serving.model_folder import CARD_FORMAT
 from mer.serving.quality import markdown as quality_markdown
 from mer.train.data import describe_normalisation
 
-CARD_FORMAT = "mer-model-card/1"
 SCORE_KEYS = ("uf1", "uar", "accuracy")
 
 # What docs/limitations.md says, as it bears on using the model.

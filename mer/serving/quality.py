@@ -16,7 +16,7 @@ prepared it, mer.keyframes.clip_records):
 Out-of-distribution score (`ood_scores`): the mean cosine distance of the clip's fc7
 embedding (the classifier's backbone features) to its OOD_NEIGHBOURS nearest training clips.
 
-`reference` (at export, mer.serving.model_folder.package) measures the training clips and sets every
+`reference` (at export, mer.serving.packaging.package) measures the training clips and sets every
 threshold from them: the rules are FLAG_RULES; the numbers and how many training clips they
 come from are recorded in the model card ("trust"). No threshold is set on test clips.
 """
