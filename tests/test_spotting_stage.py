@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from spotting_videos import make_set, write_video
 from tests_paths import REPO
 
@@ -21,6 +22,7 @@ from mer.spotting.peaks import PeakSettings, intervals_from_score
 from mer.spotting.run import COLUMNS, run_spotting
 from mer.spotting.stage import VideoFeatures, compute_features, process_window, window_items
 from mer.spotting.windows import WindowSettings, plan_windows
+from mer.train.runtime import Worker
 
 
 @pytest.mark.parametrize("n,fps", [(7, 30.0), (90, 30.0), (1001, 200.0), (12000, 200.0)])
@@ -150,13 +152,13 @@ def test_ray_data_windows_match_in_process(ray_local, tmp_path):
         np.testing.assert_array_equal(here[name].blocks, there[name].blocks)
 
 
-def test_learned_spotter_trains_every_fold_in_one_ray_train_run(ray_local, tmp_path):
+def test_learned_spotter_trains_every_fold_in_one_data_parallel_ray_train_run(ray_local, tmp_path):
     vset = make_set(tmp_path / "videos", subjects=2, n=45)
     there, _, _ = compute_features(
         vset.videos, WindowSettings(side=64), use_ray=False, progress=lambda m: None
     )
-    resources = config.ResourcesConfig()
-    ls = learned.LearnedSettings(epochs=1, hidden=4, crop=16, batch=2)
+    resources = config.ResourcesConfig(workers=2)
+    ls = learned.LearnedSettings(epochs=1, hidden=4, crop=16, batch=4)
     out = str(tmp_path / "learned")
     results = learned.loso_learned(there, vset.intervals, PeakSettings(), ls, out, resources)
     assert [r.test_subject for r in results] == ["s1", "s2", spotters.FINAL]
@@ -164,6 +166,24 @@ def test_learned_spotter_trains_every_fold_in_one_ray_train_run(ray_local, tmp_p
     for subject in ("s1", "s2", spotters.FINAL):
         assert (tmp_path / "learned" / f"fold-{subject}.pt").exists()
     assert (tmp_path / "learned" / "_runs" / "learned").is_dir()  # Ray Train's run folder
+    # Two workers, each drawing half of every batch, their gradients averaged: not the
+    # network one process trains on whole batches with the same seed (which is what each
+    # of two workers trained on its own, the chief's written, before the run was
+    # data-parallel).
+    alone = str(tmp_path / "alone")
+    learned.train_loso(there, vset.intervals, ls, alone, resources, use_ray=False)
+    n_inputs = 1 + next(iter(there.values())).blocks.shape[1]
+    for subject in ("s1", spotters.FINAL):
+        a = learned.load_fold(out, subject, n_inputs, ls).state_dict()
+        b = learned.load_fold(alone, subject, n_inputs, ls).state_dict()
+        assert any(not torch.equal(a[k], b[k]) for k in a), subject
+
+
+def test_a_learned_spotter_worker_draws_its_share_of_each_batch():
+    shares = [learned.worker_share(16, Worker(r, 3, torch.device("cpu"))) for r in range(3)]
+    assert shares == [6, 5, 5]
+    assert learned.worker_share(16, Worker(0, 1, torch.device("cpu"))) == 16
+    assert learned.worker_share(2, Worker(3, 4, torch.device("cpu"))) == 1  # never none
 
 
 def test_spot_job_without_a_dataset_root_is_one_sentence(tmp_path):

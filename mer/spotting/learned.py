@@ -97,13 +97,25 @@ def frame_scores(model: SpotNet, f: VideoFeatures, rate: float) -> np.ndarray:
 
 
 def train_fold(
-    xs: list[np.ndarray], ys: list[np.ndarray], ls: LearnedSettings, seed: int
+    xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    ls: LearnedSettings,
+    seed: int,
+    worker: runtime.Worker | None = None,
 ) -> tuple[SpotNet, float]:
-    """One fold's network, trained on these videos' (inputs, targets); its last loss."""
+    """One fold's network, trained on these videos' (inputs, targets); its last loss.
+
+    With a `worker` of a run of several (a Ray Train worker), data-parallel: every worker
+    starts from the same weights, draws its own share of each batch of `ls.batch` crops
+    (its own random stream) and DDP averages the gradients, so every worker ends with the
+    same network, trained on the whole batch. Alone, the crops come from `seed` itself."""
+    w = worker or runtime.Worker(0, 1, torch.device("cpu"))
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if w.world == 1 else [seed, w.rank])
     model = SpotNet(xs[0].shape[0], ls.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=ls.lr)
+    ddp, forward = runtime.set_up(model, w, channels_last=False)
+    opt = torch.optim.Adam(ddp.parameters(), lr=ls.lr)
+    share = worker_share(ls.batch, w)
     pos = float(sum(y.sum() for y in ys))
     total = float(sum(len(y) for y in ys))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(max(1.0, (total - pos) / max(pos, 1.0))))
@@ -112,7 +124,7 @@ def train_fold(
     for _ in range(ls.epochs):
         for _ in range(steps_per_epoch):
             bx, by = [], []
-            for _ in range(ls.batch):
+            for _ in range(share):
                 v = int(rng.integers(len(xs)))
                 n = xs[v].shape[1]
                 c = min(ls.crop, n)
@@ -120,11 +132,18 @@ def train_fold(
                 bx.append(_pad(xs[v][:, a : a + c], ls.crop))
                 by.append(_pad(ys[v][None, a : a + c], ls.crop)[0])
             x, y = torch.from_numpy(np.stack(bx)), torch.from_numpy(np.stack(by))
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return model, float(loss.detach())
+    return model, runtime.mean_over_workers({"loss": float(loss.detach())}, w)["loss"]
+
+
+def worker_share(batch: int, w: runtime.Worker) -> int:
+    """Crops of a batch of `batch` this worker draws: the batch split over the workers, the
+    first `batch % world` taking one more; at least one each (a batch smaller than the
+    workers grows to one crop per worker)."""
+    return max(1, batch // w.world + (w.rank < batch % w.world))
 
 
 def _pad(a: np.ndarray, n: int) -> np.ndarray:
@@ -132,17 +151,19 @@ def _pad(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def _loop(config: dict) -> None:
-    """Ray Train worker loop: every fold in turn; the chief writes each fold's weights."""
+    """Ray Train worker loop: every fold in turn, data-parallel over the run's workers
+    (train_fold); the chief writes each fold's weights."""
     import ray.train
 
     set_threads(config["cpus"])
     ls = LearnedSettings(**config["settings"])
-    rank = ray.train.get_context().get_world_rank()
+    w = runtime.ray_worker()
+    w = runtime.Worker(w.rank, w.world, torch.device("cpu"))  # a small 1-D network: CPU
     for fold in config["folds"]:
         xs = [config["x"][n] for n in fold["train"]]
         ys = [config["y"][n] for n in fold["train"]]
-        model, loss = train_fold(xs, ys, ls, ls.seed)
-        if rank == 0:
+        model, loss = train_fold(xs, ys, ls, ls.seed, w)
+        if w.is_chief:
             buf = io.BytesIO()
             torch.save(model.state_dict(), buf)
             storage.write_bytes(fold["file"], buf.getvalue())
