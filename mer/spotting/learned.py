@@ -10,7 +10,8 @@ a micro-expression". It is trained on random crops of `crop` steps from the trai
 subjects' videos (binary cross-entropy, positives weighted by their rarity).
 
 One Ray Train run trains every fold in turn (one trainer start for all folds: a start costs
-more than a fold's training here); the chief worker writes each fold's weights to
+more than a fold's training here), data-parallel over its workers (`train_fold`); the chief
+worker writes each fold's weights to
 `<out>/fold-<subject>.pt`. The driver then scores the fold's training videos, chooses the
 probability threshold with the best micro F1 there (mer.spotting.spotters.choose_p, absolute
 rule), and spots the test subject with it. A fold's network and threshold never see its test
