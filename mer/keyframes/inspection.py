@@ -11,7 +11,7 @@ Two things a researcher checks first with a new dataset copy or a new key-frame 
 `inspect_keyframes` draws from a finished key-frame table (mer.keyframes.table); `inspect_dataset`
 from a dataset root without key frames, building each drawn clip's record on the fly with
 mer.keyframes.clip_records.build_record. The motion curve is not stored in the table, so `clip_motion`
-decodes the clip again with the steps build_record takes and measures it with mer.keyframes.motion.
+decodes the clip again with the steps build_record takes (`prepare_clip`).
 jobs/inspection.py is the command line.
 """
 
@@ -28,10 +28,8 @@ import pandas as pd
 from mer import layout, storage
 from mer.datasets import class_names, load_manifest
 from mer.errors import DecodeError, InputError
-from mer.keyframes.align import MIN_SIDE, reduce_gray
-from mer.keyframes.clip_records import build_record, manifest_rows
-from mer.keyframes.faces import crop, face_crop_box
-from mer.keyframes.motion import measure_motion, smooth, spot_apex
+from mer.keyframes.clip_records import build_record, manifest_rows, prepare_clip
+from mer.keyframes.motion import smooth, spot_apex
 from mer.keyframes.settings import KeyframeSettings, keyframe_settings
 from mer.keyframes.table import (
     REJECT_COLUMNS,
@@ -40,7 +38,6 @@ from mer.keyframes.table import (
     read_meta,
     read_rejects,
 )
-from mer.keyframes.video import read_clip, reduce_frames
 from mer.progress import emit
 
 # A clip's input that cannot be used (as mer.keyframes.preprocess treats it): drawn without a curve, or
@@ -267,20 +264,10 @@ def select_clips(clips: pd.DataFrame, names: list[str]) -> list[int]:
 
 
 def clip_motion(row: dict, kf: KeyframeSettings) -> np.ndarray:
-    """The motion curve mer.keyframes.clip_records.build_record measures for a clip, float (T,) over
-    its frames onset..offset, decoded and reduced with the same steps. `row` needs source,
-    onset and offset; `kf` the keyframes.* settings (size, motion, face_crop,
-    decode_timeout)."""
-
-    onset, offset = int(row["onset"]), int(row["offset"])
-    need = max(int(kf.size), MIN_SIDE)
-    if kf.face_crop:
-        frames = read_clip(row["source"], onset, offset, timeout=kf.decode_timeout)
-        frames = crop(frames, face_crop_box(frames[0])[0])
-    else:
-        frames = read_clip(row["source"], onset, offset, timeout=kf.decode_timeout, min_side=need)
-    reduced = reduce_gray(reduce_frames(frames, need))
-    return measure_motion(reduced[0], 0, mode=kf.motion).curve
+    """The motion curve mer.keyframes.clip_records.build_record measures for a clip, float (T,)
+    over its frames onset..offset (prepare_clip, the steps build_record takes). `row` needs
+    source, onset and offset; `kf` the keyframes.* settings."""
+    return prepare_clip(row, kf).motion.curve
 
 
 def sheet_name(record: dict) -> str:
