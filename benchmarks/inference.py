@@ -76,18 +76,12 @@ def keyframes_alone(items: list[dict], kf, actors: int) -> float:
 
     import ray
 
-    from mer.serving.clip_keyframes import KEYFRAME_BATCH, KeyFrames
+    from mer.serving.clip_keyframes import KEYFRAME_BATCH
+    from mer.serving.inference import keyframes_step
 
     t0 = time.perf_counter()
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / KEYFRAME_BATCH))
-    ds = ds.map_batches(
-        KeyFrames,
-        fn_constructor_kwargs={"kf": kf},
-        batch_size=KEYFRAME_BATCH,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=1,
-    )
+    ds = keyframes_step(ds, kf, actors, 1.0, KEYFRAME_BATCH)
     n = rejected = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         n += len(batch["path"])

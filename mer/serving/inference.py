@@ -326,6 +326,22 @@ def _with_flags(done: pd.DataFrame, card: dict, abstain: bool) -> pd.DataFrame:
     return out
 
 
+def keyframes_step(ds, kf: KeyframeSettings, actors: int, cpus: float, per_call: int):
+    """`ds` (clip items) mapped to key frames by a pool of `actors` KeyFrames actors of
+    `cpus` CPUs each, `per_call` clips a call: the pipeline's first step
+    (benchmarks/inference.py times it alone)."""
+    import ray
+
+    return ds.map_batches(
+        KeyFrames,
+        fn_constructor_kwargs={"kf": kf},
+        batch_size=per_call,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus,
+    )
+
+
 def _run(
     items: list[dict], kf: KeyframeSettings, model: str, pools: Pools, progress
 ) -> list[pd.DataFrame]:
@@ -347,14 +363,7 @@ def _run(
     blocks = math.ceil(len(items) / per_block)
     n_kf = min(n_kf, blocks)
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map_batches(
-        KeyFrames,
-        fn_constructor_kwargs={"kf": kf},
-        batch_size=per_block,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=n_kf),
-        num_cpus=kf_cpus,
-    )
+    ds = keyframes_step(ds, kf, n_kf, kf_cpus, per_block)
     ds = ds.map_batches(
         Predictor,
         fn_constructor_kwargs={
