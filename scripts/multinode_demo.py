@@ -24,7 +24,6 @@ Takes about 3-5 minutes with configs/tiny.yaml on 2 cores. Linux only (reads /pr
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mer.testing.local_cluster import ACCELERATOR, DECODE, PLACEMENT, LocalCluster  # noqa: E402
+from mer.testing.local_cluster import PLACEMENT, LocalCluster, placement_cluster  # noqa: E402
 from mer.testing.s3 import LocalS3  # noqa: E402
 
 
@@ -46,62 +45,52 @@ def main() -> None:
     args = p.parse_args()
 
     server = LocalS3("mer-demo").start()  # every node inherits its AWS_* settings
-    cluster = LocalCluster()
     try:
-        t0 = time.time()
-        cluster.start_head()
-        cluster.add_node("decode-1", cpus=1, resources={DECODE: 1})
-        cluster.add_node("decode-2", cpus=1, resources={DECODE: 1})
-        cluster.add_node("accel-1", cpus=3, resources={ACCELERATOR: 1})
-        print(f"cluster up in {time.time() - t0:.0f} s under {cluster.folder}")
-        print(f"dashboard: {cluster.dashboard} (token: {cluster.client_home}/.ray/auth_token)")
-
-        root = f"s3://mer-demo/run-{uuid.uuid4().hex[:6]}"
-        entry = ["python", "jobs/pipeline.py", "--config", args.config, "--root", root]
-        for o in (*PLACEMENT, "keyframes.chunk_size=1"):
-            entry += ["--set", o]
-        print("$ ray job submit --working-dir . --", " ".join(entry))
-        job = cluster.submit(entry, f"mer-demo-{uuid.uuid4().hex[:6]}")
-        for _, line in iter_lines(job):
-            if line.startswith("["):
-                print("  ", line)
-        rc = job.wait(3600)
-        print(f"job {cluster.job_status(job.id)} in {time.time() - job.started:.0f} s")
-        if rc != 0:
-            print(job.text()[-5000:])
-            return
-
-        names = cluster.node_names()
-        tasks = cluster.state("tasks")
-        actors = cluster.state("actors")
-        chunks = Counter(
-            names[t["node_id"]] for t in tasks if t["name"] == "MapWorker(Map(_ChunkWorker)).submit"
-        )
-        trainers = Counter(
-            names[a["node_id"]] for a in actors if a["class_name"] == "RayTrainWorker"
-        )
-        print(f"key-frame tasks per node (state API): {dict(chunks)}")
-        print(f"training workers per node (state API): {dict(trainers)}")
-        print(
-            f"files the run wrote on the nodes' disks: {cluster.files_outside_storage() or 'none'}"
-        )
-
-        env = cluster.client_env()
-        env.pop("RAY_AUTH_MODE")
-        print(f"$ python jobs/results.py {root}/tune/<experiment>   # a fresh process, S3 only")
-        exp = next(line for _, line in job.lines if line.startswith("query again with:"))
-        subprocess.run([sys.executable, *exp.split()[4:]], cwd=REPO, env=env, check=False)
-        if args.keep:
-            print("cluster kept up; Ctrl-C stops it")
-            while True:
-                time.sleep(3600)
+        with placement_cluster() as cluster:
+            run(cluster, args)
     except KeyboardInterrupt:
         pass
     finally:
-        killed = cluster.stop()
-        shutil.rmtree(cluster.folder, ignore_errors=True)
         server.close()
-        print(f"cluster stopped (SIGKILL needed: {killed or 'none'})")
+
+
+def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
+    print(f"dashboard: {cluster.dashboard} (token: {cluster.client_home}/.ray/auth_token)")
+    root = f"s3://mer-demo/run-{uuid.uuid4().hex[:6]}"
+    entry = ["python", "jobs/pipeline.py", "--config", args.config, "--root", root]
+    for o in (*PLACEMENT, "keyframes.chunk_size=1"):
+        entry += ["--set", o]
+    print("$ ray job submit --working-dir . --", " ".join(entry))
+    job = cluster.submit(entry, f"mer-demo-{uuid.uuid4().hex[:6]}")
+    for _, line in iter_lines(job):
+        if line.startswith("["):
+            print("  ", line)
+    rc = job.wait(3600)
+    print(f"job {cluster.job_status(job.id)} in {time.time() - job.started:.0f} s")
+    if rc != 0:
+        print(job.text()[-5000:])
+        return
+
+    names = cluster.node_names()
+    tasks = cluster.state("tasks")
+    actors = cluster.state("actors")
+    chunks = Counter(
+        names[t["node_id"]] for t in tasks if t["name"] == "MapWorker(Map(_ChunkWorker)).submit"
+    )
+    trainers = Counter(names[a["node_id"]] for a in actors if a["class_name"] == "RayTrainWorker")
+    print(f"key-frame tasks per node (state API): {dict(chunks)}")
+    print(f"training workers per node (state API): {dict(trainers)}")
+    print(f"files the run wrote on the nodes' disks: {cluster.files_outside_storage() or 'none'}")
+
+    env = cluster.client_env()
+    env.pop("RAY_AUTH_MODE")
+    print(f"$ python jobs/results.py {root}/tune/<experiment>   # a fresh process, S3 only")
+    exp = next(line for _, line in job.lines if line.startswith("query again with:"))
+    subprocess.run([sys.executable, *exp.split()[4:]], cwd=REPO, env=env, check=False)
+    if args.keep:
+        print("cluster kept up; Ctrl-C stops it")
+        while True:
+            time.sleep(3600)
 
 
 def iter_lines(job):
