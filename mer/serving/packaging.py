@@ -183,21 +183,6 @@ def _classes(cfg: PipelineConfig) -> int:
     return NUM_CLASSES[cfg.data.protocol]
 
 
-def _copy_interpolator(cfg: PipelineConfig, folder: str) -> dict:
-    blob = storage.read_bytes(layout.interpolator_file(cfg))
-    storage.write_bytes(storage.join(folder, INTERPOLATOR), blob)
-    return {
-        "file": INTERPOLATOR,
-        "format": "mer.keyframes.interpolator checkpoint: the learned interpolator that renders the key "
-        "frames (keyframes.interpolation adaconv)",
-        "sha256": hashlib.sha256(blob).hexdigest(),
-    }
-
-
-def _classes(cfg: PipelineConfig) -> int:
-    return NUM_CLASSES[cfg.data.protocol]
-
-
 def reliability_diagram(cal: dict) -> bytes:
     """The reliability diagram (PNG) before and after calibration."""
     private_matplotlib_cache()
