@@ -196,11 +196,13 @@ def _check_spotting(sp) -> None:
     _at_least("spotting.merge_gap_s", sp.merge_gap_s, 0)
     _one_of("spotting.interval_rule", sp.interval_rule, INTERVAL_RULES)
     lengths = sp.peak_lengths_s
+    # Micro intervals: none longer than micro_max_s (checked where the peaks rule uses them).
+    longest = sp.micro_max_s if sp.interval_rule == "peaks" else math.inf
     if (
         not isinstance(lengths, list)
         or not lengths
         or any(isinstance(x, bool) or not isinstance(x, int | float) for x in lengths)
-        or not all(0 < x <= sp.micro_max_s for x in lengths)
+        or not all(0 < x <= longest for x in lengths)
     ):
         raise _bad(
             "spotting.peak_lengths_s",

@@ -18,7 +18,7 @@ from mer.datasets.long_videos import Interval
 from mer.errors import ConfigError
 from mer.spotting import learned, spotters
 from mer.spotting.peaks import PeakSettings, intervals_from_peaks, intervals_from_score
-from mer.spotting.run import COLUMNS, run_spotting
+from mer.spotting.run import COLUMNS, run_spotting, spot_new_videos
 from mer.spotting.stage import VideoFeatures, compute_features, process_window, window_items
 from mer.spotting.windows import WindowSettings, plan_windows
 
@@ -179,8 +179,8 @@ def test_the_interval_rule_keys_the_spotting_run_not_the_features():
     assert layout.spotting_features_uri(peaks) == layout.spotting_features_uri(default)
     with pytest.raises(ConfigError, match="spotting.interval_rule"):
         config.load(None, ["spotting.interval_rule=nms"])
-    with pytest.raises(ConfigError, match="spotting.peak_lengths_s"):
-        config.load(None, ["spotting.peak_lengths_s=[0.6]"])  # longer than micro_max_s
+    with pytest.raises(ConfigError, match="spotting.peak_lengths_s"):  # longer than a micro
+        config.load(None, ["spotting.interval_rule=peaks", "spotting.peak_lengths_s=[0.6]"])
 
 
 def test_run_writes_intervals_metric_and_refuses_other_settings(tmp_path):
@@ -216,6 +216,15 @@ def test_run_writes_intervals_metric_and_refuses_other_settings(tmp_path):
     folds = again.thresholds["motion"]["folds"]
     assert all(f["length_s"] in peaks.spotting.peak_lengths_s for f in folds.values())
     assert "length_s" not in run.thresholds["motion"]["folds"]["s1"]
+    # New videos are spotted with the final threshold and interval length.
+    final = again.thresholds["motion"]["final"]
+    found, _, used = spot_new_videos(
+        again.out, "motion", vset.videos[:1], use_ray=False, progress=lambda m: None
+    )
+    assert (used["threshold"], used["length_s"]) == (final["threshold"], final["length_s"])
+    length = round(final["length_s"] * vset.videos[0].fps)
+    micro = [i for i in found if i.type == "micro"]
+    assert micro and all(i.offset - i.onset + 1 == length for i in micro)
 
 
 def test_ray_data_windows_match_in_process(ray_local, tmp_path):
