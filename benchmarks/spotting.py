@@ -276,6 +276,11 @@ def scores_of(by_seed: dict, vsets: dict) -> tuple[dict, dict]:
             per_subject[f"{seed}:{f.test_subject}"] = spotting_metric(t, f.intervals).counts[
                 OVERALL, "micro"
             ]
+    out["micro_per_seed"] = {}
+    for seed in by_seed:
+        c = sum((v for k, v in per_subject.items() if k.startswith(f"{seed}:")), Counts())
+        out["micro_per_seed"][seed] = {"f1": round(c.f1, 4), **vars(c)}
+    out["counts_micro_per_subject"] = {k: vars(v) for k, v in per_subject.items()}
     return out, per_subject
 
 
