@@ -253,13 +253,15 @@ def timings(record: dict, vset, ws: WindowSettings) -> dict:
 
 def scores_of(by_seed: dict, vsets: dict) -> tuple[dict, dict]:
     """One spotter's folds on every set: its F1 pooled over the sets (and each fold's
-    choices), and per subject ("<seed>:<subject>") its micro counts."""
-    videos = [v for vs in vsets.values() for v in vs.videos]
-    truth = [i for vs in vsets.values() for i in vs.intervals]
-    pred = [i for folds in by_seed.values() for f in folds for i in f.intervals]
-    m = spotting_metric(truth, pred, videos)
-    out: dict = {k: round(m.f1(OVERALL, k), 4) for k in ("micro", "macro", "all")}
-    out["counts_micro"] = vars(m.counts[OVERALL, "micro"])
+    choices), and per subject ("<seed>:<subject>") its micro counts. Sets are scored one by
+    one and their counts summed: two seeds' sets share video names."""
+    pooled = {k: Counts() for k in ("micro", "macro", "all")}
+    for seed, folds in by_seed.items():
+        pred = [i for f in folds for i in f.intervals]
+        m = spotting_metric(vsets[seed].intervals, pred, vsets[seed].videos)
+        pooled = {k: c + m.counts[OVERALL, k] for k, c in pooled.items()}
+    out: dict = {k: round(c.f1, 4) for k, c in pooled.items()}
+    out["counts_micro"] = vars(pooled["micro"])
     out["thresholds"] = {
         f"{s}:{f.test_subject}": f.threshold for s, fs in by_seed.items() for f in fs
     }
@@ -281,6 +283,8 @@ def scores_of(by_seed: dict, vsets: dict) -> tuple[dict, dict]:
         c = sum((v for k, v in per_subject.items() if k.startswith(f"{seed}:")), Counts())
         out["micro_per_seed"][seed] = {"f1": round(c.f1, 4), **vars(c)}
     out["counts_micro_per_subject"] = {k: vars(v) for k, v in per_subject.items()}
+    # Each interval belongs to one test subject's fold: the subjects' counts add up.
+    assert sum(per_subject.values(), Counts()) == pooled["micro"], "micro counts do not add up"
     return out, per_subject
 
 
