@@ -210,7 +210,11 @@ class SpottingConfig:
     grid: int = 6
     window_s: float = 1.0
     span_s: float = 0.05
-    # Intervals (mer.spotting.peaks): runs longer than micro_max_s are macro-expressions.
+    # Intervals (mer.spotting.peaks): rule "threshold" (runs above the threshold) or "peaks"
+    # (an interval of one of peak_lengths_s seconds, chosen per fold on the training subjects,
+    # centred on each local maximum above it); longer than micro_max_s is macro.
+    interval_rule: str = "threshold"
+    peak_lengths_s: list = field(default_factory=lambda: [0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5])
     micro_max_s: float = 0.5
     merge_gap_s: float = 0.1
     min_s: float = 0.06

@@ -181,6 +181,7 @@ def validate(cfg) -> None:
 
 LONG_DATASETS = ("casme_sq", "samm_lv", "synthetic_long")
 SPOTTERS = ("motion", "mdmd", "learned")
+INTERVAL_RULES = ("threshold", "peaks")  # mer.spotting.peaks.RULES
 
 
 def _check_spotting(sp) -> None:
@@ -193,6 +194,21 @@ def _check_spotting(sp) -> None:
     for name in ("window_s", "span_s", "micro_max_s", "min_s", "rate", "lr"):
         _positive(f"spotting.{name}", getattr(sp, name))
     _at_least("spotting.merge_gap_s", sp.merge_gap_s, 0)
+    _one_of("spotting.interval_rule", sp.interval_rule, INTERVAL_RULES)
+    lengths = sp.peak_lengths_s
+    # Micro intervals: none longer than micro_max_s (checked where the peaks rule uses them).
+    longest = sp.micro_max_s if sp.interval_rule == "peaks" else math.inf
+    if (
+        not isinstance(lengths, list)
+        or not lengths
+        or any(isinstance(x, bool) or not isinstance(x, int | float) for x in lengths)
+        or not all(0 < x <= longest for x in lengths)
+    ):
+        raise _bad(
+            "spotting.peak_lengths_s",
+            lengths,
+            f"a non-empty list of seconds in (0, spotting.micro_max_s={sp.micro_max_s}]",
+        )
     _at_least("spotting.hidden", sp.hidden, 1)
     _at_least("spotting.epochs", sp.epochs, 1)
     _at_least("spotting.seed", sp.seed, 0)

@@ -44,7 +44,16 @@ SMOKE = {
     ],  # fmt: skip
     "prediction_quality.py": ["--smoke", "--work", "{tmp}/work", "--out", "{tmp}/out.json"],
     "s3_streaming.py": ["--smoke", "--out", "{tmp}/out.json"],
-    "spotting.py": ["--smoke", "--work", "{tmp}/work", "--out", "{tmp}/out.json"],
+    "spotting.py": [  # two generator seeds: their sets share video names
+        "--smoke",
+        "--seeds",
+        "0",
+        "1",
+        "--work",
+        "{tmp}/work",
+        "--out",
+        "{tmp}/out.json",
+    ],  # fmt: skip
     "synthetic_baselines.py": ["--smoke", "--json", "{tmp}/out.json"],
     "testbed_speed.py": ["--smoke", "--presets", "dynamics", "--json", "{tmp}/out.json"],
     "train.py": ["--smoke", "--work", "{tmp}/work", "--out", "{tmp}/out.json"],

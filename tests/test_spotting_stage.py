@@ -18,8 +18,8 @@ from mer import config, layout
 from mer.datasets.long_videos import Interval
 from mer.errors import ConfigError
 from mer.spotting import learned, spotters
-from mer.spotting.peaks import PeakSettings, intervals_from_score
-from mer.spotting.run import COLUMNS, run_spotting
+from mer.spotting.peaks import PeakSettings, intervals_from_peaks, intervals_from_score
+from mer.spotting.run import COLUMNS, run_spotting, spot_new_videos
 from mer.spotting.stage import VideoFeatures, compute_features, process_window, window_items
 from mer.spotting.windows import WindowSettings, plan_windows
 from mer.train.runtime import Worker
@@ -88,6 +88,34 @@ def test_score_runs_become_typed_intervals():
     ]
 
 
+def test_peaks_become_fixed_length_intervals_suppressed_within_their_length():
+    fps = 100.0
+    ps = PeakSettings(micro_max_s=0.5, merge_gap_s=0.1, min_s=0.05, rule="peaks")
+    s = np.zeros(500)
+    s[1:6] = [0.8, 1.0, 1.2, 1.0, 0.8]  # a peak at frame 3: its interval starts at frame 0
+    s[40:66] = 1.0
+    s[50], s[60] = 3.0, 2.0  # two peaks 0.1 s apart in one short run
+    s[145:156] = 1.5  # a plateau: one peak, at its middle (150)
+    s[250:350] = 1.0  # a 1 s run: a macro-expression, given once whatever its peaks
+    s[270], s[320] = 2.5, 2.0
+    s[400] = 5.0  # one frame above the threshold: shorter than min_s, no interval
+    got = intervals_from_peaks("v", s, 0.5, fps, 1000, ps, length_s=0.3)
+    assert [(i.onset, i.offset, i.type, i.score) for i in got] == [
+        (1000, 1029, "micro", 1.2),
+        (1035, 1064, "micro", 3.0),  # the peak at 60 is within 0.3 s of the higher one
+        (1135, 1164, "micro", 1.5),
+        (1250, 1349, "macro", 2.5),
+    ]
+    # With intervals of 0.08 s the peak at 60 is far enough from the one at 50 to stay.
+    short = intervals_from_peaks("v", s, 0.5, fps, 1000, ps, length_s=0.08)
+    assert [(i.onset, i.offset) for i in short if 1030 < i.onset < 1100] == [
+        (1046, 1053),
+        (1056, 1063),
+    ]
+    # No local maximum above the threshold, no interval.
+    assert intervals_from_peaks("v", s, 5.0, fps, 1000, ps, length_s=0.3) == []
+
+
 def _bump_features(subject: str, height: float, where: int) -> VideoFeatures:
     motion = np.full(300, 0.01, np.float32)
     motion[where : where + 10] = height
@@ -110,6 +138,51 @@ def test_a_folds_threshold_never_depends_on_its_test_subject():
             assert all(not n.startswith(fold["subject"] + "_") for n in fold["train"])
         else:
             assert len(fold["train"]) == 4
+
+
+def test_a_folds_peak_rule_choice_uses_its_training_subjects_only():
+    # Bumps of different widths per subject: the interval length matters to the F1.
+    feats = {}
+    truth = []
+    for k in range(4):
+        motion = np.full(300, 0.01, np.float32)
+        where, width = 50 + 20 * k, 6 + 2 * k
+        motion[where : where + width] = np.hanning(width + 2)[1:-1] * (0.5 + 0.1 * k)
+        feats[f"s{k}_v"] = VideoFeatures(
+            f"s{k}_v", f"s{k}", 30.0, 0, motion, np.tile(motion[:, None], (1, 4))
+        )
+        truth.append(Interval(f"s{k}_v", where, where + width - 1, "micro"))
+    ps = PeakSettings(rule="peaks")
+
+    def chosen(t):
+        return {
+            r.test_subject: (r.threshold, r.length_s, r.train_f1)
+            for r in spotters.loso_rule("motion", feats, t, ps)
+        }
+
+    base = chosen(truth)
+    assert all(length in ps.lengths_s for _, length, _ in base.values())
+    # s0's ground truth moved away and made longer: s0's fold chooses as before; the folds
+    # that train on s0 see the change.
+    moved = [Interval("s0_v", 200, 214, "micro"), *truth[1:]]
+    again = chosen(moved)
+    assert again["s0"] == base["s0"]
+    assert again["s1"][2] < base["s1"][2]
+
+
+def test_the_interval_rule_keys_the_spotting_run_not_the_features():
+    default = config.load(None, [])
+    peaks = config.load(None, ["spotting.interval_rule=peaks"])
+    other_lengths = config.load(
+        None, ["spotting.interval_rule=peaks", "spotting.peak_lengths_s=[0.3]"]
+    )
+    hashes = {layout.spotting_hash(c) for c in (default, peaks, other_lengths)}
+    assert len(hashes) == 3
+    assert layout.spotting_features_uri(peaks) == layout.spotting_features_uri(default)
+    with pytest.raises(ConfigError, match="spotting.interval_rule"):
+        config.load(None, ["spotting.interval_rule=nms"])
+    with pytest.raises(ConfigError, match="spotting.peak_lengths_s"):  # longer than a micro
+        config.load(None, ["spotting.interval_rule=peaks", "spotting.peak_lengths_s=[0.6]"])
 
 
 def test_run_writes_intervals_metric_and_refuses_other_settings(tmp_path):
@@ -138,6 +211,22 @@ def test_run_writes_intervals_metric_and_refuses_other_settings(tmp_path):
     other.spotting.min_s = 0.1
     with pytest.raises(ConfigError, match="spotting.min_s"):
         layout.claim(run.out, layout.spotting_settings(other), "spotting results", "x")
+    # The peaks rule: another folder, and each fold's interval length beside its threshold.
+    peaks = config.load(None, [*overrides, "spotting.interval_rule=peaks"])
+    again = run_spotting(peaks, vset, use_ray=False, progress=lambda m: None)
+    assert again.out != run.out and not again.skipped
+    folds = again.thresholds["motion"]["folds"]
+    assert all(f["length_s"] in peaks.spotting.peak_lengths_s for f in folds.values())
+    assert "length_s" not in run.thresholds["motion"]["folds"]["s1"]
+    # New videos are spotted with the final threshold and interval length.
+    final = again.thresholds["motion"]["final"]
+    found, _, used = spot_new_videos(
+        again.out, "motion", vset.videos[:1], use_ray=False, progress=lambda m: None
+    )
+    assert (used["threshold"], used["length_s"]) == (final["threshold"], final["length_s"])
+    length = round(final["length_s"] * vset.videos[0].fps)
+    micro = [i for i in found if i.type == "micro"]
+    assert micro and all(i.offset - i.onset + 1 == length for i in micro)
 
 
 def test_ray_data_windows_match_in_process(ray_local, tmp_path):

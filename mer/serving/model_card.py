@@ -342,11 +342,26 @@ def spotting_markdown(used: dict) -> list[str]:
         f"dataset {used['dataset']}): threshold {used['threshold']:g} "
         f"({used['threshold_rule']}), chosen on every subject of that run "
         f"(micro F1 there {used['train_micro_f1']:.3f}). Windows of {w['window_s']:g} s, "
-        f"grey copies {w['side']} px, {w['grid']} x {w['grid']} MDMD blocks; intervals up to "
-        f"{ps['micro_max_s']:g} s are micro-expressions, runs closer than "
-        f"{ps['merge_gap_s']:g} s merged, shorter than {ps['min_s']:g} s dropped. Only the "
-        "micro-expression intervals were classified.",
+        f"grey copies {w['side']} px, {w['grid']} x {w['grid']} MDMD blocks; "
+        f"{_interval_rule(ps, used.get('length_s'))}; intervals up to "
+        f"{ps['micro_max_s']:g} s are micro-expressions. Only the micro-expression intervals "
+        "were classified.",
     ]
+
+
+def _interval_rule(ps: dict, length_s: float | None) -> str:
+    runs = (
+        f"runs above the threshold (runs closer than {ps['merge_gap_s']:g} s merged, shorter "
+        f"than {ps['min_s']:g} s dropped)"
+    )
+    if ps.get("rule", "threshold") != "peaks":
+        return "intervals are " + runs
+    return (
+        f"each local maximum above the threshold is the centre of a {length_s:g} s interval "
+        "(a length chosen with the threshold), peaks closer than that to a higher one "
+        f"suppressed; a peak in one of the {runs} longer than {ps['micro_max_s']:g} s gives "
+        "that run"
+    )
 
 
 def _cell(s: dict | None, metric: str) -> str:

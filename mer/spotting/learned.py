@@ -13,9 +13,9 @@ One Ray Train run trains every fold in turn (one trainer start for all folds: a 
 more than a fold's training here), data-parallel over its workers (`train_fold`); the chief
 worker writes each fold's weights to
 `<out>/fold-<subject>.pt`. The driver then scores the fold's training videos, chooses the
-probability threshold with the best micro F1 there (mer.spotting.spotters.choose_p, absolute
-rule), and spots the test subject with it. A fold's network and threshold never see its test
-subject's intervals.
+probability threshold (and, for the peaks rule, the interval length) with the best micro F1
+there (mer.spotting.spotters.choose, absolute threshold), and spots the test subject with it.
+A fold's network and settings never see its test subject's intervals.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 from mer import storage
 from mer.datasets.long_videos import Interval
 from mer.spotting.peaks import PeakSettings
-from mer.spotting.spotters import FINAL, FoldResult, choose_p, spot
+from mer.spotting.spotters import FINAL, FoldResult, choose, spot
 from mer.spotting.stage import VideoFeatures
 from mer.train import runtime
 from mer.train.runtime import set_threads
@@ -254,12 +254,11 @@ def loso_learned(
         scores = {n: frame_scores(model, f, ls.rate) for n, f in feats.items()}
         train = {n: s for n, s in scores.items() if feats[n].subject != subject}
         test = {n: s for n, s in scores.items() if feats[n].subject == subject}
-        p, train_f1 = choose_p(train, feats, truth, ps, PROB_GRID, relative=False)
-        results.append(
-            FoldResult("learned", subject, p, train_f1, spot(test, feats, p, ps, relative=False))
-        )
+        c = choose(train, feats, truth, ps, PROB_GRID, relative=False)
+        found = spot(test, feats, c.threshold, ps, relative=False, length_s=c.length_s)
+        results.append(FoldResult("learned", subject, c.threshold, c.train_f1, found, c.length_s))
     model = load_fold(out, FINAL, n_inputs, ls)
     scores = {n: frame_scores(model, f, ls.rate) for n, f in feats.items()}
-    p, train_f1 = choose_p(scores, feats, truth, ps, PROB_GRID, relative=False)
-    results.append(FoldResult("learned", FINAL, p, train_f1, []))
+    c = choose(scores, feats, truth, ps, PROB_GRID, relative=False)
+    results.append(FoldResult("learned", FINAL, c.threshold, c.train_f1, [], c.length_s))
     return results

@@ -3,9 +3,10 @@ on the same leave-one-subject-out folds, and the outputs under `mer.layout.spott
 
   intervals.csv, intervals.parquet  one row per spotted interval: video, onset, offset, score,
                                     type, and the spotter, subject and threshold that made it
-  thresholds.json                   per spotter, each fold's threshold and its training F1,
-                                    and the FINAL one chosen on every subject (new videos are
-                                    spotted with it: jobs/predict.py)
+  thresholds.json                   per spotter, each fold's threshold (with the peaks rule,
+                                    its interval length) and its training F1, and the FINAL
+                                    one chosen on every subject (new videos are spotted with
+                                    it: jobs/predict.py)
   metric.json                       where the set has ground truth: per spotter, the MEGC
                                     metric's rows (mer.spotting.metric: IoU >= 0.5; TP, FP, FN,
                                     precision, recall, F1 per dataset and overall, for micro,
@@ -74,7 +75,13 @@ def window_settings(cfg: PipelineConfig) -> WindowSettings:
 
 def peak_settings(cfg: PipelineConfig) -> PeakSettings:
     sp = cfg.spotting
-    return PeakSettings(micro_max_s=sp.micro_max_s, merge_gap_s=sp.merge_gap_s, min_s=sp.min_s)
+    return PeakSettings(
+        micro_max_s=sp.micro_max_s,
+        merge_gap_s=sp.merge_gap_s,
+        min_s=sp.min_s,
+        rule=sp.interval_rule,
+        lengths_s=tuple(float(x) for x in sp.peak_lengths_s),
+    )
 
 
 def learned_settings(cfg: PipelineConfig) -> LearnedSettings:
@@ -177,6 +184,8 @@ def thresholds_record(results: list[FoldResult]) -> dict:
     for r in results:
         entry = out.setdefault(r.spotter, {"folds": {}, "final": None})
         record = {"threshold": r.threshold, "train_micro_f1": round(r.train_f1, 4)}
+        if r.length_s is not None:
+            record["length_s"] = r.length_s
         if r.test_subject == FINAL:
             entry["final"] = record
         else:
@@ -223,9 +232,10 @@ def spot_new_videos(
     progress: Callable[[str], None] = emit,
 ) -> tuple[list[Interval], list[dict], dict]:
     """Spot videos outside the run's set with `spotter` as the run at `run_folder` left it:
-    its window and interval settings (config.yaml) and its FINAL threshold (chosen on every
-    subject of the run's set; the learned spotter's FINAL network). Returns the intervals,
-    the rejected videos, and what was used (spotter, run, threshold, settings)."""
+    its window and interval settings (config.yaml) and its FINAL threshold and interval length
+    (chosen on every subject of the run's set; the learned spotter's FINAL network). Returns
+    the intervals, the rejected videos, and what was used (spotter, run, threshold,
+    settings)."""
     cfg = load(storage.join(run_folder, "config.yaml"))
     record = storage.read_json(storage.join(run_folder, "thresholds.json"))
     if spotter not in record or not record[spotter].get("final"):
@@ -234,6 +244,7 @@ def spot_new_videos(
             f"{', '.join(record)}); choose one of those or rerun jobs/spot.py with it"
         )
     p = float(record[spotter]["final"]["threshold"])
+    length_s = record[spotter]["final"].get("length_s")
     feats, rejects, _ = compute_features(
         videos,
         window_settings(cfg),
@@ -248,10 +259,10 @@ def spot_new_videos(
         n_inputs = 1 + (some.blocks.shape[1] if some is not None else cfg.spotting.grid**2)
         model = learned.load_fold(storage.join(run_folder, "learned"), FINAL, n_inputs, ls)
         scores = {n: learned.frame_scores(model, f, ls.rate) for n, f in feats.items()}
-        intervals = spotters.spot(scores, feats, p, ps, relative=False)
+        intervals = spotters.spot(scores, feats, p, ps, relative=False, length_s=length_s)
     else:
         scores = {n: spotters.score(spotter, f) for n, f in feats.items()}
-        intervals = spotters.spot(scores, feats, p, ps)
+        intervals = spotters.spot(scores, feats, p, ps, length_s=length_s)
     used = {
         "spotter": spotter,
         "run": run_folder,
@@ -259,6 +270,7 @@ def spot_new_videos(
             storage.read_json(storage.join(run_folder, "_settings.json"))["settings"]
         ),
         "threshold": p,
+        "length_s": length_s,
         "threshold_rule": "probability" if spotter == "learned" else "mean + p x (max - mean)",
         "train_micro_f1": record[spotter]["final"]["train_micro_f1"],
         "dataset": cfg.spotting.dataset,

@@ -10,9 +10,12 @@ training subjects only, intervals for the test subject.
            on the training subjects.
 
 Both rule-based spotters threshold each video at mean + p x (max - mean) (the MEGC
-baselines' rule); p is the value of a grid that gives the best micro-expression F1 over the
-training subjects' videos (`choose_p`, with the MEGC metric of mer.spotting.metric). Folds are leave-one-subject-out: a test subject's
-intervals are never seen when its threshold is chosen.
+baselines' rule). A score becomes intervals by the rule of mer.spotting.peaks (runs above
+the threshold, or fixed-length intervals around peaks); p, and for the peaks rule the
+interval length, are the grid values that give the best micro-expression F1 over the
+training subjects' videos (`choose`, with the MEGC metric of mer.spotting.metric). Folds are
+leave-one-subject-out: a test subject's intervals are never seen when its settings are
+chosen.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from mer.datasets.long_videos import Interval
 from mer.spotting.metric import OVERALL, spotting_metric
-from mer.spotting.peaks import PeakSettings, intervals_from_score, relative_threshold
+from mer.spotting.peaks import PeakSettings, intervals, relative_threshold
 from mer.spotting.stage import VideoFeatures
 
 RULE_SPOTTERS = ("motion", "mdmd")
@@ -36,14 +39,24 @@ CONTRAST_S = 1.0  # mdmd: the feature is compared with its mean over this long
 
 @dataclass
 class FoldResult:
-    """One spotter on one fold: the test subject, the threshold chosen on the others, and
-    the test subject's spotted intervals."""
+    """One spotter on one fold: the test subject, the threshold (and interval length)
+    chosen on the others, and the test subject's spotted intervals."""
 
     spotter: str
     test_subject: str
     threshold: float  # p of the relative rule (motion, mdmd) or a probability (learned)
-    train_f1: float  # micro F1 at that threshold on the training subjects
+    train_f1: float  # micro F1 with these settings on the training subjects
     intervals: list[Interval] = field(default_factory=list)
+    length_s: float | None = None  # peaks rule: each micro interval's length
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a fold chose on its training subjects, and the micro F1 it gave there."""
+
+    threshold: float
+    length_s: float | None  # None: the threshold rule (runs set the lengths)
+    train_f1: float
 
 
 def score(spotter: str, f: VideoFeatures) -> np.ndarray:
@@ -71,34 +84,39 @@ def spot(
     p: float,
     ps: PeakSettings,
     relative: bool = True,
+    length_s: float | None = None,
 ) -> list[Interval]:
-    """Intervals of every video in `scores` at threshold p (relative rule or absolute)."""
+    """Intervals of every video in `scores` at threshold p (relative rule or absolute), by
+    the rule of `ps` (the peaks rule with intervals of `length_s`)."""
     out = []
     for name, s in scores.items():
         f = feats[name]
         t = relative_threshold(s, p) if relative else p
-        out.extend(intervals_from_score(name, s, t, f.fps, f.first_frame, ps))
+        out.extend(intervals(name, s, t, f.fps, f.first_frame, ps, length_s))
     return out
 
 
-def choose_p(
+def choose(
     scores: dict[str, np.ndarray],
     feats: dict[str, VideoFeatures],
     truth: list[Interval],
     ps: PeakSettings,
     grid=P_GRID,
     relative: bool = True,
-) -> tuple[float, float]:
-    """The grid value with the best micro F1 over these (training) videos, and that F1; ties
-    go to the higher threshold (fewer intervals)."""
+) -> Choice:
+    """The threshold from `grid` (and, for the peaks rule, the interval length from
+    `ps.lengths_s`) with the best micro F1 over these (training) videos. Ties go to the
+    higher threshold (fewer intervals), then to the shorter length."""
     names = set(scores)
     truth = [t for t in truth if t.video in names]
-    best = (-1.0, 0.0)
-    for p in grid:
-        value = spotting_metric(truth, spot(scores, feats, p, ps, relative)).f1(OVERALL, "micro")
-        if value >= best[0]:
-            best = (value, float(p))
-    return best[1], best[0]
+    best = Choice(0.0, None, -1.0)
+    for length_s in sorted(ps.length_grid(), key=lambda x: -1 if x is None else -x):
+        for p in grid:
+            pred = spot(scores, feats, p, ps, relative, length_s)
+            value = spotting_metric(truth, pred).f1(OVERALL, "micro")
+            if value > best.train_f1 or (value == best.train_f1 and p >= best.threshold):
+                best = Choice(float(p), length_s, value)
+    return best
 
 
 def loso_rule(
@@ -108,14 +126,15 @@ def loso_rule(
     ps: PeakSettings,
 ) -> list[FoldResult]:
     """A rule-based spotter on every leave-one-subject-out fold, and last the FINAL fold: the
-    threshold chosen on every subject (for new videos; no intervals)."""
+    settings chosen on every subject (for new videos; no intervals)."""
     scores = {n: score(spotter, f) for n, f in feats.items()}
     results = []
     for subject in sorted({f.subject for f in feats.values()}):
         train = {n: s for n, s in scores.items() if feats[n].subject != subject}
         test = {n: s for n, s in scores.items() if feats[n].subject == subject}
-        p, train_f1 = choose_p(train, feats, truth, ps)
-        results.append(FoldResult(spotter, subject, p, train_f1, spot(test, feats, p, ps)))
-    p, train_f1 = choose_p(scores, feats, truth, ps)
-    results.append(FoldResult(spotter, FINAL, p, train_f1, []))
+        c = choose(train, feats, truth, ps)
+        found = spot(test, feats, c.threshold, ps, length_s=c.length_s)
+        results.append(FoldResult(spotter, subject, c.threshold, c.train_f1, found, c.length_s))
+    c = choose(scores, feats, truth, ps)
+    results.append(FoldResult(spotter, FINAL, c.threshold, c.train_f1, [], c.length_s))
     return results
