@@ -11,11 +11,11 @@ subjects' videos (binary cross-entropy, positives weighted by their rarity).
 
 One Ray Train run trains every fold in turn (one trainer start for all folds: a start costs
 more than a fold's training here), data-parallel over its workers (`train_fold`); the chief
-worker writes each fold's weights to
-`<out>/fold-<subject>.pt`. The driver then scores the fold's training videos, chooses the
-probability threshold (and, for the peaks rule, the interval length) with the best micro F1
-there (mer.spotting.spotters.choose, absolute threshold), and spots the test subject with it.
-A fold's network and settings never see its test subject's intervals.
+worker writes each fold's weights to `<out>/fold-<subject>.pt`. The driver then scores the
+fold's training videos, chooses the probability threshold (and, for the peaks rule, the
+interval length) with the best micro F1 there (mer.spotting.spotters.choose, absolute
+threshold), and spots the test subject with it. A fold's network and settings never see its
+test subject's intervals.
 """
 
 from __future__ import annotations
