@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks in one run (under 10 minutes): the CUDA tests, then the real training loops
 # (benchmarks/gpu_loops.py: throughput and MFU, UF1 fp32 vs fast path, the MEGC-sized run,
-# bf16 prior learning, packing); the training-step grid (gpu_bench.py) with STEP_BENCH=1.
+# bf16 prior learning, packing); the training-step grid (gpu_bench.py) with STEP_BENCH=1, the
+# MFU tries (gpu_bench.py --tries) with MFU_TRIES=1.
 #
 #   bash benchmarks/gpu.sh            # from the repository root, on a machine with a CUDA GPU
 #
@@ -59,8 +60,19 @@ case "$SMOKE/$found" in
 esac
 "$PY" -c "import pytest, numpy" 2>/dev/null || timeout 60 "$PY" -m pip install -q pytest numpy
 
+# The MFU tries (gpu_bench.py --tries: the loops' fast path, then one change per row), with
+# MFU_TRIES=1; TRIES_BUDGET seconds (default 200), compiled rows bounded at 100 s each.
+tries() {
+  local tb=${TRIES_BUDGET:-200}
+  local flags=(--tries --budget "$tb" --compile-timeout 100 --max-timed-s 5)
+  [ "$SMOKE" = 1 ] && flags=(--tries --cpu-smoke --no-compile)
+  echo "== MFU tries: $PY benchmarks/gpu_bench.py ${flags[*]}"
+  timeout $((tb + 60)) "$PY" benchmarks/gpu_bench.py --out "$DEST/gpu_tries.json" "${flags[@]}"
+}
+
 # The 68-fold protocol with shared priors instead of the checks below (one call's worth):
 #   PROTOCOL_GROUPS=8 bash benchmarks/gpu.sh      # writes gpu_protocol.json (benchmarks/README.md)
+#   PROTOCOL_GROUPS=8 PROTOCOL_BUDGET=300 MFU_TRIES=1 bash benchmarks/gpu.sh   # then the tries
 if [ -n "${PROTOCOL_GROUPS:-}" ]; then
   budget=${PROTOCOL_BUDGET:-520}
   protocol_flags=(--groups "$PROTOCOL_GROUPS" --budget "$budget" --out "$DEST/gpu_protocol.json")
@@ -69,8 +81,14 @@ if [ -n "${PROTOCOL_GROUPS:-}" ]; then
   echo "== protocol: $PY benchmarks/gpu_protocol.py ${protocol_flags[*]}"
   timeout $((budget + 60)) "$PY" benchmarks/gpu_protocol.py "${protocol_flags[@]}"
   rc=$?
-  echo "== done: protocol exit $rc"
-  exit $rc
+  tries_rc=0
+  if [ "${MFU_TRIES:-0}" = 1 ]; then
+    tries
+    tries_rc=$?
+  fi
+  echo "== done: protocol exit $rc, MFU tries exit $tries_rc"
+  [ "$rc" -eq 0 ] && [ "$tries_rc" -eq 0 ]
+  exit $?
 fi
 
 echo "== tests: $PY -m pytest -q -m gpu tests/test_gpu.py"
@@ -85,6 +103,11 @@ if [ "${STEP_BENCH:-0}" = 1 ]; then
   [ "$SMOKE" = 1 ] && bench_flags=(--cpu-smoke --no-compile)
   timeout 210 "$PY" benchmarks/gpu_bench.py --out "$DEST/gpu_bench.json" "${bench_flags[@]}"
   bench_rc=$?
+fi
+tries_rc=0
+if [ "${MFU_TRIES:-0}" = 1 ]; then
+  tries
+  tries_rc=$?
 fi
 
 # The real loops need the whole runtime (pandas, pyarrow, cv2 for the synthetic set).
@@ -112,5 +135,6 @@ else
   echo "== skipped benchmarks/keyframes_adaconv.py: this OpenCV has no Haar cascades (or no openpyxl)"
 fi
 
-echo "== done: tests exit $tests_rc, benchmark exit $bench_rc, loops exit $loops_rc, key frames exit $kf_rc"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$loops_rc" -eq 0 ] && [ "$kf_rc" -eq 0 ]
+echo "== done: tests exit $tests_rc, benchmark exit $bench_rc, MFU tries exit $tries_rc, loops exit $loops_rc, key frames exit $kf_rc"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$tries_rc" -eq 0 ] && [ "$loops_rc" -eq 0 ] \
+  && [ "$kf_rc" -eq 0 ]

@@ -116,9 +116,13 @@ def test_gpu_sh_dry_run_runs_the_gpu_benchmarks(tmp_path):
         **_env(),
         "SMOKE": "1",
         "STEP_BENCH": "1",
+        "MFU_TRIES": "1",
         "PYTHON": sys.executable,
         "OUT": str(tmp_path),
     }
     out = _run(["bash", str(BENCH / "gpu.sh")], timeout=900, env=env)
-    for name in ("gpu_bench.json", "gpu_loops.json", "keyframes_adaconv.json"):
+    for name in ("gpu_bench.json", "gpu_tries.json", "gpu_loops.json", "keyframes_adaconv.json"):
         assert (tmp_path / name).exists(), f"gpu.sh wrote no {name}:\n{out[-4000:]}"
+    # The tries' eager row is measured in the dry run (the compiled ones skip: --no-compile).
+    tries = json.loads((tmp_path / "gpu_tries.json").read_text())["rows"]
+    assert [r["status"] for r in tries].count("ok") == 1, tries
