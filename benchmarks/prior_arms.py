@@ -4,6 +4,7 @@ bf16 priors cost and save.
     python benchmarks/prior_arms.py sharing     # per-fold vs pretrain.prior_groups 2, 4, 8
     python benchmarks/prior_arms.py precision   # fp32 vs bf16 priors (pretrain.amp; CUDA only)
     python benchmarks/prior_arms.py sharing --smoke --arms per-fold shared-2   # seconds (CI)
+    python benchmarks/prior_arms.py sharing --seeds 0 --arms shared-8   # one arm's work only
 
 Base settings: configs/study.yaml's `dev-prior` variant (casme2-like, 26 subjects, 255 clips;
 the small C3D with a 30 x 256 episodic prior, the one whose priors learn), at
@@ -16,7 +17,9 @@ each prior (5 nearest clips by cosine of the backbone's fc7 features, among the 
 training subjects, for every clip of the fold's held-out subject, pooled); the fold runs'
 predictions. Comparisons: the first arm minus each other, on UF1 of the fold runs and on the
 probe's accuracy, mean over seeds with a paired subject-bootstrap interval and a paired
-permutation p (mer.evaluation.stats.paired), and Holm-adjusted p over the comparisons of each metric.
+permutation p (mer.evaluation.stats.paired). UF1 and UAR of the fold runs are one family, as in
+the study: Holm's adjustment over all of them, verdicts from the adjusted p; the probe is a
+diagnostic, adjusted within its own family.
 
 Outputs go under `--root` (default runs/prior-arms): the key-frame table (built once, without
 Ray), priors and predictions keyed as the pipeline keys them, so a rerun resumes where it
@@ -53,16 +56,6 @@ SMOKE = [
     "finetune.epochs=1",
     "finetune.batch_size=8",
 ]
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment of p-values (same order as given)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def base_config(root: str, smoke: bool, extra: list[str]):
@@ -187,35 +180,46 @@ def run_arm(name, cfg, table, seed: int, store: Path) -> dict:
 
 
 def compare(arms: dict, seeds: list[int], classes: int) -> dict:
-    """First arm minus each other arm, per metric, paired over subjects at every seed."""
+    """First arm minus each other arm, per metric, paired over subjects at every seed.
+
+    The fold runs' UF1 and UAR form one family, as in the study: Holm over every one of those
+    comparisons, and each verdict from its adjusted p. The priors' k-NN accuracy is a
+    diagnostic of what each prior learnt, adjusted within its own family and said so."""
     from mer.evaluation import stats
 
     names = list(arms)
+    families = {"uf1": "fold runs (UF1, UAR)", "uar": "fold runs (UF1, UAR)",
+                "knn_accuracy": "priors' k-NN probe (diagnostic)"}  # fmt: skip
     out = {}
-    for metric, source in (("uf1", "preds"), ("knn_accuracy", "knn")):
+    for metric, source in (("uf1", "preds"), ("uar", "preds"), ("knn_accuracy", "knn")):
         tables = {n: arms[n][source] for n in names}
         subjects = sorted(set(tables[names[0]]["dataset"] + "/" + tables[names[0]]["subject"]))
         cms = {n: stats.subject_confusions(t, seeds, subjects, classes) for n, t in tables.items()}
-        score = "uf1" if metric == "uf1" else "accuracy"
+        score = "accuracy" if metric == "knn_accuracy" else metric
         rows = []
         for other in names[1:]:
             r = stats.paired(cms[names[0]], cms[other], score)
+            a_seeds = stats.per_seed(cms[names[0]], score)
+            b_seeds = stats.per_seed(cms[other], score)
             rows.append(
                 {
                     "a": names[0],
                     "b": other,
-                    "a_mean": float(stats.per_seed(cms[names[0]], score).mean()),
-                    "b_mean": float(stats.per_seed(cms[other], score).mean()),
-                    "a_per_seed": [
-                        round(float(x), 4) for x in stats.per_seed(cms[names[0]], score)
-                    ],
-                    "b_per_seed": [round(float(x), 4) for x in stats.per_seed(cms[other], score)],
+                    "a_mean": float(a_seeds.mean()),
+                    "b_mean": float(b_seeds.mean()),
+                    "a_per_seed": [round(float(x), 4) for x in a_seeds],
+                    "b_per_seed": [round(float(x), 4) for x in b_seeds],
+                    "family": families[metric],
                     **r,
                 }
             )
-        for row, p in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
-            row["p_holm"] = p
         out[metric] = rows
+    for family in dict.fromkeys(families.values()):
+        rows = [r for m, rs in out.items() if families[m] == family for r in rs]
+        for row, p in zip(rows, stats.holm([r["p_value"] for r in rows]), strict=True):
+            row["p_holm"] = float(p)
+            row["family_size"] = len(rows)
+            row["verdict"] = stats.verdict(float(p))
     return out
 
 
@@ -245,8 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
     classes = NUM_CLASSES[base.data.protocol]
     arms, record = {}, {}
     chosen = [a for a in ARMS[args.compare] if not args.arms or a[0] in args.arms]
-    if len(chosen) < 2:
-        sys.exit(f"prior_arms.py: --arms needs two of {[a[0] for a in ARMS[args.compare]]}")
+    if not chosen:
+        sys.exit(f"prior_arms.py: --arms names none of {[a[0] for a in ARMS[args.compare]]}")
     for name, overrides in chosen:
         cfg = base_config(args.root, args.smoke, [*args.set, *overrides])
         per_seed = [
@@ -271,7 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
         "subjects": len(set(table.subject_keys)),
         "clips": len(table.frames),
         "arms": record,
-        "comparisons": compare(arms, args.seeds, classes),
+        # One arm: its work only (several processes can share the arms; a later run with
+        # every arm reads their priors and predictions back and compares).
+        "comparisons": compare(arms, args.seeds, classes) if len(arms) > 1 else {},
         "wall_s": round(time.perf_counter() - started, 1),
     }
     out = Path(args.out or HERE / f"prior_arms_{args.compare}.json")
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{metric}: {r['a']} {r['a_mean']:.3f} - {r['b']} {r['b_mean']:.3f} = "
                 f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
-                f"p = {r['p_value']:.3f}, Holm {r['p_holm']:.3f}"
+                f"p = {r['p_value']:.3f}, Holm {r['p_holm']:.3f} over {r['family_size']}: "
+                f"{r['verdict']}"
             )
     return result
 

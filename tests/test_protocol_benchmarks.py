@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mer.evaluation import stats
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -68,18 +70,19 @@ def test_prior_arms_smoke_pairs_every_arm_on_the_same_folds_and_seeds(tmp_path, 
         assert [result["arms"][n]["per_seed"][0]["priors"] for n in names] == [4, 2]
     else:
         assert result["amp_effective"] is False  # on the CPU both arms train in fp32
-    for rows in result["comparisons"].values():
+    assert sorted(result["comparisons"]) == ["knn_accuracy", "uar", "uf1"]
+    for metric, rows in result["comparisons"].items():
         (row,) = rows
         assert row["a"] == names[0] and row["b"] == names[1]
         assert row["difference"] == pytest.approx(row["a_mean"] - row["b_mean"])
         assert row["ci_low"] <= row["difference"] <= row["ci_high"]
         assert row["p_holm"] >= row["p_value"]
-
-
-def test_holm_adjusts_step_down_and_keeps_order():
-    holm = _load("prior_arms").holm
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.5]) == [0.5]
+        # UF1 and UAR are adjusted together (one family, as in the study); the probe alone.
+        assert row["family_size"] == (1 if metric == "knn_accuracy" else 2)
+    uf1, uar = result["comparisons"]["uf1"][0], result["comparisons"]["uar"][0]
+    assert [uf1["p_holm"], uar["p_holm"]] == pytest.approx(
+        stats.holm([uf1["p_value"], uar["p_value"]])
+    )
 
 
 def test_check_prior_leaks_reads_the_stored_subject_lists_of_a_run_root(tmp_path, capsys):
