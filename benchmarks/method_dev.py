@@ -95,12 +95,10 @@ def embed(model, frames: np.ndarray, input: str) -> np.ndarray:
 
 
 def knn_predict(train_z, train_y, test_z, k: int = KNN) -> np.ndarray:
-    sim = test_z @ train_z.T
-    near = np.argsort(-sim, axis=1)[:, :k]
-    votes = np.zeros((len(test_z), 3))
-    for j in range(k):
-        np.add.at(votes, (np.arange(len(test_z)), train_y[near[:, j]]), 1.0)
-    return votes.argmax(1)
+    """The library's vote (mer.train.probe), here in the siamese embedding space."""
+    from mer.train.probe import knn_predict
+
+    return knn_predict(train_z, train_y, test_z, 3, k)
 
 
 def _pairs(z, labels, subjects):

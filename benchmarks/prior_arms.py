@@ -95,36 +95,25 @@ def key_frames(cfg, smoke: bool) -> str:
     return uri
 
 
-def probe(cfg, table, run: dict, prior_dir: str, classes: int, k: int = 5):
-    """k-NN predictions for the run's held-out clips from the prior's fc7 features, among
-    the clips of the subjects the prior learnt on (rows like a fold run's predictions)."""
-    import numpy as np
+def probe(cfg, table, run: dict, prior_dir: str, classes: int):
+    """k-NN predictions for the run's held-out clips from the saved prior's fc7 features
+    (mer.train.probe), among the clips of the subjects the prior learnt on (rows like a fold
+    run's predictions). Recomputed from prior.pt, so priors recorded before the library kept
+    its own probe are measured the same way."""
     import torch
 
-    from mer.train import checkpoints, data
-    from mer.train.finetune import init_classifier
+    from mer.train import checkpoints, probe
+    from mer.train.models import build_siamese
 
-    cpu = torch.device("cpu")
-    model = init_classifier(cfg, checkpoints.prior_file(prior_dir), classes).eval()
+    backbone = build_siamese(cfg).backbone
+    backbone.load_state_dict(checkpoints.load_state(checkpoints.prior_file(prior_dir)))
     seen = checkpoints.done_record(prior_dir)["train_subjects"]
     ref, test = table.indices_of(seen), table.indices_of(run.test_subjects)
-    idx = np.concatenate([ref, test])
-    with torch.no_grad():
-        z = torch.cat(
-            [
-                model.backbone.features(
-                    data.to_tensor(table.frames[idx[i : i + 64]], cpu, cfg.model.input)
-                )
-                for i in range(0, len(idx), 64)
-            ]
-        )
-    z = torch.nn.functional.normalize(z.float(), dim=1).numpy()
     labels = table.clips["label"].to_numpy()
-    sim = z[len(ref) :] @ z[: len(ref)].T
-    near = np.argsort(-sim, axis=1)[:, :k]
-    pred = [np.bincount(labels[ref][n], minlength=classes).argmax() for n in near]
+    pred = probe.knn_probe(backbone, table.frames, labels, ref, test, torch.device("cpu"),
+                           input=cfg.model.input, classes=classes)  # fmt: skip
     out = table.clips.iloc[test][["dataset", "subject", "clip", "label"]].copy()
-    out["pred"] = np.asarray(pred, dtype=np.int64)
+    out["pred"] = pred
     return out
 
 

@@ -57,6 +57,21 @@ def test_no_prior_sees_its_folds_test_subjects_outer_and_inner(n, protocol):
     assert len(priors) == n  # one per group, shared by the group's folds
 
 
+@pytest.mark.parametrize("n", [None, 2, 4])
+@pytest.mark.parametrize("protocol", ["outer", "nested"])
+def test_each_priors_probe_subjects_are_held_out_subjects_it_never_saw(tmp_path, n, protocol):
+    runs = _plan(n, protocol)
+    outer_test = {r.id: set(r.test_subjects) for r in runs if r.kind == "outer"}
+    jobs = prior_jobs(_cfg(tmp_path), runs, [0])
+    for job in jobs:
+        users = [r for r in runs if r.prior == job.run]
+        assert set(job.held_out) == {s for r in users for s in r.test_subjects}
+        assert job.held_out and not set(job.held_out) & set(job.train_subjects)
+        for r in users:  # an inner prior is probed on inner validation subjects only
+            if r.kind == "inner":
+                assert not set(job.held_out) & outer_test[r.outer]
+
+
 def test_inner_runs_share_priors_inside_each_outer_training_set():
     runs = _plan(2, "nested")
     for outer in (r for r in runs if r.kind == "outer"):

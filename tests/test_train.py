@@ -204,11 +204,21 @@ def test_shared_priors_are_learnt_once_per_group_without_their_folds_test_subjec
     table = load_table(fake_keyframes)
     cfg = small_cfg(tmp_path, "pretrain.prior_groups=2", "pretrain.epochs=1")
     runs = outer_runs(fold_specs(table), prior_groups_of(table, 2))
-    summary = run_pretraining(cfg, fake_keyframes, runs)
+    lines = []
+    summary = run_pretraining(cfg, fake_keyframes, runs, progress=lines.append)
     assert summary == {"trained": 2, "jobs": 2}  # 4 folds, 2 priors
     assert prior_leaks(cfg, runs, [0]) == []  # read back from the stored subject lists
     for run in runs:
         assert os.path.exists(layout.prior_uri(cfg, run.prior))
+    # Each prior's k-NN probe ran on its group's held-out subjects, which it never saw, and
+    # the stage printed it per prior.
+    for job in prior_jobs(cfg, runs, [0]):
+        probe = json.loads(open(os.path.join(job.dir, "_done.json")).read())["probe"]
+        group = sorted({s for r in runs if r.prior == job.run for s in r.test_subjects})
+        assert probe["subjects"] == group and not set(group) & set(job.train_subjects)
+        assert probe["clips"] == len(table.indices_of(group)) and 0 <= probe["accuracy"] <= 1
+        (line,) = [x for x in lines if f"prior seed 0 {job.run}:" in x]
+        assert f"5-NN accuracy {probe['accuracy']:.2f} on {probe['clips']} held-out" in line
 
 
 # The majority class of the synthetic set (57 % negative) has UF1 = F1(neg)/3 ~ 0.24; the
@@ -281,3 +291,45 @@ def test_the_saved_prior_carries_its_training_clips_norm_statistics(
     name = "blocks.1.1.running_mean"
     recomputed = model.backbone.state_dict()[name]
     assert torch.allclose(saved[name], recomputed, atol=1e-6) == precise
+
+
+def test_the_recorded_probe_is_the_saved_priors_on_the_folds_held_out_clips(
+    fake_keyframes, tmp_path
+):
+    from mer.train import probe
+    from mer.train.checkpoints import done_record, load_state, prior_file
+    from mer.train.models import build_siamese
+    from mer.train.pretrain import PriorJob, train_prior
+    from mer.train.runtime import Worker
+
+    cfg = small_cfg(tmp_path, "pretrain.epochs=1")
+    table = load_table(fake_keyframes)
+    run = outer_runs(fold_specs(table))[0]
+    job = PriorJob.own(run, 0, str(tmp_path / "prior"))
+    assert job.held_out == tuple(run.test_subjects)
+    os.makedirs(job.dir)
+    train_prior(cfg, table, job, Worker(0, 1, torch.device("cpu")), report=lambda *a: None)
+    recorded = done_record(job.dir)["probe"]
+    model = build_siamese(cfg)
+    model.backbone.load_state_dict(load_state(prior_file(job.dir)))
+    labels = table.clips["label"].to_numpy()
+    ref, test = table.indices_of(run.train_subjects), table.indices_of(run.test_subjects)
+    pred = probe.knn_probe(
+        model.backbone, table.frames, labels, ref, test, torch.device("cpu"),
+        input=cfg.model.input, classes=3,
+    )  # fmt: skip
+    assert recorded == probe.summary(pred, labels[test], 3, run.test_subjects)
+    assert recorded["clips"] == len(test) > 0
+
+
+def test_knn_votes_among_the_nearest_reference_clips_by_cosine():
+    from mer.train.probe import knn_predict
+
+    ref = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.2, 0.8]])
+    ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    labels = np.array([0, 0, 1, 1, 2])
+    test = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert knn_predict(ref, labels, test, 3, k=1).tolist() == [0, 1]
+    # k = 3 around (0, 1): two votes for class 1, one for class 2
+    assert knn_predict(ref, labels, test, 3, k=3).tolist() == [0, 1]
+    assert knn_predict(ref, labels, test[:0], 3).shape == (0,)

@@ -44,8 +44,12 @@ def is_done(folder: str, train_subjects: list[str]) -> bool:
     return done is not None and done.get("train_subjects") == sorted(train_subjects)
 
 
-def mark_done(folder: str, train_subjects: list[str], history: list[dict]) -> None:
+def mark_done(
+    folder: str, train_subjects: list[str], history: list[dict], probe: dict | None = None
+) -> None:
+    """A prior is finished: its training subjects, epoch history and, when given, what the
+    k-NN probe of its held-out subjects found (mer.train.probe)."""
+    record = {"train_subjects": sorted(train_subjects), "history": history}
     storage.write_json(
-        storage.join(folder, "_done.json"),
-        {"train_subjects": sorted(train_subjects), "history": history},
+        storage.join(folder, "_done.json"), record if probe is None else {**record, "probe": probe}
     )

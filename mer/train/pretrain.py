@@ -44,12 +44,12 @@ import numpy as np
 import torch
 
 from mer import layout, provenance
-from mer.config import PipelineConfig, from_dict, with_params
+from mer.config import NUM_CLASSES, PipelineConfig, from_dict, with_params
 from mer.folds import FoldRun
 from mer.keyframes.table import ClipTable, load_table
 from mer.progress import Counter, emit, tune_progress
 from mer.provenance import platform
-from mer.train import checkpoints, data
+from mer.train import checkpoints, data, probe
 from mer.train.losses import ContrastiveLoss, EpisodeContrastiveLoss, episode_pairs
 from mer.train.models import build_siamese
 from mer.train.runtime import (
@@ -69,18 +69,22 @@ from mer.train.step import recompute_norms, train_step
 @dataclass(frozen=True)
 class PriorJob:
     """One prior to learn: at `seed`, on `train_subjects`, into `dir` (its id `run`, the fold
-    run's or the shared prior's; `index` seeds its per-epoch generators)."""
+    run's or the shared prior's; `index` seeds its per-epoch generators). `held_out`: the
+    held-out subjects of the fold runs that start from it, where its k-NN probe is measured
+    (mer.train.probe; never any of `train_subjects`)."""
 
     seed: int
     run: str
     index: int
     train_subjects: list[str]
     dir: str
+    held_out: tuple[str, ...] = ()
 
     @classmethod
     def own(cls, run: FoldRun, seed: int, dir: str) -> PriorJob:
         """The prior a fold run learns on its own training subjects."""
-        return cls(seed, run.id, run.index, run.train_subjects, dir)
+        held = tuple(sorted(set(run.test_subjects) - set(run.train_subjects)))
+        return cls(seed, run.id, run.index, run.train_subjects, dir, held)
 
 
 def pretrain_loop(config: dict) -> None:
@@ -200,8 +204,22 @@ def train_prior(
                 batch_size=2 * p.batch_size,
             )
         checkpoints.save_state(model.backbone.state_dict(), checkpoints.prior_file(job.dir))
-        checkpoints.mark_done(job.dir, job.train_subjects, history)
+        checkpoints.mark_done(
+            job.dir, job.train_subjects, history, held_out_probe(cfg, table, job, model, frames, w)
+        )
     return model
+
+
+def held_out_probe(cfg, table: ClipTable, job: PriorJob, model, frames, w: Worker) -> dict:
+    """The k-NN probe of a learnt prior (mer.train.probe): each clip of the job's held-out
+    subjects classed by its nearest clips among the prior's training clips."""
+    classes = NUM_CLASSES[cfg.data.protocol]
+    labels = table.clips["label"].to_numpy()
+    ref, test = table.indices_of(job.train_subjects), table.indices_of(list(job.held_out))
+    pred = probe.knn_probe(
+        model.backbone, frames, labels, ref, test, w.device, input=cfg.model.input, classes=classes
+    )
+    return probe.summary(pred, labels[test], classes, list(job.held_out))
 
 
 def pair_hits(z: torch.Tensor, target: torch.Tensor, threshold: float):
@@ -266,6 +284,9 @@ def prior_jobs(cfg: PipelineConfig, runs: list[FoldRun], seeds: list[int]) -> li
     prior, reuses another run's, or (shared priors, mer.keyframes.table.outer_runs) names the prior's
     training subjects, which every run of that prior shares."""
     jobs = []
+    held: dict[str, set] = {}  # a prior's probe subjects: the runs' held-out ones it never saw
+    for run in runs:
+        held.setdefault(run.prior, set()).update(run.test_subjects)
     for seed in seeds:
         seeded = layout_cfg(cfg, seed)
         seen = set()
@@ -279,9 +300,9 @@ def prior_jobs(cfg: PipelineConfig, runs: list[FoldRun], seeds: list[int]) -> li
             else:
                 continue  # reuses another run's prior
             seen.add(run.prior)
-            jobs.append(
-                PriorJob(seed, run.prior, index, subjects, layout.prior_dir(seeded, run.prior))
-            )
+            probe_subjects = tuple(sorted(held[run.prior] - set(subjects)))
+            folder = layout.prior_dir(seeded, run.prior)
+            jobs.append(PriorJob(seed, run.prior, index, subjects, folder, probe_subjects))
     return jobs
 
 
@@ -370,4 +391,37 @@ def run_pretraining(
             tune_progress(counter, describe),
         )
     progress(f"[pretrain] {len(todo)} priors learnt in {time.time() - t0:.0f} s")
+    for line in what_priors_learnt(todo):
+        progress(line)
     return {"trained": len(todo), "jobs": len(jobs)}
+
+
+def what_priors_learnt(jobs: list[PriorJob]) -> list[str]:
+    """One line per learnt prior, from its _done.json: the last epoch's pair accuracy (0.5 is
+    chance) and its k-NN probe on held-out subjects beside the majority class's share; then
+    the means. A prior recorded before the probe existed says so."""
+    lines, pairs, knn, majority = [], [], [], []
+    for job in jobs:
+        done = checkpoints.done_record(job.dir) or {}
+        last = (done.get("history") or [{}])[-1]
+        p = done.get("probe") or {}
+        line = f"[pretrain] prior seed {job.seed} {job.run}:"
+        if "pair_accuracy" in last:
+            pairs.append(last["pair_accuracy"])
+            line += f" pair accuracy {last['pair_accuracy']:.2f} (last epoch)"
+        if "accuracy" in p:
+            knn.append(p["accuracy"])
+            majority.append(p["majority_share"])
+            line += (
+                f", {p['k']}-NN accuracy {p['accuracy']:.2f} on {p['clips']} held-out clips "
+                f"(majority class {p['majority_share']:.2f})"
+            )
+        elif "probe" not in done:
+            line += ", no k-NN probe recorded"
+        lines.append(line)
+    if len(jobs) > 1 and knn:
+        lines.append(
+            f"[pretrain] {len(jobs)} priors: mean pair accuracy {np.mean(pairs):.2f}, mean "
+            f"k-NN accuracy {np.mean(knn):.2f} (majority class {np.mean(majority):.2f})"
+        )
+    return lines
