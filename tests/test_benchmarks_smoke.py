@@ -43,6 +43,7 @@ SMOKE = {
         "{tmp}/out.jsonl",
     ],  # fmt: skip
     "prediction_quality.py": ["--smoke", "--work", "{tmp}/work", "--out", "{tmp}/out.json"],
+    "prior_dev.py": ["--smoke", "--root", "{tmp}/runs", "--out", "{tmp}/out.jsonl"],
     "s3_streaming.py": ["--smoke", "--out", "{tmp}/out.json"],
     "spotting.py": [  # two generator seeds: their sets share video names
         "--smoke",
@@ -67,6 +68,7 @@ OUTPUT = {  # what a run leaves in {tmp}
     "keyframes_digest.py": None,  # prints only
     "linear_probes.py": "out.jsonl",
     "method_dev.py": "out.jsonl",
+    "prior_dev.py": "out.jsonl",
 }
 
 
