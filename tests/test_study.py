@@ -12,7 +12,7 @@ import pytest
 import torch
 from tests_paths import REPO
 
-from mer import layout, provenance
+from mer import layout, provenance, storage
 from mer.errors import ConfigError, InputError
 from mer.evaluation import results, stats, study, study_report, study_run, study_table
 from mer.evaluation.stage import run_search_stage
@@ -379,3 +379,38 @@ def test_a_tiny_study_end_to_end(ray_local, tmp_path):
     assert [r["status"] for r in stale["rows"]] == ["stale", "stale"]
     assert all("finetune.lr" in r["stale"] and "uf1" not in r for r in stale["rows"])
     assert not stale["complete"] and "Stale rows" in study_report.markdown(stale)
+
+
+def test_the_table_says_what_each_variants_priors_learnt(tmp_path):
+    cfg, s = study.load_study(write_study_config(tmp_path))
+
+    # Two priors per seed for the full method's prior settings (shared by cross-entropy and
+    # freeze, which change target learning only), one per seed for uniform's; one of the
+    # full method's recorded before priors kept a probe; scratch learns none.
+    def done(variant, seed, run, pair, probe=None):
+        vcfg = study.variant_config(cfg, s, next(v for v in s.variants if v.name == variant))
+        folder = study_table.prior_folder(vcfg, seed)
+        record = {"train_subjects": ["x"], "history": [{"pair_accuracy": pair}]}
+        storage.write_json(storage.join(folder, run, "_done.json"),
+                           {**record, **({"probe": probe} if probe else {})})  # fmt: skip
+
+    probe = {"k": 5, "clips": 3, "accuracy": 0.6, "majority_share": 0.4}
+    done("full", 0, "a", 0.9, probe)
+    done("full", 0, "b", 0.7, {**probe, "accuracy": 0.2})
+    done("full", 1, "a", 0.5)
+    done("uniform", 0, "a", 0.55, {**probe, "accuracy": 1 / 3, "majority_share": 1 / 3})
+    priors = {}
+    study_table._preset_priors(cfg, s, None, priors)
+    records = list(priors.values())
+    assert [r["variants"] for r in records] == [["full", "cross-entropy", "freeze"], ["uniform"]]
+    full, uniform = records
+    assert full["priors"] == 3 and full["probed"] == 2
+    assert full["pair_accuracy"] == {"mean": 0.7, "min": 0.5, "max": 0.9}
+    assert full["knn_accuracy"] == pytest.approx(0.4) and full["majority_share"] == 0.4
+    assert uniform["priors"] == 1 and uniform["pair_accuracy"]["mean"] == 0.55
+    text = "\n".join(study_report._priors_text(records))
+    assert (
+        "| full, cross-entropy, freeze | 3 | 0.700 [0.500, 0.900] | 0.400 (2 probed) | 0.400 |"
+        in text
+    )
+    assert "| uniform | 1 | 0.550 [0.550, 0.550] | 0.333 (1 probed) | 0.333 |" in text

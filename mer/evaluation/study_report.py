@@ -87,6 +87,7 @@ def markdown(table: dict) -> str:
     lines += _mixed_text(table.get("mixed"))
     lines += _threads_text(table["rows"]) + _platforms_text(table["rows"])
     lines += _keyframes_text(table.get("keyframes") or [])
+    lines += _priors_text(table.get("priors") or [])
     untestable = [r for r in table["rows"] if r["status"] == "untestable"]
     if untestable:
         lines += ["", "Rows not run because this set cannot test them:", ""]
@@ -247,6 +248,34 @@ def _keyframes_text(keyframes: list[dict]) -> list[str]:
         lines.append(
             f"| {where}{', '.join(k['variants'])} | {k['table']} | {k['clips']} | "
             f"{k['apex_held']} of {k['clips']} | {k['interpolated']} of {k['positions']} |"
+        )
+    return lines
+
+
+def _priors_text(priors: list[dict]) -> list[str]:
+    """What the priors learnt: whether the prior-learning and freezing rows test a prior
+    that learns (pair accuracy near 0.5 and a k-NN accuracy at the majority share: it did
+    not)."""
+    learnt = [p for p in priors if p.get("priors")]
+    if not learnt:
+        return []
+    lines = [
+        "",
+        "What the priors learnt (each prior's last-epoch training pair accuracy, 0.5 is "
+        "chance; its 5-NN probe on the held-out subjects of its folds, beside those clips' "
+        "majority-class share):",
+        "",
+        "| variants | priors | pair accuracy, mean [min, max] | k-NN accuracy | majority share |",
+        "|---|---|---|---|---|",
+    ]
+    for p in learnt:
+        where = f"{p['preset']}: " if p.get("preset") else ""
+        pa = p["pair_accuracy"]
+        knn = f"{p['knn_accuracy']:.3f} ({p['probed']} probed)" if p.get("probed") else "-"
+        share = f"{p['majority_share']:.3f}" if p.get("probed") else "-"
+        lines.append(
+            f"| {where}{', '.join(p['variants'])} | {p['priors']} | {pa['mean']:.3f} "
+            f"[{pa['min']:.3f}, {pa['max']:.3f}] | {knn} | {share} |"
         )
     return lines
 

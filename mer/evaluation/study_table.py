@@ -14,8 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from mer import layout, provenance
-from mer.config import PipelineConfig
+from mer import layout, provenance, storage
+from mer.config import PipelineConfig, with_params
 from mer.errors import InputError
 from mer.evaluation import results, stats
 from mer.evaluation.study import (
@@ -150,12 +150,14 @@ def study_table(cfg: PipelineConfig, study: Study, *, allow_mixed: bool = False)
     reg = check_registration(cfg, study)
     rows: list[dict] = []
     keyframes: dict[str, dict] = {}  # key-frame table URI -> its facts and variants
+    priors: dict[tuple, dict] = {}  # per-seed prior folders -> what those priors learnt
     handles: dict[tuple, tuple] = {}  # (preset, variant or baseline, config_id) -> (exp, id)
     presets_out = []
     fulls = {}
     for preset in study.presets or [None]:
         full_cfg = variant_config(cfg, study, study.variants[0], preset)
         fulls[preset] = _preset_rows(cfg, study, preset, rows, keyframes, handles)
+        _preset_priors(cfg, study, preset, priors)
         if fulls[preset] is not None:
             presets_out.append(_subjects_of(preset, *fulls[preset]))
         else:
@@ -187,11 +189,65 @@ def study_table(cfg: PipelineConfig, study: Study, *, allow_mixed: bool = False)
         "claims": claims,
         "rows": rows,
         "keyframes": list(keyframes.values()),
+        "priors": list(priors.values()),
         "complete": all(r["status"] in ("complete", "untestable") for r in rows),
     }
     if mixed:
         out["mixed"] = mixed
     return out
+
+
+def _preset_priors(cfg, study: Study, preset: str | None, priors: dict) -> None:
+    """What the priors of each variant that learns one on `preset` learnt (prior_facts); the
+    variants that share the same priors (same prior settings at every seed) share a record."""
+    for v in study.variants:
+        if preset not in run_presets(study, v):
+            continue
+        vcfg = variant_config(cfg, study, v, preset)
+        if not vcfg.pretrain.enabled:
+            continue
+        folders = tuple(prior_folder(vcfg, seed) for seed in cfg.search.seeds)
+        if folders not in priors:
+            where = {"preset": preset} if preset else {}
+            priors[folders] = {**where, "variants": [], **prior_facts(folders)}
+        priors[folders]["variants"].append(v.name)
+
+
+def prior_folder(cfg: PipelineConfig, seed: int) -> str:
+    """The folder holding every prior of `cfg`'s prior settings at `seed`."""
+    return storage.join(cfg.root, "pretrain", layout.prior_hash(with_params(cfg, {}, seed)))
+
+
+def prior_facts(folders: tuple[str, ...]) -> dict:
+    """From each learnt prior's _done.json under `folders`: how many there are, the last
+    epoch's training pair accuracy (0.5 is chance) and the k-NN probe of its held-out subjects
+    (mer.train.probe) beside those clips' majority-class share, as means (and the pair
+    accuracy's range). Priors recorded before the probe existed are counted, not probed."""
+    pairs, knn, majority = [], [], []
+    for folder in folders:
+        for name, kind in storage.entries(folder) or []:
+            uri = storage.join(folder, name, "_done.json")
+            if kind != "directory" or name.startswith("_") or not storage.exists(uri):
+                continue
+            done = storage.read_json(uri)
+            history = done.get("history") or [{}]
+            if "pair_accuracy" in history[-1]:
+                pairs.append(history[-1]["pair_accuracy"])
+            probe = done.get("probe") or {}
+            if "accuracy" in probe:
+                knn.append(probe["accuracy"])
+                majority.append(probe["majority_share"])
+    facts = {"priors": len(pairs), "probed": len(knn)}
+    if pairs:
+        facts["pair_accuracy"] = {
+            "mean": round(float(np.mean(pairs)), 4),
+            "min": round(float(np.min(pairs)), 4),
+            "max": round(float(np.max(pairs)), 4),
+        }
+    if knn:
+        facts["knn_accuracy"] = round(float(np.mean(knn)), 4)
+        facts["majority_share"] = round(float(np.mean(majority)), 4)
+    return facts
 
 
 def _registration_summary(reg: dict | None) -> dict | None:
