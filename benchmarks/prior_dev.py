@@ -75,33 +75,24 @@ def preset_settings(preset: str) -> list[str]:
 
 
 def key_frames(sets: list[str], root: str, smoke: bool) -> str:
-    """The preset's development table under `root`, built once without Ray (a random
-    8-subject table in the smoke size)."""
-    from mer import layout, storage
-    from mer.datasets.stage import ensure_data
-    from mer.keyframes.preprocess import build_keyframes_dataset
-    from mer.testing.fakes import write_random_keyframes
-
-    method_dev = _method_dev()
-    cfg = method_dev.base_config(str(STUDY), [f"root={root}", *sets])
-    uri = layout.keyframes_uri(cfg)
-    if storage.exists(storage.join(uri, "_meta.json")):
-        return uri
-    if smoke:
-        return write_random_keyframes(uri, subjects=8, clips=6, k=cfg.keyframes.k,
-                                      s=cfg.keyframes.size)  # fmt: skip
-    ensure_data(cfg, progress=print)
-    build_keyframes_dataset(cfg, use_ray=False, progress=print)
-    return uri
+    """The preset's development table under `root`, built once without Ray as prior_arms.py
+    builds its own (a random table in the smoke size)."""
+    cfg = _load("method_dev").base_config(str(STUDY), [f"root={root}", *sets])
+    return _load("prior_arms").key_frames(cfg, smoke)
 
 
-def _method_dev():
+def _load(name: str):
+    """A sibling benchmark script as a module (loaded once)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("method_dev", HERE / "method_dev.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    if name not in _LOADED:
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+        _LOADED[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_LOADED[name])
+    return _LOADED[name]
+
+
+_LOADED: dict = {}
 
 
 def verdict(out: dict) -> dict:
@@ -131,7 +122,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown:
         sys.exit(f"prior_dev.py: unknown candidates {unknown}; known: {list(CANDIDATES)}")
-    method_dev = _method_dev()
+    method_dev = _load("method_dev")
     results = []
     for preset in presets:
         sets = preset_settings(preset)
